@@ -1,0 +1,283 @@
+"""Argument parsing only: build a typed options object, call one function, turn errors into
+exit codes. This is the only module that reads ``os.environ``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn
+
+from image_builder import __version__
+from image_builder.errors import ImageBuilderError, UsageError
+from image_builder.reporter import Reporter
+
+PROG = "image-builder"
+COMMANDS = ("tags", "config")
+
+Handler = Callable[[argparse.Namespace, Mapping[str, str], Reporter], int]
+
+
+class _Exit(Exception):
+    """argparse wants to stop (``--help``, ``--version``); carry its status out of ``main``."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}; see '{self.prog} --help'")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            sys.stderr.write(message)
+        raise _Exit(status)
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def _cmd_tags(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
+    from image_builder.commands.tags import TagsOptions, run_tags
+
+    options = TagsOptions(
+        config=_path(args.config),
+        tags=tuple(args.tag),
+        tag_base64=args.tag_base64 or None,
+        env_file=args.env_file or None,
+        context=args.context,
+        dockerfile=args.dockerfile,
+        tags_output_file=_path(args.tags_output_file),
+    )
+    reporter.result(run_tags(options, env=env, now=datetime.now(UTC)))
+    return 0
+
+
+def _cmd_config_schema(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
+    from image_builder.config import config_schema
+
+    reporter.result(config_schema())
+    return 0
+
+
+def _cmd_config_validate(
+    args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter
+) -> int:
+    from image_builder.config import load_config
+
+    load_config(Path(args.config))
+    reporter.info(f"{args.config}: valid")
+    return 0
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+TAGS_EPILOG = """\
+examples:
+  # tags for the current event (GitHub Actions, Azure DevOps, Jenkins or a local checkout)
+  image-builder tags --config config.yaml --tag latest --tag 'release=v{{ .Date }}'
+
+  # the Go tool's spelling still works
+  image-builder --parse-tags-only --name app --config config.yaml --tag latest
+
+prints a JSON list such as [{"name": "default_tag", "value": "v20261126-1a2b3c4d"}, ...]
+with the event's default tag first.
+"""
+
+CONFIG_EPILOG = """\
+examples:
+  image-builder config schema > image-builder.schema.json
+  image-builder config validate --config config.yaml
+"""
+
+MAIN_EPILOG = """\
+examples:
+  image-builder tags --config config.yaml --tag latest
+  image-builder config schema
+
+Add --debug to any command for a traceback on errors.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Trusted OCI image builds: tags from the CI event, push, sign, report.",
+        epilog=MAIN_EPILOG,
+        formatter_class=_formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    tags = sub.add_parser(
+        "tags",
+        help="compute the image tags for this CI event and print them as JSON",
+        description="Compute the tags for this CI event (the Go tool's --parse-tags-only).",
+        epilog=TAGS_EPILOG,
+        formatter_class=_formatter,
+    )
+    _add_tag_options(tags)
+    tags.add_argument(
+        "--tags-output-file", metavar="PATH", help="also write the JSON list to this file"
+    )
+    tags.add_argument("--name", help=argparse.SUPPRESS)  # accepted from the Go tool's callers
+    tags.set_defaults(handler=_cmd_tags)
+
+    config = sub.add_parser(
+        "config",
+        help="config.yaml helpers: JSON Schema, validation",
+        description="Work with config.yaml.",
+        epilog=CONFIG_EPILOG,
+        formatter_class=_formatter,
+    )
+    config_sub = config.add_subparsers(
+        dest="config_command", metavar="ACTION", parser_class=_Parser
+    )
+    config_sub.required = True
+    schema = config_sub.add_parser(
+        "schema",
+        help="print the JSON Schema of config.yaml, for editors",
+        epilog="example:\n  image-builder config schema > image-builder.schema.json\n",
+        formatter_class=_formatter,
+    )
+    schema.set_defaults(handler=_cmd_config_schema)
+    validate = config_sub.add_parser(
+        "validate",
+        help="check a config.yaml and report the first problem",
+        epilog="example:\n  image-builder config validate --config config.yaml\n",
+        formatter_class=_formatter,
+    )
+    validate.add_argument("--config", required=True, metavar="PATH", help="config.yaml to check")
+    validate.set_defaults(handler=_cmd_config_validate)
+    return parser
+
+
+def _add_tag_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="PATH", help="config.yaml (default: built-in defaults, local registry)"
+    )
+    parser.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="[NAME=]VALUE",
+        help="extra tag, a Go-template string; repeatable. Without NAME it is derived from VALUE",
+    )
+    parser.add_argument(
+        "--tag-base64",
+        metavar="B64",
+        help="base64 of comma-separated tags, as the Go tool sent them",
+    )
+    parser.add_argument(
+        "--env-file", metavar="PATH", help="KEY=value file, relative to the Dockerfile's folder"
+    )
+    parser.add_argument("--context", default=".", metavar="DIR", help="build context (default: .)")
+    parser.add_argument(
+        "--dockerfile",
+        default="Dockerfile",
+        metavar="PATH",
+        help="Dockerfile, relative to the context (default: Dockerfile)",
+    )
+
+
+# --- the Go tool's spellings ------------------------------------------------------------------
+
+_LEGACY_DROPPED_BOOL = {
+    "silent",
+    "ado-preview-run",
+    "use-go-internal-sap-modules",
+    "ado-state-output",
+}
+_LEGACY_DROPPED_VALUE = {"log-dir", "ado-preview-run-yaml-path"}
+
+
+def translate_legacy_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Turn a Go-tool command line (``-tag x``, ``--parse-tags-only``) into ours.
+
+    Returns the new argv and the flags that were dropped because they mean nothing here.
+    """
+    if not argv or argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version"):
+        return list(argv), []
+    out: list[str] = []
+    dropped: list[str] = []
+    command = "build"
+    skip_value = False
+    for token in argv:
+        if skip_value:
+            skip_value = False
+            continue
+        if token.startswith("-") and not token.startswith("--") and len(token) > 2:
+            token = "-" + token  # Go's flag package accepts -flag as well as --flag
+        name, has_value, value = (
+            token[2:].partition("=") if token.startswith("--") else ("", False, "")
+        )
+        if name == "parse-tags-only":
+            if not has_value or value.lower() in ("1", "t", "true"):
+                command = "tags"
+            continue
+        if name in _LEGACY_DROPPED_BOOL:
+            dropped.append(f"--{name}")
+            continue
+        if name in _LEGACY_DROPPED_VALUE:
+            dropped.append(f"--{name}")
+            skip_value = not has_value
+            continue
+        out.append(token)
+    return [command, *out], dropped
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    env: Mapping[str, str] = dict(os.environ)
+    debug = "--debug" in args_in
+    args_in = [a for a in args_in if a != "--debug"]
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    reporter = Reporter(out=sys.stdout, err=sys.stderr, env=env)
+    try:
+        translated, dropped = translate_legacy_argv(args_in)
+        for flag in dropped:
+            reporter.warning(f"{flag} is a Go image-builder flag with no effect here; ignoring it")
+        args = build_parser().parse_args(translated)
+        handler: Handler = args.handler
+        return handler(args, env, reporter)
+    except _Exit as stop:
+        return stop.status
+    except ImageBuilderError as exc:
+        if debug:
+            traceback.print_exc()
+        reporter.error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        reporter.error("interrupted")
+        return 130
+    except Exception as exc:  # a bug: say so in one line, unless --debug asks for the traceback
+        if debug:
+            traceback.print_exc()
+        reporter.error(
+            f"internal error ({type(exc).__name__}: {exc}); rerun with --debug and report the traceback"
+        )
+        return 1

@@ -1,0 +1,352 @@
+"""config.yaml: the Go tool's keys plus ours, with defaults, validation and a JSON Schema.
+
+Unknown keys are errors that name the nearest known key; bad values name the key and the
+expected form. With no config file the built-in defaults from DESIGN.md apply.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import types
+import typing
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from image_builder.duration import EXAMPLE as DURATION_EXAMPLE
+from image_builder.duration import format_go_duration, parse_go_duration
+from image_builder.errors import ConfigError
+
+JobType = Literal["presubmit", "postsubmit", "merge_group", "workflow_dispatch", "schedule"]
+JOB_TYPES: tuple[str, ...] = typing.get_args(JobType)
+
+DEFAULT_REGISTRY = "localhost:5000"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _duration(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected {DURATION_EXAMPLE}, got {value!r}")
+    return parse_go_duration(value)
+
+
+GoDuration = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    PlainSerializer(format_go_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^([0-9.]+(ns|us|µs|ms|s|m|h))+$|^0$"}),
+]
+
+
+def _registry_list(value: object) -> object:
+    if isinstance(value, str):
+        return [value]
+    return value
+
+
+def _check_registry(value: str) -> str:
+    if "://" in value:
+        raise ValueError(
+            f"expected a registry host and optional path such as ghcr.io/org, "
+            f"without a scheme; got {value!r}"
+        )
+    value = value.rstrip("/")
+    if not value or any(c.isspace() for c in value):
+        raise ValueError(
+            f"expected a registry host and optional path such as ghcr.io/org, got {value!r}"
+        )
+    return value
+
+
+RegistryList = Annotated[
+    tuple[Annotated[str, BeforeValidator(_check_registry)], ...],
+    BeforeValidator(_registry_list),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            ]
+        }
+    ),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        alias_generator=lambda name: name.replace("_", "-"),
+    )
+
+
+class TagTemplate(_Model):
+    """A named tag whose value is a Go-template string, with an optional validation regex."""
+
+    name: str | None = None
+    value: str = Field(min_length=1)
+    validation: str | None = None
+
+    @field_validator("validation")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"expected a regular expression, got {pattern!r} ({exc})") from exc
+        return pattern
+
+
+class CacheConfig(_Model):
+    enabled: bool = False
+    cache_repo: str | None = None
+    cache_run_layers: bool = False
+    cache_copy_layers: bool = False
+
+
+class SignerConfig(_Model):
+    name: str = Field(min_length=1)
+    type: Literal["notary"]
+    config: dict[str, Any] = Field(default_factory=dict)
+    job_type: tuple[JobType, ...] | None = None
+
+
+class SignConfig(_Model):
+    enabled_signers: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    signers: tuple[SignerConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _enabled_signers_exist(self) -> SignConfig:
+        defined = [s.name for s in self.signers]
+        for repo, names in self.enabled_signers.items():
+            for name in names:
+                if name not in defined:
+                    known = ", ".join(defined) or "none"
+                    raise ValueError(
+                        f"enabled-signers[{repo!r}] names {name!r}, which no entry under "
+                        f"sign-config.signers defines (defined: {known})"
+                    )
+        return self
+
+
+class AdoRetryStrategy(_Model):
+    attempts: int = Field(default=3, ge=1)
+    delay: GoDuration = timedelta(seconds=5)
+
+
+class AdoConfig(_Model):
+    ado_organization_url: str = Field(pattern=r"^https?://\S+$")
+    ado_project_name: str = Field(min_length=1)
+    ado_pipeline_id: int = Field(ge=1)
+    ado_pipeline_version: int | None = Field(default=None, ge=1)
+    ado_retry_strategy: AdoRetryStrategy = AdoRetryStrategy()
+    ado_refresh_interval: GoDuration = timedelta(seconds=30)
+
+
+DEFAULT_COMMIT_TAG = TagTemplate(
+    name="default_tag",
+    value="v{{ .Date }}-{{ .ShortSHA }}",
+    validation=r"^(v[0-9]{8}-[0-9a-f]{8})$",
+)
+DEFAULT_PR_TAG = TagTemplate(
+    name="default_tag", value="PR-{{ .PRNumber }}", validation=r"^(PR-[0-9]+)$"
+)
+DEFAULT_MERGE_GROUP_TAG = TagTemplate(
+    name="default_tag", value="MG-{{ .ShortSHA }}", validation=r"^(MG-[0-9a-f]{8})$"
+)
+
+
+class Config(_Model):
+    """The whole config.yaml. Every key is optional; defaults follow DESIGN.md."""
+
+    model_config = ConfigDict(title="Image Builder config.yaml")
+
+    registry: RegistryList = (DEFAULT_REGISTRY,)
+    dev_registry: RegistryList | None = None
+    cache: CacheConfig = CacheConfig()
+    default_commit_tag: TagTemplate = DEFAULT_COMMIT_TAG
+    default_pr_tag: TagTemplate = DEFAULT_PR_TAG
+    default_merge_group_tag: TagTemplate = DEFAULT_MERGE_GROUP_TAG
+    additional_pr_tag: TagTemplate | None = None
+    tag_template: TagTemplate | None = Field(
+        default=None,
+        description="Older Go tool key; used as default-commit-tag when that key is absent.",
+    )
+    tag_template_env: tuple[str, ...] = Field(
+        default=(),
+        description="Environment variables that tag templates may read with .Env, "
+        "besides the env file's entries.",
+    )
+    log_format: Literal["color", "text", "json"] = "text"
+    reproducible: bool = False
+    sign_config: SignConfig = SignConfig()
+    ado_config: AdoConfig | None = None
+
+    @field_validator("tag_template_env")
+    @classmethod
+    def _env_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(
+                    f"expected environment variable names such as BUILD_ID, got {name!r}"
+                )
+        return names
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_tag_template(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "tag-template" in data and "default-commit-tag" not in data:
+            data = {**data, "default-commit-tag": data["tag-template"]}
+        return data
+
+    @property
+    def dev_registries(self) -> tuple[str, ...]:
+        """``dev-registry`` falls back to ``registry`` when unset."""
+        return self.dev_registry if self.dev_registry else self.registry
+
+
+def load_config(path: Path | None) -> Config:
+    """Read and validate config.yaml; ``None`` gives the built-in defaults."""
+    if path is None:
+        return Config()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist; pass an existing --config path"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    return parse_config(text, source=str(path))
+
+
+def parse_config(text: str, *, source: str = "config.yaml") -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{source}: {problem}{where}; fix the YAML syntax") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping of keys at the top level, got {type(data).__name__}"
+        )
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc, Config)}") from None
+
+
+def config_schema() -> str:
+    schema = Config.model_json_schema(by_alias=True, mode="validation")
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+    return json.dumps(schema, indent=2, sort_keys=False)
+
+
+def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
+    """One line for the first problem pydantic found, naming the key and the expected form."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = tuple(first["loc"])
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    key = _dotted(loc)
+    if first["type"] == "extra_forbidden":
+        known = _known_keys(model, loc[:-1])
+        guess = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
+        parent = _dotted(loc[:-1])
+        hint = (
+            f"did you mean '{_dotted((*loc[:-1], guess[0]))}'?"
+            if guess
+            else f"known keys{' under ' + repr(parent) if parent else ''}: {', '.join(known)}"
+        )
+        return f"unknown key '{key}'; {hint}{more}"
+    message = str(first["msg"])
+    message = message.removeprefix("Value error, ")
+    if first["type"] == "missing":
+        return f"'{key}' is required{more}"
+    got = first.get("input")
+    shown = "" if "got" in message or isinstance(got, (dict, list)) else f" (got {_short(got)})"
+    where = f"'{key}': " if key else ""
+    return f"{where}{_lower_first(message)}{shown}{more}"
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    target: Any = model
+    for part in loc:
+        target = _step(target, part)
+        if target is None:
+            return []
+    if isinstance(target, type) and issubclass(target, BaseModel):
+        return [field.alias or name for name, field in target.model_fields.items()]
+    return []
+
+
+def _step(annotation: Any, part: Any) -> Any:
+    """Follow one element of a pydantic error location through type annotations."""
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        for name, field in annotation.model_fields.items():
+            if part in (field.alias, name):
+                return _unwrap(field.annotation)
+        return None
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (list, tuple) and args:
+        return _unwrap(args[0])
+    if origin in (dict, Mapping) and len(args) == 2:
+        return _unwrap(args[1])
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            inner = _unwrap(arg)
+            if inner is not type(None):
+                return inner
+    return annotation

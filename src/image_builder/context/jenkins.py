@@ -1,0 +1,61 @@
+"""Jenkins (``JENKINS_HOME`` set): the Git plugin's and the multibranch pipeline's variables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from image_builder.context.model import (
+    EVENT_FOR_JOB_TYPE,
+    CIContext,
+    check_pr_number,
+    check_sha,
+    repo_from_url,
+)
+from image_builder.errors import InputError
+
+
+def load(env: Mapping[str, str]) -> CIContext:
+    git_url = env.get("GIT_URL", "").strip()
+    if not git_url:
+        raise InputError("GIT_URL is not set; check out the repository with the Jenkins Git plugin")
+    owner, name, browse = repo_from_url(git_url)
+    if owner is None:
+        raise InputError(
+            "GIT_URL does not name an owner/repository; expected e.g. https://github.com/org/repo.git"
+        )
+    commit = check_sha(env.get("GIT_COMMIT"), "GIT_COMMIT")
+    change_id = env.get("CHANGE_ID", "").strip()
+    if change_id:
+        return CIContext(
+            ci="jenkins",
+            event=EVENT_FOR_JOB_TYPE["presubmit"],
+            job_type="presubmit",
+            repo_owner=owner,
+            repo_name=name,
+            pr_number=check_pr_number(change_id, "CHANGE_ID"),
+            base_sha=check_sha(env.get("CHANGE_BASE_SHA"), "CHANGE_BASE_SHA"),
+            head_sha=commit,
+            commit_sha=commit,
+            ref=_branch_ref(env.get("CHANGE_BRANCH")),
+            base_ref=_branch_ref(env.get("CHANGE_TARGET")),
+            source_url=browse,
+        )
+    return CIContext(
+        ci="jenkins",
+        event=EVENT_FOR_JOB_TYPE["postsubmit"],
+        job_type="postsubmit",
+        repo_owner=owner,
+        repo_name=name,
+        head_sha=commit,
+        commit_sha=commit,
+        ref=_branch_ref(env.get("BRANCH_NAME") or env.get("GIT_BRANCH")),
+        source_url=browse,
+    )
+
+
+def _branch_ref(branch: str | None) -> str | None:
+    if not branch:
+        return None
+    if branch.startswith("refs/"):
+        return branch
+    return "refs/heads/" + branch.removeprefix("origin/")

@@ -1,0 +1,101 @@
+"""The CIContext dataclass and the small helpers every CI parser shares."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from image_builder.config import JobType
+from image_builder.errors import InputError
+
+CISystem = Literal["github", "azure", "jenkins", "local"]
+
+# The event name that stands for a job type when the CI system has no events of its own.
+EVENT_FOR_JOB_TYPE: dict[str, str] = {
+    "presubmit": "pull_request",
+    "postsubmit": "push",
+    "merge_group": "merge_group",
+    "workflow_dispatch": "workflow_dispatch",
+    "schedule": "schedule",
+}
+
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_NULL_SHA = "0" * 40
+
+
+@dataclass(frozen=True, kw_only=True)
+class CIContext:
+    """What the CI system says about this build. ``commit_sha`` is the commit being built."""
+
+    ci: CISystem
+    event: str
+    job_type: JobType
+    repo_owner: str | None = None
+    repo_name: str | None = None
+    pr_number: int | None = None
+    base_sha: str | None = None
+    head_sha: str | None = None
+    commit_sha: str | None = None
+    ref: str | None = None
+    base_ref: str | None = None
+    source_url: str | None = None
+
+    @property
+    def is_pull_request(self) -> bool:
+        return self.job_type == "presubmit"
+
+    @property
+    def repository(self) -> str | None:
+        """``owner/name`` when both are known."""
+        if self.repo_owner and self.repo_name:
+            return f"{self.repo_owner}/{self.repo_name}"
+        return None
+
+
+def check_sha(value: str | None, what: str) -> str | None:
+    """A commit SHA in lower case, ``None`` for an absent or all-zero one; refuse anything else."""
+    if value is None or value == "" or value == _NULL_SHA:
+        return None
+    sha = value.strip().lower()
+    if not _SHA.fullmatch(sha):
+        raise InputError(f"{what} must be a full 40-character commit SHA, got {value[:80]!r}")
+    return sha
+
+
+def check_pr_number(value: str, what: str) -> int:
+    text = value.strip()
+    if not text.isdecimal() or int(text) < 1:
+        raise InputError(f"{what} must be a positive pull request number, got {value[:80]!r}")
+    return int(text)
+
+
+def repo_from_url(url: str) -> tuple[str | None, str | None, str | None]:
+    """``(owner, name, browsable https URL)`` from a git remote URL, credentials removed.
+
+    Handles ``https://host/org/repo(.git)``, ``ssh://git@host[:port]/org/repo.git`` and the
+    scp-like ``git@host:org/repo.git``.
+    """
+    url = url.strip()
+    scp = re.fullmatch(r"(?:[^@/\s]+@)?([^:/\s]+):(?!//)(.+)", url)
+    if scp and "://" not in url:
+        host, path = scp.group(1), scp.group(2)
+    else:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return None, None, None
+        host = parts.hostname or ""
+        if parts.port and parts.scheme in ("http", "https"):
+            host = f"{host}:{parts.port}"
+        path = parts.path
+    segments = [s for s in path.strip("/").split("/") if s]
+    if len(segments) < 2 or not host:
+        return None, None, None
+    owner = segments[-2]
+    name = segments[-1].removesuffix(".git")
+    if not name:
+        return None, None, None
+    browse = f"https://{host}/{'/'.join(segments[:-1])}/{name}"
+    return owner, name, browse

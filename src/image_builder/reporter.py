@@ -1,0 +1,111 @@
+"""All user-facing output goes through one CI-aware reporter.
+
+Results go to stdout, diagnostics to stderr. On GitHub Actions errors become ``::error::`` and
+steps become ``::group::``; on Azure DevOps errors become ``##vso[task.logissue]``. Colour is used
+only on a TTY and never when ``NO_COLOR`` is set. ``log-format: json`` turns diagnostics into
+JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TextIO
+
+_RED, _YELLOW, _BOLD, _DIM, _RESET = "\x1b[31m", "\x1b[33m", "\x1b[1m", "\x1b[2m", "\x1b[0m"
+
+
+def _gh_escape(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+class Reporter:
+    def __init__(
+        self,
+        *,
+        out: TextIO,
+        err: TextIO,
+        env: Mapping[str, str],
+        log_format: str = "text",
+    ) -> None:
+        self._out = out
+        self._err = err
+        self.github = env.get("GITHUB_ACTIONS") == "true"
+        self.azure = env.get("TF_BUILD") == "True" or bool(env.get("BUILD_BUILDID"))
+        self.json = log_format == "json"
+        self.color = (
+            not self.json and "NO_COLOR" not in env and env.get("TERM") != "dumb" and err.isatty()
+        )
+
+    def with_format(self, log_format: str) -> Reporter:
+        """The same streams with a log format read from config.yaml."""
+        clone = Reporter(out=self._out, err=self._err, env={}, log_format=log_format)
+        clone.github, clone.azure = self.github, self.azure
+        clone.color = self.color and log_format != "json"
+        return clone
+
+    def result(self, text: str) -> None:
+        """A machine-readable result, on stdout."""
+        self._out.write(text + "\n")
+        self._out.flush()
+
+    def info(self, message: str) -> None:
+        self._emit("info", message, "", "")
+
+    def warning(self, message: str) -> None:
+        if self.github and not self.json:
+            self._line(f"::warning::{_gh_escape(message)}")
+        elif self.azure and not self.json:
+            self._line(f"##vso[task.logissue type=warning]{message}")
+        else:
+            self._emit("warning", f"warning: {message}", _YELLOW, _RESET)
+
+    def error(self, message: str) -> None:
+        if self.github and not self.json:
+            self._line(f"::error::{_gh_escape(message)}")
+        elif self.azure and not self.json:
+            self._line(f"##vso[task.logissue type=error]{message}")
+        else:
+            self._emit("error", f"error: {message}", _RED, _RESET)
+
+    @contextmanager
+    def step(self, title: str) -> Iterator[None]:
+        """A titled step; its elapsed time is printed at the end, as a group in GitHub's log."""
+        start = time.monotonic()
+        if self.json:
+            self._json("info", title, event="step-start")
+        elif self.github:
+            self._line(f"::group::{title}")
+        else:
+            self._line(f"{_BOLD}==> {title}{_RESET}" if self.color else f"==> {title}")
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            elapsed = time.monotonic() - start
+            status = "done" if ok else "failed"
+            if self.json:
+                self._json(
+                    "info", title, event="step-end", status=status, seconds=round(elapsed, 3)
+                )
+            else:
+                if self.github:
+                    self._line("::endgroup::")
+                tail = f"<== {title}: {status} in {elapsed:.1f}s"
+                self._line(f"{_DIM}{tail}{_RESET}" if self.color else tail)
+
+    def _emit(self, level: str, message: str, on: str, off: str) -> None:
+        if self.json:
+            self._json(level, message.removeprefix(f"{level}: "))
+        else:
+            self._line(f"{on}{message}{off}" if self.color and on else message)
+
+    def _json(self, level: str, message: str, **fields: object) -> None:
+        self._line(json.dumps({"level": level, "msg": message, **fields}, sort_keys=True))
+
+    def _line(self, text: str) -> None:
+        self._err.write(text + "\n")
+        self._err.flush()
