@@ -78,6 +78,7 @@ def _check_registry(value: str) -> str:
 
 RegistryList = Annotated[
     tuple[Annotated[str, BeforeValidator(_check_registry)], ...],
+    Field(min_length=1),
     BeforeValidator(_registry_list),
     WithJsonSchema(
         {

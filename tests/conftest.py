@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+EVENTS = DATA / "github-events"
+
+# Variables that would make the tool think it runs in some CI; tests set what they need.
+CI_VARIABLES = (
+    "CI",
+    "GITHUB_ACTIONS",
+    "GITHUB_EVENT_NAME",
+    "GITHUB_EVENT_PATH",
+    "GITHUB_SHA",
+    "GITHUB_REF",
+    "GITHUB_OUTPUT",
+    "GITHUB_STEP_SUMMARY",
+    "BUILD_BUILDID",
+    "TF_BUILD",
+    "JENKINS_HOME",
+    "REPO_OWNER",
+    "REPO_NAME",
+    "JOB_TYPE",
+    "PULL_NUMBER",
+    "PULL_BASE_SHA",
+    "PULL_PULL_SHA",
+    "CHANGE_ID",
+    "GIT_URL",
+    "GIT_COMMIT",
+    "NO_COLOR",
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_ci_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in CI_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
