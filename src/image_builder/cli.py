@@ -18,7 +18,6 @@ from image_builder.errors import ImageBuilderError, UsageError
 from image_builder.reporter import Reporter
 
 PROG = "image-builder"
-COMMANDS = ("tags", "config")
 
 Handler = Callable[[argparse.Namespace, Mapping[str, str], Reporter], int]
 
@@ -213,7 +212,7 @@ def translate_legacy_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
     Returns the new argv and the flags that were dropped because they mean nothing here.
     """
-    if not argv or argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version"):
+    if not argv or not argv[0].startswith("-") or argv[0] in ("-h", "--help", "--version"):
         return list(argv), []
     out: list[str] = []
     dropped: list[str] = []

@@ -82,7 +82,10 @@ def test_older_tag_template_key_becomes_default_commit_tag() -> None:
     ("text", "message"),
     [
         ("registy: ghcr.io/a", "unknown key 'registy'; did you mean 'registry'?"),
-        ("cache:\n  cache-rep: x", "unknown key 'cache.cache-rep'; did you mean 'cache.cache-repo'?"),
+        (
+            "cache:\n  cache-rep: x",
+            "unknown key 'cache.cache-rep'; did you mean 'cache.cache-repo'?",
+        ),
         (
             "sign-config:\n  signers:\n    - name: a\n      type: notary\n      jobtype: [postsubmit]",
             "unknown key 'sign-config.signers[0].jobtype'; did you mean 'sign-config.signers[0].job-type'?",
@@ -126,7 +129,10 @@ def test_older_tag_template_key_becomes_default_commit_tag() -> None:
             "sign-config:\n  signers:\n    - name: a\n      type: notary\n      job-type: [nightly]",
             "'sign-config.signers[0].job-type[0]': input should be 'presubmit', 'postsubmit'",
         ),
-        ("tag-template-env: [GOOD, 'BAD-NAME']", "expected environment variable names such as BUILD_ID, got 'BAD-NAME'"),
+        (
+            "tag-template-env: [GOOD, 'BAD-NAME']",
+            "expected environment variable names such as BUILD_ID, got 'BAD-NAME'",
+        ),
         ("registry: [a\n", "fix the YAML syntax"),
         ("- a\n- b\n", "expected a mapping of keys at the top level, got list"),
     ],
@@ -141,7 +147,9 @@ def test_bad_config_is_refused_with_the_key_and_the_fix(text: str, message: str)
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="does not exist; pass an existing --config path") as caught:
+    with pytest.raises(
+        ConfigError, match="does not exist; pass an existing --config path"
+    ) as caught:
         load_config(tmp_path / "nope.yaml")
     assert caught.value.exit_code == 2
 

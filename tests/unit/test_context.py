@@ -47,9 +47,7 @@ def test_github_pull_request(event: str, tmp_path: Path) -> None:
 
 
 def test_github_push_builds_the_head_commit(tmp_path: Path) -> None:
-    ctx = detect_ci_context(
-        github_env("push", "push.new-branch.json", GITHUB_SHA=SHA_A), tmp_path
-    )
+    ctx = detect_ci_context(github_env("push", "push.new-branch.json", GITHUB_SHA=SHA_A), tmp_path)
     assert ctx.job_type == "postsubmit"
     assert ctx.commit_sha == "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
     assert ctx.base_sha is None  # "before" is all zeros for a new branch
@@ -153,14 +151,22 @@ def test_github_unreadable_and_malformed_payload(tmp_path: Path) -> None:
     missing = tmp_path / "missing.json"
     with pytest.raises(InputError, match=r"cannot read the GitHub event payload at .*missing.json"):
         detect_ci_context(
-            {"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "push", "GITHUB_EVENT_PATH": str(missing)},
+            {
+                "GITHUB_ACTIONS": "true",
+                "GITHUB_EVENT_NAME": "push",
+                "GITHUB_EVENT_PATH": str(missing),
+            },
             tmp_path,
         )
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     with pytest.raises(InputError, match="is not valid JSON") as caught:
         detect_ci_context(
-            {"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "push", "GITHUB_EVENT_PATH": str(broken)},
+            {
+                "GITHUB_ACTIONS": "true",
+                "GITHUB_EVENT_NAME": "push",
+                "GITHUB_EVENT_PATH": str(broken),
+            },
             tmp_path,
         )
     assert caught.value.exit_code == 2
@@ -171,7 +177,11 @@ def test_github_payload_with_bad_sha(tmp_path: Path) -> None:
     payload["pull_request"]["head"]["sha"] = "$(curl evil)"
     path = tmp_path / "pr.json"
     path.write_text(json.dumps(payload))
-    env = {"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "pull_request", "GITHUB_EVENT_PATH": str(path)}
+    env = {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_EVENT_NAME": "pull_request",
+        "GITHUB_EVENT_PATH": str(path),
+    }
     with pytest.raises(InputError) as caught:
         detect_ci_context(env, tmp_path)
     assert str(caught.value) == (
@@ -322,8 +332,14 @@ def test_jenkins_refusals(env: dict[str, str], message: str, tmp_path: Path) -> 
         ("https://github.com/org/repo.git", ("org", "repo", "https://github.com/org/repo")),
         ("https://github.com/org/repo", ("org", "repo", "https://github.com/org/repo")),
         ("git@github.com:org/repo.git", ("org", "repo", "https://github.com/org/repo")),
-        ("ssh://git@example.com:2222/team/org/repo.git", ("org", "repo", "https://example.com/team/org/repo")),
-        ("https://tok:x@git.example.com:8443/o/r.git", ("o", "r", "https://git.example.com:8443/o/r")),
+        (
+            "ssh://git@example.com:2222/team/org/repo.git",
+            ("org", "repo", "https://example.com/team/org/repo"),
+        ),
+        (
+            "https://tok:x@git.example.com:8443/o/r.git",
+            ("o", "r", "https://git.example.com:8443/o/r"),
+        ),
         ("/srv/git/repo.git", (None, None, None)),
         ("nonsense", (None, None, None)),
     ],
@@ -345,7 +361,7 @@ def make_git(root: Path, *, head: str = "ref: refs/heads/main\n") -> Path:
     (git / "config").write_text(
         '[core]\n\tbare = false\n[remote "upstream"]\n\turl = https://github.com/wrong/one\n'
         '[remote "origin"]\n\turl = git@github.com:acme/widgets.git\n'
-        '\tfetch = +refs/heads/*:refs/remotes/origin/*\n'
+        "\tfetch = +refs/heads/*:refs/remotes/origin/*\n"
     )
     return git
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypedDict
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -192,7 +193,13 @@ def _branch_ref(branch: str) -> str:
     return branch if branch.startswith("refs/") else f"refs/heads/{branch}"
 
 
-def _repo(event: _Event, server: str) -> dict[str, str | None]:
+class _RepoFields(TypedDict):
+    repo_owner: str
+    repo_name: str
+    source_url: str
+
+
+def _repo(event: _Event, server: str) -> _RepoFields:
     repo = event.repository
     return {
         "repo_owner": repo.owner.login,

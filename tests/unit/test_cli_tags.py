@@ -1,0 +1,363 @@
+"""``image-builder tags`` end to end, through ``main()``, for every supported CI and event."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from image_builder.cli import build_parser, main, translate_legacy_argv
+from tests.conftest import DATA, EVENTS
+
+GO_CONFIG = str(DATA / "config" / "go-tool.yaml")
+
+
+def today() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d")
+
+
+def run(
+    capsys: pytest.CaptureFixture[str], *argv: str
+) -> tuple[int, list[dict[str, str]] | None, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out) if captured.out.strip() else None, captured.err
+
+
+def set_github(monkeypatch: pytest.MonkeyPatch, event: str, payload: str, **extra: str) -> None:
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_EVENT_NAME", event)
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(EVENTS / payload))
+    for key, value in extra.items():
+        monkeypatch.setenv(key, value)
+
+
+USER_TAGS = ("--tag", "latest", "--tag", "commit={{ .ShortSHA }}")
+
+
+@pytest.mark.parametrize(
+    ("event", "payload", "extra", "expected"),
+    [
+        (
+            "pull_request_target",
+            "pull_request_target.synchronize.json",
+            {},
+            [("default_tag", "PR-123"), ("latest", "latest"), ("commit", "1a2b3c4d")],
+        ),
+        (
+            "pull_request",
+            "pull_request.opened.json",
+            {},
+            [("default_tag", "PR-2"), ("latest", "latest"), ("commit", "ec26c3e5")],
+        ),
+        (
+            "merge_group",
+            "merge_group.checks_requested.json",
+            {},
+            [("default_tag", "MG-2ffea6db"), ("latest", "latest"), ("commit", "2ffea6db")],
+        ),
+        (
+            "push",
+            "push.new-branch.json",
+            {"GITHUB_SHA": "f" * 40},
+            [("default_tag", "v{today}-6113728f"), ("latest", "latest"), ("commit", "6113728f")],
+        ),
+        (
+            "workflow_dispatch",
+            "workflow_dispatch.json",
+            {"GITHUB_SHA": "abcdef0123456789abcdef0123456789abcdef01"},
+            [("default_tag", "v{today}-abcdef01"), ("latest", "latest"), ("commit", "abcdef01")],
+        ),
+        (
+            "schedule",
+            "schedule.json",
+            {"GITHUB_SHA": "0123456789abcdef0123456789abcdef01234567"},
+            [("default_tag", "v{today}-01234567"), ("latest", "latest"), ("commit", "01234567")],
+        ),
+    ],
+)
+def test_github_events(
+    event: str,
+    payload: str,
+    extra: dict[str, str],
+    expected: list[tuple[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    set_github(monkeypatch, event, payload, **extra)
+    code, tags, err = run(
+        capsys, "tags", "--config", GO_CONFIG, "--context", str(tmp_path), *USER_TAGS
+    )
+    assert (code, err) == (0, "")
+    assert tags == [{"name": n, "value": v.format(today=today())} for n, v in expected]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected_default"),
+    [
+        (
+            {"JOB_TYPE": "presubmit", "PULL_NUMBER": "41", "PULL_PULL_SHA": "b" * 40},
+            "PR-41",
+        ),
+        ({"JOB_TYPE": "postsubmit"}, "v{today}-aaaaaaaa"),
+        ({"JOB_TYPE": "merge_group"}, "MG-aaaaaaaa"),
+    ],
+)
+def test_azure_devops(
+    env: dict[str, str],
+    expected_default: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    for key, value in {
+        "BUILD_BUILDID": "9",
+        "REPO_OWNER": "kyma-project",
+        "REPO_NAME": "test-infra",
+        "PULL_BASE_SHA": "a" * 40,
+        **env,
+    }.items():
+        monkeypatch.setenv(key, value)
+    code, tags, _ = run(capsys, "tags", "--context", str(tmp_path), "--tag", "latest")
+    assert code == 0
+    assert tags == [
+        {"name": "default_tag", "value": expected_default.format(today=today())},
+        {"name": "latest", "value": "latest"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected_default"),
+    [
+        ({"CHANGE_ID": "5"}, "PR-5"),
+        ({}, "v{today}-cccccccc"),
+    ],
+)
+def test_jenkins(
+    env: dict[str, str],
+    expected_default: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    for key, value in {
+        "JENKINS_HOME": "/var/lib/jenkins",
+        "GIT_URL": "https://github.com/acme/widgets.git",
+        "GIT_COMMIT": "c" * 40,
+        **env,
+    }.items():
+        monkeypatch.setenv(key, value)
+    code, tags, _ = run(capsys, "tags", "--context", str(tmp_path), "--tag", "x={{ .ShortSHA }}")
+    assert code == 0
+    assert tags == [
+        {"name": "default_tag", "value": expected_default.format(today=today())},
+        {"name": "x", "value": "cccccccc"},
+    ]
+
+
+def test_env_file_and_tag_template_env(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    set_github(monkeypatch, "pull_request", "pull_request.opened.json")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "envs").write_text("VERSION=1.4\nCHANNEL=beta\n")
+    config = tmp_path / "config.yaml"
+    config.write_text("tag-template-env: [BUILD_NUMBER]\n")
+    monkeypatch.setenv("BUILD_NUMBER", "88")
+    monkeypatch.setenv("CHANNEL", "stable")  # already set: the env file does not override it
+    code, tags, _ = run(
+        capsys,
+        "tags",
+        "--config", str(config),
+        "--context", str(tmp_path),
+        "--dockerfile", "app/Dockerfile",
+        "--env-file", "envs",
+        "--tag", 'v={{ .Env "VERSION" }}-{{ .Env "CHANNEL" }}-{{ .Env "BUILD_NUMBER" }}',
+    )  # fmt: skip
+    assert code == 0
+    assert tags == [
+        {"name": "default_tag", "value": "PR-2"},
+        {"name": "v", "value": "1.4-stable-88"},
+    ]
+
+
+def test_tag_base64_and_output_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    set_github(monkeypatch, "pull_request", "pull_request.opened.json")
+    encoded = base64.b64encode(b"one=1,two=2").decode()
+    out = tmp_path / "tags.json"
+    code, tags, _ = run(
+        capsys, "tags", "--context", str(tmp_path), "--tag-base64", encoded,
+        "--tags-output-file", str(out),
+    )  # fmt: skip
+    assert code == 0
+    assert tags == [
+        {"name": "default_tag", "value": "PR-2"},
+        {"name": "one", "value": "1"},
+        {"name": "two", "value": "2"},
+    ]
+    assert json.loads(out.read_text()) == tags
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tags.json")] == []
+
+
+def test_go_tool_spellings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    set_github(monkeypatch, "pull_request", "pull_request.opened.json")
+    code, tags, err = run(
+        capsys,
+        "--parse-tags-only", "--name", "test-infra/ginkgo", "-config", GO_CONFIG,
+        "-context", str(tmp_path), "-tag", "v{{ .ShortSHA }}", "--tag=latest",
+        "-log-dir", "/logs/artifacts", "--silent",
+    )  # fmt: skip
+    assert code == 0
+    assert tags == [
+        {"name": "default_tag", "value": "PR-2"},
+        {"name": "vShortSHA", "value": "vec26c3e5"},
+        {"name": "latest", "value": "latest"},
+    ]
+    assert "::warning::--log-dir is a Go image-builder flag with no effect here; ignoring it" in err
+    assert "::warning::--silent is a Go image-builder flag with no effect here" in err
+
+
+def test_translate_legacy_argv() -> None:
+    assert translate_legacy_argv(["tags", "--tag", "x"]) == (["tags", "--tag", "x"], [])
+    assert translate_legacy_argv(["--parse-tags-only=true", "-tag=x"]) == (["tags", "--tag=x"], [])
+    assert translate_legacy_argv(["-name", "x", "-log-dir=/l"]) == (
+        ["build", "--name", "x"],
+        ["--log-dir"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (
+            ["tags", "--tag", "{{ .Nope }}"],
+            {},
+            "tag template '{{ .Nope }}' uses unknown field '.Nope'",
+        ),
+        (
+            ["tags", "--tag", "a=b=c"],
+            {},
+            "--tag 'a=b=c' has more than one '='; use name=value",
+        ),
+        (
+            ["tags", "--tag-base64", "%%%"],
+            {},
+            "--tag-base64 is not valid base64 of UTF-8 text",
+        ),
+        (
+            ["tags", "--env-file", "../../etc/passwd"],
+            {},
+            "outside the build context",
+        ),
+        (
+            ["tags", "--config", "/nonexistent/config.yaml"],
+            {},
+            "config file /nonexistent/config.yaml does not exist; pass an existing --config path",
+        ),
+        (
+            ["tags", "--bogus"],
+            {},
+            "unrecognized arguments: --bogus; see 'image-builder --help'",
+        ),
+        (
+            ["tags", "--tag"],
+            {},
+            "argument --tag: expected one argument; see 'image-builder tags --help'",
+        ),
+        (
+            ["frobnicate"],
+            {},
+            "argument COMMAND: invalid choice: 'frobnicate'",
+        ),
+        (
+            ["tags"],
+            {
+                "GITHUB_ACTIONS": "true",
+                "GITHUB_EVENT_NAME": "push",
+                "GITHUB_EVENT_PATH": str(EVENTS / "push.deleted.json"),
+            },
+            "push event for refs/heads/feature has head_commit: null",
+        ),
+        (
+            ["tags", "--tag", "PR-{{ .PRNumber }}"],
+            {
+                "GITHUB_ACTIONS": "true",
+                "GITHUB_EVENT_NAME": "schedule",
+                "GITHUB_EVENT_PATH": str(EVENTS / "schedule.json"),
+                "GITHUB_SHA": "1" * 40,
+            },
+            "uses .PRNumber, which is only set for pull request builds",
+        ),
+    ],
+)
+def test_refusals_exit_2_with_one_line(
+    argv: list[str],
+    env: dict[str, str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".git").mkdir()  # a checkout with a commit, so only the tested problem remains
+    (tmp_path / ".git" / "HEAD").write_text("1" * 40 + "\n")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    code, tags, err = run(capsys, *argv)
+    assert code == 2
+    assert tags is None
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "tags", "--debug", "--tag", "{{ .Nope }}")
+    assert code == 2
+    assert "Traceback (most recent call last)" in err
+    assert "TemplateError" in err
+
+
+def test_no_colour_off_a_tty_and_github_annotations(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _, _, plain = run(capsys, "tags", "--tag", "{{ .Nope }}")
+    assert plain.startswith("error: ")
+    assert "\x1b[" not in plain
+    set_github(monkeypatch, "pull_request", "pull_request.opened.json")
+    _, _, annotated = run(capsys, "tags", "--tag", "{{ .Nope }}")
+    assert annotated.startswith("::error::tag template '{{ .Nope }}'")
+
+
+def commands(parser: object) -> list[list[str]]:
+    """Every command path in the parser, e.g. ['tags'], ['config', 'schema']."""
+    import argparse
+
+    assert isinstance(parser, argparse.ArgumentParser)
+    found: list[list[str]] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.append([name])
+                found += [[name, *rest] for rest in commands(sub)]
+    return found
+
+
+@pytest.mark.parametrize("path", [[], *commands(build_parser())])
+def test_every_help_shows_an_example(path: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*path, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "example" in out
+    assert "image-builder " + " ".join(path) in out
