@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI runs the same examples every time, so a landing never depends on luck; locally they vary.
+settings.register_profile("ci", derandomize=True, max_examples=300, deadline=None)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
 
 DATA = Path(__file__).parent / "data"
 EVENTS = DATA / "github-events"

@@ -300,7 +300,8 @@ def _dotted(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            # Keys come from the user's file: escape control characters so the message stays one line.
+            out += ("." if out else "") + str(part).encode("unicode_escape").decode("ascii")
     return out
 
 

@@ -95,6 +95,7 @@ def test_older_tag_template_key_becomes_default_commit_tag() -> None:
             "  ado-pipeline-id: 1\n  ado-retry-strategy:\n    attempt: 3",
             "did you mean 'ado-config.ado-retry-strategy.attempts'?",
         ),
+        ('? "\\n"\n: 1', "unknown key '\\n'; known keys: registry"),
         ("zzzzzz: 1", "unknown key 'zzzzzz'; known keys: registry, dev-registry"),
         ("cache:\n  enabled: maybe", "'cache.enabled': input should be a valid boolean"),
         ("reproducible: [1]", "'reproducible': input should be a valid boolean"),
