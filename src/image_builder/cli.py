@@ -63,6 +63,58 @@ def _cmd_tags(args: argparse.Namespace, env: Mapping[str, str], reporter: Report
     return 0
 
 
+def _cmd_build(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
+    import platform
+
+    from image_builder.commands.build import BuildOptions, run_build
+    from image_builder.platforms import host_platform
+
+    options = BuildOptions(
+        name=args.name,
+        context=args.context,
+        dockerfile=args.dockerfile,
+        config=_path(args.config),
+        tags=tuple(args.tag),
+        tag_base64=args.tag_base64 or None,
+        build_args=tuple(args.build_arg),
+        env_file=args.env_file or None,
+        platforms=tuple(args.platform),
+        target=args.target or None,
+        export_tags=args.export_tags,
+        dry_run=args.dry_run,
+        no_push=args.no_push,
+        build_report_path=_path(args.build_report_path),
+    )
+    return run_build(
+        options,
+        env=env,
+        reporter=reporter,
+        now=datetime.now(UTC),
+        host_platform=host_platform(platform.machine()),
+    )
+
+
+def _cmd_registry(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
+    from image_builder import embedded_registry
+
+    if args.action == "start":
+        state = embedded_registry.start(env, args.address)
+        reporter.result(f"registry running on {state.address} (data in {state.data_dir})")
+        return 0
+    if args.action == "stop":
+        stopped = embedded_registry.stop(env)
+        reporter.result("registry stopped" if stopped else "registry was not running")
+        return 0
+    state = embedded_registry.status(env)
+    if state.running:
+        reporter.result(
+            f"registry running on {state.address} (pid {state.pid}, data in {state.data_dir})"
+        )
+        return 0
+    reporter.result("registry not running; start it with: image-builder registry start")
+    return 1
+
+
 def _cmd_config_schema(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
     from image_builder.config import config_schema
 
@@ -104,9 +156,31 @@ examples:
   image-builder config validate --config config.yaml
 """
 
+BUILD_EPILOG = """\
+examples:
+  # build for two platforms, push to the registries of this CI event, print the report
+  image-builder build --name team/app --context . --dockerfile Dockerfile \\
+      --platform linux/amd64,linux/arm64 --tag latest --build-arg VERSION=1.2 --export-tags
+
+  # see what would happen, without building
+  image-builder build --name team/app --dry-run
+
+The build report is printed between ---IMAGE BUILD REPORT--- and ---END OF IMAGE BUILD REPORT---.
+Exit codes: 0 built and pushed everywhere, 1 the build or a push failed, 2 bad input.
+"""
+
+REGISTRY_EPILOG = """\
+examples:
+  image-builder registry start            # 127.0.0.1:5000, data under ~/.local/share/image-builder
+  image-builder registry status
+  image-builder registry stop
+"""
+
 MAIN_EPILOG = """\
 examples:
+  image-builder build --name team/app --tag latest
   image-builder tags --config config.yaml --tag latest
+  image-builder registry start
   image-builder config schema
 
 Add --debug to any command for a traceback on errors.
@@ -124,6 +198,56 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+
+    build = sub.add_parser(
+        "build",
+        help="build the image with buildah, push it to every registry, and report",
+        description="Build a Dockerfile into OCI images, tag them from the CI event, push them "
+        "to every configured registry and report exactly what was pushed.",
+        epilog=BUILD_EPILOG,
+        formatter_class=_formatter,
+    )
+    build.add_argument("--name", required=True, help="image name, e.g. test-infra/ginkgo")
+    _add_tag_options(build)
+    build.add_argument(
+        "--build-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="build argument; repeatable",
+    )
+    build.add_argument(
+        "--platform",
+        action="append",
+        default=[],
+        metavar="OS/ARCH",
+        help="target platform(s), repeatable or comma-separated (default: config, else the host's)",
+    )
+    build.add_argument(
+        "--target", metavar="STAGE", help="build this stage of a multi-stage Dockerfile"
+    )
+    build.add_argument(
+        "--export-tags", action="store_true", help="pass every tag as build argument TAG_<name>"
+    )
+    build.add_argument("--dry-run", action="store_true", help="print the plan as JSON and stop")
+    build.add_argument("--no-push", action="store_true", help="build only; push nothing")
+    build.add_argument("--build-report-path", metavar="PATH", help="also write the report here")
+    build.set_defaults(handler=_cmd_build)
+
+    registry = sub.add_parser(
+        "registry",
+        help="run a local Distribution registry on loopback (the embedded default)",
+        description="Start, stop or check the embedded registry the default config pushes to.",
+        epilog=REGISTRY_EPILOG,
+        formatter_class=_formatter,
+    )
+    registry.add_argument("action", choices=("start", "stop", "status"))
+    registry.add_argument(
+        "--address",
+        default="127.0.0.1:5000",
+        help="loopback host:port to listen on (default: 127.0.0.1:5000)",
+    )
+    registry.set_defaults(handler=_cmd_registry)
 
     tags = sub.add_parser(
         "tags",
@@ -204,6 +328,7 @@ _LEGACY_DROPPED_BOOL = {
     "use-go-internal-sap-modules",
     "ado-state-output",
 }
+_LEGACY_BOOL = {"export-tags", "dry-run"}
 _LEGACY_DROPPED_VALUE = {"log-dir", "ado-preview-run-yaml-path"}
 
 
@@ -230,6 +355,10 @@ def translate_legacy_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
         if name == "parse-tags-only":
             if not has_value or value.lower() in ("1", "t", "true"):
                 command = "tags"
+            continue
+        if name in _LEGACY_BOOL and has_value:  # Go accepts --flag=true / --flag=false
+            if value.lower() in ("1", "t", "true"):
+                out.append(f"--{name}")
             continue
         if name in _LEGACY_DROPPED_BOOL:
             dropped.append(f"--{name}")

@@ -121,8 +121,21 @@ class TagTemplate(_Model):
 class CacheConfig(_Model):
     enabled: bool = False
     cache_repo: str | None = None
+    dev_cache_repo: str | None = Field(
+        default=None,
+        description="Cache that pull-request and merge-group builds may write; they never "
+        "write cache-repo.",
+    )
     cache_run_layers: bool = False
     cache_copy_layers: bool = False
+
+    @model_validator(mode="after")
+    def _repo_when_enabled(self) -> CacheConfig:
+        if self.enabled and not self.cache_repo:
+            raise ValueError(
+                "cache.enabled is true but cache.cache-repo is not set; name the cache repository"
+            )
+        return self
 
 
 class SignerConfig(_Model):
@@ -197,6 +210,19 @@ class Config(_Model):
         default=(),
         description="Environment variables that tag templates may read with .Env, "
         "besides the env file's entries.",
+    )
+    platforms: tuple[str, ...] = Field(
+        default=(),
+        description="Default platforms, e.g. [linux/amd64, linux/arm64]; default: the host's.",
+    )
+    insecure_registries: tuple[str, ...] = Field(
+        default=(),
+        description="Registries reached over plain HTTP besides loopback ones (host[:port]).",
+    )
+    storage_driver: Literal["overlay", "vfs"] | None = Field(
+        default=None,
+        description="buildah storage driver; default: what storage.conf says, else overlay "
+        "unless the storage sits on overlayfs or already uses vfs.",
     )
     log_format: Literal["color", "text", "json"] = "text"
     reproducible: bool = False

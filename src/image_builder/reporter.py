@@ -51,6 +51,13 @@ class Reporter:
         self._out.write(text + "\n")
         self._out.flush()
 
+    def stream(self, line: str) -> None:
+        """A line of a tool's output, passed through as it arrives."""
+        if self.json:
+            self._json("info", line, event="output")
+        else:
+            self._line(line)
+
     def info(self, message: str) -> None:
         self._emit("info", message, "", "")
 

@@ -9,18 +9,8 @@ from datetime import datetime
 from pathlib import Path
 
 from image_builder.atomic import write_atomic
-from image_builder.config import load_config
-from image_builder.context import detect_ci_context
-from image_builder.envfile import read_env_file
-from image_builder.paths import context_root, inside
-from image_builder.tags import (
-    Tag,
-    decode_tags_base64,
-    default_specs,
-    parse_tag_arg,
-    render_tags,
-    template_values,
-)
+from image_builder.commands.inputs import load_inputs, resolve_tags
+from image_builder.tags import Tag
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,20 +25,14 @@ class TagsOptions:
 
 
 def compute_tags(options: TagsOptions, *, env: Mapping[str, str], now: datetime) -> list[Tag]:
-    """The default tag for the event first, then the user's tags, rendered and validated."""
-    config = load_config(options.config)
-    root = context_root(options.context)
-    dockerfile = inside(root, root, options.dockerfile, "--dockerfile")
-    entries = read_env_file(root, dockerfile, options.env_file) if options.env_file else {}
-    ctx = detect_ci_context(env, root)
-    specs = default_specs(config, ctx)
-    specs += [parse_tag_arg(text) for text in options.tags]
-    if options.tag_base64:
-        specs += decode_tags_base64(options.tag_base64)
-    values = template_values(
-        ctx, now=now, env=env, env_file=entries, allowed_env=config.tag_template_env
+    inputs = load_inputs(
+        config=options.config,
+        context=options.context,
+        dockerfile=options.dockerfile,
+        env_file=options.env_file,
+        env=env,
     )
-    return render_tags(specs, values)
+    return resolve_tags(inputs, tags=options.tags, tag_base64=options.tag_base64, env=env, now=now)
 
 
 def tags_json(tags: list[Tag]) -> str:

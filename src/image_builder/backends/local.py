@@ -1,0 +1,96 @@
+"""The local backend: build once, push to every reference concurrently, report exactly what
+landed. This is also what runs inside the trusted CI backend."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from image_builder.engines import BuiltImage, Engine
+from image_builder.errors import ImageBuilderError
+from image_builder.plan import BuildPlan
+from image_builder.platforms import arch_of
+from image_builder.report import BuildReport, FailedImage
+from image_builder.reporter import Reporter
+
+MAX_CONCURRENT_PUSHES = 8
+
+
+@dataclass(kw_only=True)
+class PushResults:
+    digests: dict[str, str] = field(default_factory=dict)  # reference → digest from the push
+    errors: dict[str, str] = field(default_factory=dict)  # reference → why it failed
+
+
+def execute(plan: BuildPlan, engine: Engine, reporter: Reporter) -> BuildReport:
+    """Run ``plan``; never raises for build or push failures: they end up in the report."""
+    image: BuiltImage | None = None
+    try:
+        try:
+            with reporter.step(f"build {plan.name} for {', '.join(plan.platforms)}"):
+                image = engine.build(plan)
+        except ImageBuilderError as exc:
+            return _report(plan, PushResults(), error=f"build failed: {exc}")
+        if not plan.push:
+            reporter.info("--no-push: the image stays in local storage only")
+            return _report(plan, PushResults(), built_only=True)
+        with reporter.step(f"push to {len(plan.references)} reference(s)"):
+            results = push_all(engine, image, plan)
+        return _report(plan, results)
+    finally:
+        if plan.push:
+            engine.cleanup(image)
+        else:
+            engine.cleanup(None)
+
+
+def push_all(engine: Engine, image: BuiltImage, plan: BuildPlan) -> PushResults:
+    results = PushResults()
+    plain = set(plan.insecure_registries)
+
+    def one(reference: str) -> tuple[str, str | None, str | None]:
+        registry = next(r for r in plan.registries if reference.startswith(r + "/"))
+        try:
+            return reference, engine.push(image, reference, plain_http=registry in plain), None
+        except ImageBuilderError as exc:
+            return reference, None, str(exc)
+
+    workers = max(1, min(MAX_CONCURRENT_PUSHES, len(plan.references)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for reference, digest, error in pool.map(one, plan.references):
+            if digest is not None:
+                results.digests[reference] = digest
+            else:
+                results.errors[reference] = error or "push failed"
+    return results
+
+
+def _report(
+    plan: BuildPlan, results: PushResults, *, error: str | None = None, built_only: bool = False
+) -> BuildReport:
+    digests = set(results.digests.values())
+    if len(digests) > 1:
+        detail = "; ".join(f"{ref} → {d}" for ref, d in results.digests.items())
+        error = f"the pushed references ended with different digests: {detail}"
+    failed = [FailedImage(image=ref, error=msg) for ref, msg in results.errors.items()]
+    if error is None and failed:
+        error = f"{len(failed)} of {len(plan.references)} reference(s) were not pushed"
+    pushed_refs = [ref for ref in plan.references if ref in results.digests]
+    all_pushed = (
+        bool(plan.references) and len(pushed_refs) == len(plan.references) and len(digests) == 1
+    )
+    ok = error is None and (all_pushed or built_only)
+    return BuildReport(
+        status="Succeeded" if ok else "Failed",
+        pushed=all_pushed and error is None,
+        signed=False,
+        image_name=plan.name,
+        images_list=pushed_refs,
+        digest=digests.pop() if len(digests) == 1 else None,
+        tags=[t.value for t in plan.tags],
+        repository_path=f"{plan.registries[0]}/" if plan.registries else "",
+        architectures=[arch_of(p) for p in plan.platforms],
+        platforms=list(plan.platforms),
+        failed_images=failed,
+        error=error,
+    )

@@ -1,0 +1,63 @@
+"""CI outputs: GitHub step outputs (multi-line-safe form) and the step summary."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+from image_builder.report import BuildReport
+
+
+def github_outputs(report: BuildReport) -> dict[str, str]:
+    return {
+        "images": json.dumps(report.images_list),
+        "digest": report.digest or "",
+        "architectures": json.dumps(report.architectures),
+        "build-report": report.to_json(),
+    }
+
+
+def format_outputs(values: Mapping[str, str]) -> str:
+    """``name<<DELIM`` blocks with a random delimiter that does not occur in any value."""
+    out = []
+    for name, value in values.items():
+        delimiter = f"ghadelimiter_{secrets.token_hex(8)}"
+        while delimiter in value:
+            delimiter = f"ghadelimiter_{secrets.token_hex(8)}"
+        out.append(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
+    return "".join(out)
+
+
+def append(path: Path, text: str) -> None:
+    # GitHub's files are appended to by every step; one write call keeps this step's block whole.
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def write_github_outputs(path: Path, report: BuildReport) -> None:
+    append(path, format_outputs(github_outputs(report)))
+
+
+def step_summary(report: BuildReport) -> str:
+    status = "✅ Succeeded" if report.status == "Succeeded" else "❌ Failed"
+    lines = [
+        f"### Image build: {report.image_name} — {status}",
+        "",
+        "| Image | Digest | Architectures |",
+        "|---|---|---|",
+    ]
+    for image in report.images_list:
+        lines.append(
+            f"| `{image}` | `{report.digest or '-'}` | {', '.join(report.architectures) or '-'} |"
+        )
+    for failed in report.failed_images:
+        lines.append(f"| `{failed.image}` | not pushed: {failed.error} | - |")
+    if not report.images_list and not report.failed_images:
+        lines.append(
+            f"| {report.image_name} | not pushed | {', '.join(report.architectures) or '-'} |"
+        )
+    if report.error:
+        lines += ["", f"**Error:** {report.error}"]
+    return "\n".join(lines) + "\n\n"

@@ -1,0 +1,135 @@
+"""``image-builder build``: plan, build with buildah, push to every reference, report."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from image_builder.commands.inputs import load_inputs, resolve_tags
+from image_builder.config import Config
+from image_builder.envfile import effective
+from image_builder.errors import InputError
+from image_builder.plan import BuildPlan, make_plan, parse_build_args
+from image_builder.platforms import parse_platforms
+from image_builder.report import BuildReport
+from image_builder.reporter import Reporter
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildOptions:
+    name: str
+    context: str = "."
+    dockerfile: str = "Dockerfile"
+    config: Path | None = None
+    tags: tuple[str, ...] = ()
+    tag_base64: str | None = None
+    build_args: tuple[str, ...] = ()
+    env_file: str | None = None
+    platforms: tuple[str, ...] = ()
+    target: str | None = None
+    export_tags: bool = False
+    dry_run: bool = False
+    no_push: bool = False
+    build_report_path: Path | None = None
+
+
+def prepare(
+    options: BuildOptions,
+    *,
+    env: Mapping[str, str],
+    now: datetime,
+    host_platform: str,
+) -> tuple[BuildPlan, Config]:
+    """The plan and the config it came from. Reads files and runs nothing, except git for the
+    commit time of reproducible builds."""
+    inputs = load_inputs(
+        config=options.config,
+        context=options.context,
+        dockerfile=options.dockerfile,
+        env_file=options.env_file,
+        env=env,
+    )
+    if not inputs.dockerfile.is_file():
+        raise InputError(
+            f"Dockerfile {options.dockerfile!r} does not exist in the build context {inputs.root}; "
+            "--dockerfile is relative to --context"
+        )
+    tags = resolve_tags(inputs, tags=options.tags, tag_base64=options.tag_base64, env=env, now=now)
+    platforms = (
+        parse_platforms(options.platforms)
+        or parse_platforms(inputs.config.platforms)
+        or (host_platform,)
+    )
+    commit_time = None
+    if inputs.config.reproducible:
+        from image_builder.git import commit_time as git_commit_time
+
+        commit_time = git_commit_time(inputs.root, inputs.ctx.commit_sha, env)
+    plan = make_plan(
+        config=inputs.config,
+        ctx=inputs.ctx,
+        tags=tags,
+        name=options.name,
+        context_dir=inputs.root,
+        dockerfile=inputs.dockerfile,
+        platforms=platforms,
+        build_args=parse_build_args(options.build_args, env),
+        env_file_args=effective(env, inputs.env_file),
+        export_tags=options.export_tags,
+        target=options.target,
+        push=not options.no_push,
+        now=now,
+        commit_time=commit_time,
+    )
+    return plan, inputs.config
+
+
+def run_build(
+    options: BuildOptions,
+    *,
+    env: Mapping[str, str],
+    reporter: Reporter,
+    now: datetime,
+    host_platform: str,
+) -> int:
+    plan, config = prepare(options, env=env, now=now, host_platform=host_platform)
+    reporter = reporter.with_format(config.log_format)
+    if options.dry_run:
+        reporter.result(json.dumps(plan.to_json(), indent=2))
+        return 0
+
+    from image_builder.backends.local import execute
+    from image_builder.engines.buildah import BuildahEngine
+
+    engine = BuildahEngine(
+        env=env,
+        host_platform=host_platform,
+        storage_driver=config.storage_driver,
+        on_line=reporter.stream,
+    )
+    report = execute(plan, engine, reporter)
+    publish(report, options=options, env=env, reporter=reporter)
+    if report.status != "Succeeded":
+        reporter.error(report.error or "the build failed")
+        return 1
+    for image in report.images_list:
+        reporter.info(f"pushed {image}@{report.digest}")
+    return 0
+
+
+def publish(
+    report: BuildReport, *, options: BuildOptions, env: Mapping[str, str], reporter: Reporter
+) -> None:
+    """The report on stdout between its markers, in the report file, and as CI outputs."""
+    from image_builder import ci_output
+
+    reporter.result(report.block())
+    if options.build_report_path is not None:
+        report.write(options.build_report_path)
+    if env.get("GITHUB_OUTPUT"):
+        ci_output.write_github_outputs(Path(env["GITHUB_OUTPUT"]), report)
+    if env.get("GITHUB_STEP_SUMMARY"):
+        ci_output.append(Path(env["GITHUB_STEP_SUMMARY"]), ci_output.step_summary(report))

@@ -1,0 +1,74 @@
+"""What every command reads first: config, the build context, the env file, the CI context."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from image_builder.config import Config, load_config
+from image_builder.context import CIContext, detect_ci_context
+from image_builder.envfile import read_env_file
+from image_builder.paths import context_root, inside
+from image_builder.tags import (
+    Tag,
+    decode_tags_base64,
+    default_specs,
+    parse_tag_arg,
+    render_tags,
+    template_values,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Inputs:
+    config: Config
+    root: Path
+    dockerfile: Path
+    env_file: dict[str, str]
+    ctx: CIContext
+
+
+def load_inputs(
+    *,
+    config: Path | None,
+    context: str,
+    dockerfile: str,
+    env_file: str | None,
+    env: Mapping[str, str],
+) -> Inputs:
+    loaded = load_config(config)
+    root = context_root(context)
+    dockerfile_path = inside(root, root, dockerfile, "--dockerfile")
+    entries = read_env_file(root, dockerfile_path, env_file) if env_file else {}
+    return Inputs(
+        config=loaded,
+        root=root,
+        dockerfile=dockerfile_path,
+        env_file=entries,
+        ctx=detect_ci_context(env, root),
+    )
+
+
+def resolve_tags(
+    inputs: Inputs,
+    *,
+    tags: Sequence[str],
+    tag_base64: str | None,
+    env: Mapping[str, str],
+    now: datetime,
+) -> list[Tag]:
+    """The event's default tag(s) first, then ``--tag``, then ``--tag-base64``."""
+    specs = default_specs(inputs.config, inputs.ctx)
+    specs += [parse_tag_arg(text) for text in tags]
+    if tag_base64:
+        specs += decode_tags_base64(tag_base64)
+    values = template_values(
+        inputs.ctx,
+        now=now,
+        env=env,
+        env_file=inputs.env_file,
+        allowed_env=inputs.config.tag_template_env,
+    )
+    return render_tags(specs, values)

@@ -1,0 +1,138 @@
+"""``image-builder registry start|stop|status``: a local Distribution registry (Debian's
+``docker-registry``) on loopback, with its data under the user's data directory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from image_builder import proc
+from image_builder.errors import InputError, RuntimeFailure
+from image_builder.plan import is_loopback
+from image_builder.registry import ping
+
+DEFAULT_ADDRESS = "127.0.0.1:5000"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryState:
+    running: bool
+    address: str | None
+    pid: int | None
+    data_dir: Path
+
+
+def data_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "/root")) / ".local" / "share")
+    return Path(base) / "image-builder" / "registry"
+
+
+def check_address(address: str) -> str:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdecimal() or not 0 < int(port) < 65536:
+        raise InputError(f"--address {address!r}: expected host:port, e.g. {DEFAULT_ADDRESS}")
+    if not is_loopback(host or "?"):
+        raise InputError(
+            f"--address {address!r} is not a loopback address; the embedded registry has no "
+            "authentication, so it only listens on 127.0.0.1, [::1] or localhost"
+        )
+    return address
+
+
+def status(env: Mapping[str, str]) -> RegistryState:
+    folder = data_dir(env)
+    pid = _read_pid(folder)
+    address = (folder / "address").read_text().strip() if (folder / "address").exists() else None
+    alive = pid is not None and _alive(pid)
+    running = bool(alive and address and ping(f"http://{address}"))
+    return RegistryState(
+        running=running, address=address, pid=pid if alive else None, data_dir=folder
+    )
+
+
+def start(
+    env: Mapping[str, str], address: str = DEFAULT_ADDRESS, wait: float = 15.0
+) -> RegistryState:
+    check_address(address)
+    current = status(env)
+    if current.running:
+        if current.address != address:
+            raise InputError(
+                f"the embedded registry already runs on {current.address}; stop it first "
+                "(image-builder registry stop)"
+            )
+        return current
+    folder = current.data_dir
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    config = folder / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {folder / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: {address}\n"
+    )
+    (folder / "address").write_text(address + "\n")
+    pid = proc.spawn(
+        ["docker-registry", "serve", str(config)], log_path=folder / "registry.log", env=env
+    )
+    (folder / "pid").write_text(f"{pid}\n")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if ping(f"http://{address}", timeout=0.5):
+            return RegistryState(running=True, address=address, pid=pid, data_dir=folder)
+        if not _alive(pid):
+            break
+        time.sleep(0.1)
+    tail = _tail(folder / "registry.log")
+    stop(env)
+    raise RuntimeFailure(f"the embedded registry did not start on {address}: {tail or 'no output'}")
+
+
+def stop(env: Mapping[str, str], wait: float = 10.0) -> bool:
+    """Stop the registry; ``False`` if it was not running."""
+    folder = data_dir(env)
+    pid = _read_pid(folder)
+    (folder / "pid").unlink(missing_ok=True)
+    if pid is None or not _alive(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def _read_pid(folder: Path) -> int | None:
+    try:
+        text = (folder / "pid").read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdecimal() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as gone
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        return waited == 0
+    except ChildProcessError:
+        return True
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""

@@ -1,0 +1,310 @@
+"""buildah: the only module that runs it. Builds each platform once, assembles a manifest list
+for multi-platform builds, and pushes with the digest taken from the push itself."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+import threading
+import tomllib
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from image_builder import proc
+from image_builder.engines import BuiltImage
+from image_builder.errors import ImageBuilderError, RuntimeFailure, ToolMissingError
+from image_builder.plan import BuildPlan, registry_host
+from image_builder.platforms import BINFMT_NAME, QEMU_BINARY, arch_of
+
+log = logging.getLogger(__name__)
+
+_RUN_INSTRUCTION = re.compile(r"^\s*RUN\s", re.IGNORECASE | re.MULTILINE)
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_LOCAL_PREFIX = "localhost/image-builder-local"
+
+
+class BuildahEngine:
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str],
+        host_platform: str,
+        storage_driver: str | None = None,
+        on_line: Callable[[str], None] | None = None,
+        retries: int = 3,
+        retry_delay: str = "2s",
+        binfmt_dir: Path = Path("/proc/sys/fs/binfmt_misc"),
+    ) -> None:
+        self._env = dict(env)
+        self._host_platform = host_platform
+        self._storage_driver = storage_driver
+        self._on_line = on_line
+        self._retries = retries
+        self._retry_delay = retry_delay
+        self._binfmt_dir = binfmt_dir
+        self._tmp: Path | None = None
+        self._lock = threading.Lock()
+
+    # --- public -------------------------------------------------------------------------------
+
+    def build(self, plan: BuildPlan) -> BuiltImage:
+        proc.which("buildah")
+        self._check_emulation(plan)
+        self._prepare(plan)
+        build_id = uuid.uuid4().hex[:12]
+        slug = re.sub(r"[^a-z0-9]+", "-", plan.name)
+        names = {
+            p: f"{_LOCAL_PREFIX}/{slug}:{build_id}-{p.replace('/', '-')}" for p in plan.platforms
+        }
+        if len(plan.platforms) == 1:
+            platform = plan.platforms[0]
+            self._bud(plan, platform, names[platform], prefix="")
+            return BuiltImage(local_name=names[platform], is_list=False, platforms=plan.platforms)
+        with ThreadPoolExecutor(max_workers=len(plan.platforms)) as pool:
+            futures = [
+                pool.submit(self._bud, plan, p, names[p], prefix=f"[{p}] ") for p in plan.platforms
+            ]
+            errors = [f.exception() for f in futures]
+        failed = [e for e in errors if e is not None]
+        if failed:
+            self._remove_images(list(names.values()))
+            first = failed[0]
+            if isinstance(first, ImageBuilderError):
+                raise first
+            raise RuntimeFailure(f"build failed: {first}")
+        list_name = f"{_LOCAL_PREFIX}/{slug}:{build_id}-list"
+        self._buildah("manifest", "create", list_name, what="buildah manifest create")
+        for platform in plan.platforms:  # a fixed order, so the index is reproducible
+            self._buildah(
+                "manifest", "add", list_name, names[platform], what="buildah manifest add"
+            )
+        return BuiltImage(
+            local_name=list_name,
+            is_list=True,
+            platforms=plan.platforms,
+            member_names=tuple(names[p] for p in plan.platforms),
+        )
+
+    def push(self, image: BuiltImage, reference: str, *, plain_http: bool) -> str:
+        digest_dir = Path(tempfile.mkdtemp(prefix="image-builder-digest-"))
+        digest_file = digest_dir / "digest"
+        try:
+            tls = ["--tls-verify=false"] if plain_http else []
+            if image.is_list:
+                args = ["manifest", "push", "--all", *tls, "--digestfile", str(digest_file)]
+            else:
+                args = [
+                    "push",
+                    *tls,
+                    "--retry",
+                    str(self._retries),
+                    "--retry-delay",
+                    self._retry_delay,
+                ]
+                args += ["--digestfile", str(digest_file)]
+            self._buildah(
+                *args,
+                image.local_name,
+                f"docker://{reference}",
+                what=f"push to {reference}",
+                prefix=f"[{reference}] ",
+            )
+            try:
+                digest = digest_file.read_text().strip()
+            except OSError:
+                raise RuntimeFailure(
+                    f"push to {reference} reported success but wrote no digest"
+                ) from None
+            if not _DIGEST.fullmatch(digest):
+                raise RuntimeFailure(
+                    f"push to {reference} reported an unexpected digest {digest[:80]!r}"
+                )
+            return digest
+        finally:
+            shutil.rmtree(digest_dir, ignore_errors=True)
+
+    def cleanup(self, image: BuiltImage | None) -> None:
+        if image is not None:
+            if image.is_list:
+                self._quiet("manifest", "rm", image.local_name)
+            self._remove_images(
+                [image.local_name] if not image.is_list else list(image.member_names)
+            )
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _bud(self, plan: BuildPlan, platform: str, name: str, *, prefix: str) -> None:
+        args = [
+            "bud",
+            "--isolation",
+            "chroot",
+            "--platform",
+            platform,
+            "--file",
+            str(plan.dockerfile),
+        ]
+        args += ["--tag", name, "--format", "oci", "--identity-label=false"]
+        if plan.target:
+            args += ["--target", plan.target]
+        for key, value in plan.build_args:
+            args += ["--build-arg", f"{key}={value}"]
+        for key, value in plan.labels:
+            args += ["--label", f"{key}={value}"]
+        if plan.timestamp is not None:
+            args += ["--timestamp", str(plan.timestamp)]
+        if plan.cache is not None:
+            args += ["--layers", "--cache-from", plan.cache.cache_from]
+            if plan.cache.cache_to:
+                args += ["--cache-to", plan.cache.cache_to]
+        else:
+            args += ["--layers=false"]
+        args.append(str(plan.context_dir))
+        self._buildah(*args, what=f"build for {platform}", prefix=prefix)
+
+    def _buildah(self, *args: str, what: str, prefix: str = "") -> proc.Result:
+        on_line = None
+        if self._on_line is not None:
+            emit = self._on_line
+
+            def on_line(line: str) -> None:
+                with self._lock:
+                    emit(prefix + line)
+
+        return proc.run(
+            ["buildah", *self._global_args(), *args],
+            env=self._child_env(),
+            on_line=on_line,
+            what=what,
+        )
+
+    def _quiet(self, *args: str) -> None:
+        try:
+            proc.run(["buildah", *self._global_args(), *args], env=self._child_env(), check=False)
+        except ImageBuilderError as exc:
+            log.debug("cleanup step failed: %s", exc)
+
+    def _remove_images(self, names: list[str]) -> None:
+        if names:
+            self._quiet("rmi", "--force", *names)
+
+    def _global_args(self) -> list[str]:
+        driver = self._storage_driver or choose_storage_driver(self._env)
+        return ["--storage-driver", driver] if driver else []
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(self._env)
+        if self._tmp is not None and (self._tmp / "registries.conf").exists():
+            env["CONTAINERS_REGISTRIES_CONF"] = str(self._tmp / "registries.conf")
+        return env
+
+    def _prepare(self, plan: BuildPlan) -> None:
+        """Plain-HTTP registries go into a private registries.conf, so TLS stays on for the rest."""
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="image-builder-"))
+        if not plan.insecure_registries:
+            return
+        base = _effective_registries_conf(self._env)
+        hosts = sorted({registry_host(r) for r in plan.insecure_registries})
+        entries = "".join(
+            f'\n[[registry]]\nlocation = "{host}"\ninsecure = true\n'
+            for host in hosts
+            if f'"{host}"' not in base
+        )
+        (self._tmp / "registries.conf").write_text(base + entries)
+
+    def _check_emulation(self, plan: BuildPlan) -> None:
+        host_arch = arch_of(self._host_platform)
+        foreign = [p for p in plan.platforms if arch_of(p) != host_arch]
+        if not foreign:
+            return
+        try:
+            text = plan.dockerfile.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return
+        if not _RUN_INSTRUCTION.search(text):
+            return  # COPY-only builds never execute foreign code
+        for platform in foreign:
+            arch = arch_of(platform)
+            if shutil.which(QEMU_BINARY[arch]) is None:
+                raise ToolMissingError(
+                    f"building {platform} on a {self._host_platform} host runs RUN steps under "
+                    f"emulation, but {QEMU_BINARY[arch]} is missing; install it with "
+                    "`apt-get install qemu-user-static binfmt-support`"
+                )
+            handler = self._binfmt_dir / BINFMT_NAME[arch]
+            if not handler.exists():
+                raise ToolMissingError(
+                    f"building {platform} needs the binfmt_misc handler {BINFMT_NAME[arch]}; run "
+                    "`mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && "
+                    f"update-binfmts --enable {BINFMT_NAME[arch]}` (package binfmt-support)"
+                )
+
+
+def choose_storage_driver(env: Mapping[str, str]) -> str | None:
+    """The storage driver to ask for, or ``None`` to leave it to buildah's own configuration.
+
+    storage.conf or ``STORAGE_DRIVER`` win. Otherwise keep what the storage already uses, and
+    prefer overlay unless the storage sits on overlayfs (overlay on overlay does not work).
+    """
+    if env.get("STORAGE_DRIVER"):
+        return None
+    conf_path = Path(env.get("CONTAINERS_STORAGE_CONF", "/etc/containers/storage.conf"))
+    graphroot = Path("/var/lib/containers/storage")
+    try:
+        conf = tomllib.loads(conf_path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        conf = {}
+    storage = conf.get("storage", {}) if isinstance(conf, dict) else {}
+    if isinstance(storage, dict):
+        if storage.get("driver"):
+            return None
+        if isinstance(storage.get("graphroot"), str):
+            graphroot = Path(storage["graphroot"])
+    if (graphroot / "vfs-images").exists() and not (graphroot / "overlay-images").exists():
+        return "vfs"
+    if (graphroot / "overlay-images").exists():
+        return "overlay"
+    return "vfs" if _on_overlayfs(graphroot) else "overlay"
+
+
+def _on_overlayfs(path: Path) -> bool:
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return False
+    best, fstype = "", ""
+    target = str(path)
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3 or len(fields[1]) <= len(best):
+            continue
+        if target == fields[1] or target.startswith(fields[1].rstrip("/") + "/"):
+            best, fstype = fields[1], fields[2]
+    return fstype in ("overlay", "aufs")
+
+
+def _effective_registries_conf(env: Mapping[str, str]) -> str:
+    """The main registries.conf buildah would read, so a private copy keeps its settings."""
+    candidates = []
+    if env.get("CONTAINERS_REGISTRIES_CONF"):
+        candidates.append(Path(env["CONTAINERS_REGISTRIES_CONF"]))
+    if env.get("HOME"):
+        candidates.append(Path(env["HOME"]) / ".config/containers/registries.conf")
+    candidates.append(Path("/etc/containers/registries.conf"))
+    for path in candidates:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if re.search(r"^\s*\[registries\.", text, re.MULTILINE):
+            log.warning("%s uses the v1 format; plain-HTTP registries get a fresh file", path)
+            return ""
+        return text + ("\n" if text and not text.endswith("\n") else "")
+    return ""

@@ -1,0 +1,208 @@
+"""The build plan: what will be built, from what, and where it will go. Pure: no subprocess, no
+network, no environment except the mappings passed in."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from image_builder.config import Config
+from image_builder.context import CIContext
+from image_builder.errors import InputError
+from image_builder.tags import Tag
+
+# The OCI distribution spec's repository name grammar: lower-case path components.
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
+_MAX_NAME = 255
+_ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CachePlan:
+    """buildah ``--layers`` with a remote cache: read ``cache_from``, write ``cache_to`` (if any)."""
+
+    cache_from: str
+    cache_to: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildPlan:
+    name: str
+    context_dir: Path
+    dockerfile: Path
+    target: str | None
+    platforms: tuple[str, ...]
+    build_args: tuple[tuple[str, str], ...]
+    labels: tuple[tuple[str, str], ...]
+    tags: tuple[Tag, ...]
+    registries: tuple[str, ...]
+    references: tuple[str, ...]
+    push: bool
+    cache: CachePlan | None
+    timestamp: int | None
+    insecure_registries: tuple[str, ...]
+    job_type: str
+    repository: str | None
+    commit_sha: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["context_dir"] = str(self.context_dir)
+        data["dockerfile"] = str(self.dockerfile)
+        data["build_args"] = dict(self.build_args)
+        data["labels"] = dict(self.labels)
+        data["tags"] = [{"name": t.name, "value": t.value} for t in self.tags]
+        return data
+
+
+def validate_name(name: str) -> str:
+    if not name:
+        raise InputError("--name is required: the image name, e.g. test-infra/ginkgo")
+    components = name.split("/")
+    if ".." in name or not all(_COMPONENT.fullmatch(c) for c in components):
+        raise InputError(
+            f"image name {name!r} is not a valid OCI repository name: use lower-case letters, "
+            "digits and single separators (. _ __ -) in '/'-separated parts, e.g. team/app"
+        )
+    return name
+
+
+def parse_build_args(values: Sequence[str], env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``K=V`` pairs; a bare ``K`` takes its value from the environment, as docker build does."""
+    out: list[tuple[str, str]] = []
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not _ARG_NAME.fullmatch(key):
+            raise InputError(
+                f"--build-arg {value!r}: expected KEY=value with KEY made of letters, digits and '_'"
+            )
+        if not sep:
+            if key not in env:
+                raise InputError(
+                    f"--build-arg {key} has no value and {key} is not set; use {key}=value"
+                )
+            val = env[key]
+        out.append((key, val))
+    return out
+
+
+def registry_host(registry: str) -> str:
+    return registry.split("/", 1)[0]
+
+
+def is_loopback(host_port: str) -> bool:
+    host = host_port
+    if host.startswith("["):
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def plain_http_registries(registries: Sequence[str], config: Config) -> tuple[str, ...]:
+    """The registries (of ``registries``) that are reached over plain HTTP."""
+    allowed = {r.rstrip("/") for r in config.insecure_registries}
+    out = []
+    for registry in registries:
+        host = registry_host(registry)
+        if is_loopback(host) or host in allowed or registry in allowed:
+            out.append(registry)
+    return tuple(out)
+
+
+def make_plan(
+    *,
+    config: Config,
+    ctx: CIContext,
+    tags: Sequence[Tag],
+    name: str,
+    context_dir: Path,
+    dockerfile: Path,
+    platforms: tuple[str, ...],
+    build_args: Sequence[tuple[str, str]],
+    env_file_args: Mapping[str, str],
+    export_tags: bool,
+    target: str | None,
+    push: bool,
+    now: datetime,
+    commit_time: datetime | None,
+) -> BuildPlan:
+    """Everything the backend needs, decided up front."""
+    validate_name(name)
+    registries = (
+        config.dev_registries if ctx.job_type in ("presubmit", "merge_group") else config.registry
+    )
+    references: list[str] = []
+    for registry in registries:
+        if len(f"{registry}/{name}") > _MAX_NAME:
+            raise InputError(
+                f"{registry}/{name} is longer than {_MAX_NAME} characters; use a shorter --name"
+            )
+        references += [f"{registry}/{name}:{tag.value}" for tag in tags]
+
+    args: dict[str, str] = {}
+    for key, value in build_args:
+        args[key] = value
+    for key, value in env_file_args.items():
+        args.setdefault(key, value)
+    if export_tags:
+        for tag in tags:
+            args.setdefault(f"TAG_{tag.name}", tag.value)
+
+    if config.reproducible and commit_time is None:
+        raise InputError(
+            "reproducible: true needs the commit time: build inside a git checkout that has the "
+            "commit, or set SOURCE_DATE_EPOCH"
+        )
+    created = commit_time if config.reproducible and commit_time is not None else now
+    labels: dict[str, str] = {"org.opencontainers.image.created": _rfc3339(created)}
+    if ctx.source_url:
+        labels["org.opencontainers.image.source"] = ctx.source_url
+    if ctx.commit_sha:
+        labels["org.opencontainers.image.revision"] = ctx.commit_sha
+
+    cache = None
+    if config.cache.enabled and config.cache.cache_repo:
+        untrusted = ctx.job_type in ("presubmit", "merge_group")
+        cache = CachePlan(
+            cache_from=config.cache.cache_repo,
+            cache_to=config.cache.dev_cache_repo if untrusted else config.cache.cache_repo,
+        )
+    involved = list(registries) + ([cache.cache_from] if cache else [])
+    if cache and cache.cache_to:
+        involved.append(cache.cache_to)
+    return BuildPlan(
+        name=name,
+        context_dir=context_dir,
+        dockerfile=dockerfile,
+        target=target,
+        platforms=platforms,
+        build_args=tuple(args.items()),
+        labels=tuple(labels.items()),
+        tags=tuple(tags),
+        registries=tuple(registries),
+        references=tuple(references),
+        push=push,
+        cache=cache,
+        timestamp=int(created.timestamp()) if config.reproducible else None,
+        insecure_registries=plain_http_registries(involved, config),
+        job_type=ctx.job_type,
+        repository=ctx.repository,
+        commit_sha=ctx.commit_sha,
+    )
+
+
+def _rfc3339(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

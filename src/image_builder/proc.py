@@ -1,0 +1,136 @@
+"""The one subprocess helper. It finds the tool, says which Debian package installs a missing
+one, logs the command with secrets masked, streams output when asked, and turns failures into
+the project's own errors."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from image_builder.errors import RuntimeFailure, ToolMissingError
+
+log = logging.getLogger(__name__)
+
+# Which Debian package installs each program this project runs.
+PACKAGES = {
+    "buildah": "buildah",
+    "docker-registry": "docker-registry",
+    "skopeo": "skopeo",
+    "git": "git",
+    "qemu-aarch64-static": "qemu-user-static",
+}
+
+_TAIL_LINES = 40
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    returncode: int
+    output: str  # stdout and stderr, interleaved as the tool wrote them
+
+
+def which(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        package = PACKAGES.get(tool, tool)
+        raise ToolMissingError(
+            f"{tool} is not installed; install it with `apt-get install {package}` "
+            "(or run scripts/setup)"
+        )
+    return path
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    secrets: Iterable[str] = (),
+    on_line: Callable[[str], None] | None = None,
+    check: bool = True,
+    what: str | None = None,
+    stdin: str | None = None,
+) -> Result:
+    """Run ``argv`` and return its combined output.
+
+    ``on_line`` receives each output line as it arrives (masked), for streaming. With ``check``,
+    a non-zero exit raises :class:`RuntimeFailure` naming ``what`` and quoting the output's tail.
+    """
+    hidden = [s for s in secrets if s]
+    command = [which(argv[0]), *argv[1:]]
+    shown = mask(" ".join(argv), hidden)
+    log.debug("running %s", shown)
+    try:
+        process = subprocess.Popen(
+            command,
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot start {argv[0]}: {exc.strerror}") from None
+    if stdin is not None:
+        threading.Thread(target=_feed, args=(process, stdin), daemon=True).start()
+    lines: list[str] = []
+    for raw in process.stdout or ():
+        line = mask(raw.rstrip("\n"), hidden)
+        lines.append(line)
+        if on_line is not None:
+            on_line(line)
+    returncode = process.wait()
+    output = "\n".join(lines)
+    if check and returncode != 0:
+        tail = "\n".join(lines[-_TAIL_LINES:]).strip()
+        last = next((line for line in reversed(lines) if line.strip()), "")
+        raise RuntimeFailure(
+            f"{what or shown} failed (exit code {returncode}): {last.strip()}",
+        ) from _Output(tail)
+    return Result(returncode=returncode, output=output)
+
+
+class _Output(Exception):
+    """The tail of a failed command's output, chained for ``--debug``."""
+
+
+def _feed(process: subprocess.Popen[str], data: str) -> None:
+    if process.stdin is None:
+        return
+    try:
+        process.stdin.write(data)
+        process.stdin.close()
+    except OSError:
+        pass
+
+
+def spawn(argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None) -> int:
+    """Start a long-running program detached from this process; its output goes to ``log_path``."""
+    command = [which(argv[0]), *argv[1:]]
+    log.debug("starting %s", " ".join(argv))
+    with log_path.open("ab") as output:
+        try:
+            process = subprocess.Popen(
+                command,
+                env=dict(env) if env is not None else None,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot start {argv[0]}: {exc.strerror}") from None
+    return process.pid

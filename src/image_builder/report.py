@@ -1,0 +1,71 @@
+"""The build report: what was built, pushed and signed, exactly. Printed between marker lines so a
+caller can parse it out of remote logs, and written atomically on request."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from image_builder.atomic import write_atomic
+from image_builder.errors import RuntimeFailure
+
+BEGIN = "---IMAGE BUILD REPORT---"
+END = "---END OF IMAGE BUILD REPORT---"
+REPORT_VERSION = 1
+
+_BLOCK = re.compile(re.escape(BEGIN) + r"(.*?)" + re.escape(END), re.DOTALL)
+# Remote logs (Azure DevOps) prefix every line with a timestamp.
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z\s", re.MULTILINE)
+
+
+class FailedImage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    image: str
+    error: str
+
+
+class BuildReport(BaseModel):
+    """``pushed`` is true only when every planned reference holds the image; ``images_list``
+    names exactly the references that do."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int = REPORT_VERSION
+    status: str  # "Succeeded" or "Failed"
+    pushed: bool
+    signed: bool
+    image_name: str
+    images_list: list[str] = Field(default_factory=list)
+    digest: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    repository_path: str = ""
+    architectures: list[str] = Field(default_factory=list)
+    platforms: list[str] = Field(default_factory=list)
+    failed_images: list[FailedImage] = Field(default_factory=list)
+    error: str | None = None
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    def block(self) -> str:
+        """The report between its marker lines."""
+        return f"{BEGIN}\n{self.to_json()}\n{END}"
+
+    def write(self, path: Path) -> None:
+        write_atomic(path, self.to_json() + "\n")
+
+
+def parse_from_logs(logs: str) -> BuildReport:
+    """The last report found between the marker lines in ``logs``."""
+    cleaned = _TIMESTAMP.sub("", logs)
+    blocks = _BLOCK.findall(cleaned)
+    if not blocks:
+        raise RuntimeFailure("no build report between the marker lines in the logs")
+    try:
+        return BuildReport.model_validate(json.loads(blocks[-1]))
+    except (ValueError, ValidationError) as exc:
+        raise RuntimeFailure(f"the build report in the logs is not valid: {exc}") from None
