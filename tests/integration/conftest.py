@@ -1,15 +1,230 @@
-"""Integration tests drive the real programs: the console script, buildah, the registry, skopeo."""
+"""Integration tests drive the real programs: the console script, buildah, the Distribution
+registry and skopeo. Each session starts its own registries on free loopback ports and keeps
+buildah's storage in a temporary folder, so nothing touches the machine's own state."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.conftest import CI_VARIABLES
+
 HERE = Path(__file__).parent
+REPO = HERE.parent.parent
+TOOLS = ("buildah", "docker-registry", "skopeo", "qemu-aarch64-static")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(item.fspath).parents:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tools_present() -> None:
+    """A missing tool fails loudly: CI must never pass by skipping the real thing."""
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    assert not missing, f"missing {', '.join(missing)}: run scripts/setup"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Registry:
+    """A real Distribution registry on a loopback port, which tests may stop and start."""
+
+    root: Path
+    port: int = field(default_factory=free_port)
+    read_only: bool = False
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = self.root / "config.yml"
+        readonly = "  maintenance:\n    readonly:\n      enabled: true\n" if self.read_only else ""
+        config.write_text(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n"
+            f"  delete:\n    enabled: true\n{readonly}"
+            f"http:\n  addr: {self.address}\n"
+        )
+        with (self.root / "registry.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                ["docker-registry", "serve", str(config)], stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://{self.address}/v2/", timeout=1):
+                    return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.05)
+        raise AssertionError(f"registry on {self.address} did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def restart(self, *, read_only: bool) -> None:
+        self.stop()
+        self.read_only = read_only
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    server = Registry(tmp_path_factory.mktemp("registry"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def storage_conf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """buildah storage for the whole session, away from the machine's own."""
+    return make_storage_conf(tmp_path_factory.mktemp("storage"))
+
+
+def make_storage_conf(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    conf = folder / "storage.conf"
+    conf.write_text(
+        f'[storage]\ndriver = "overlay"\ngraphroot = "{folder / "root"}"\n'
+        f'runroot = "{folder / "run"}"\n'
+    )
+    return conf
+
+
+def tool_env(storage: Path, home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in CI_VARIABLES}
+    env.update(CONTAINERS_STORAGE_CONF=str(storage), HOME=str(home), NO_COLOR="1")
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def base_image(
+    registry: Registry, storage_conf: Path, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    ref = f"{registry.address}/base/busybox:latest"
+    home = tmp_path_factory.mktemp("home")
+    done = subprocess.run(
+        [str(REPO / "scripts" / "make-busybox-base"), ref],
+        env=tool_env(storage_conf, home),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return ref
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def report(self) -> dict[str, Any]:
+        begin, end = "---IMAGE BUILD REPORT---\n", "\n---END OF IMAGE BUILD REPORT---"
+        assert begin in self.stdout, self.stdout + self.stderr
+        text = self.stdout.split(begin, 1)[1].split(end, 1)[0]
+        data = json.loads(text)
+        assert isinstance(data, dict)
+        return data
+
+
+@dataclass
+class Cli:
+    """Runs ``python -m image_builder`` with the session's storage and a clean CI environment."""
+
+    storage: Path
+    home: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __call__(self, *args: str, env: Mapping[str, str] | None = None) -> Run:
+        done = subprocess.run(
+            [sys.executable, "-m", "image_builder", *args],
+            env=tool_env(self.storage, self.home, **{**self.env, **(env or {})}),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return Run(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture
+def cli(storage_conf: Path, tmp_path: Path) -> Cli:
+    home = tmp_path / "home"
+    home.mkdir()
+    return Cli(storage=storage_conf, home=home)
+
+
+def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["skopeo", *args], capture_output=True, text=True, check=False)
+
+
+def inspect_raw(ref: str) -> dict[str, Any] | None:
+    """The manifest (or index) at ``ref``, or ``None`` if the registry does not have it."""
+    done = skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{ref}")
+    if done.returncode != 0:
+        return None
+    data = json.loads(done.stdout)
+    assert isinstance(data, dict)
+    return data
+
+
+def manifest_digest(ref: str) -> str | None:
+    done = skopeo("inspect", "--tls-verify=false", "--format", "{{.Digest}}", f"docker://{ref}")
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def image_config(ref: str, arch: str | None = None) -> dict[str, Any]:
+    args = ["inspect", "--tls-verify=false", "--config"]
+    if arch:
+        args += ["--override-arch", arch]
+    done = skopeo(*args, f"docker://{ref}")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert isinstance(data, dict)
+    return data
+
+
+def read_file(ref: str, path: str, storage: Path, home: Path, platform: str = "linux/amd64") -> str:
+    """Pull ``ref`` for ``platform`` with buildah and read ``path`` out of its filesystem."""
+    env = tool_env(storage, home)
+    ctr = subprocess.run(
+        ["buildah", "from", "--quiet", "--tls-verify=false", "--platform", platform, ref],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    try:
+        mount = subprocess.run(
+            ["buildah", "mount", ctr], env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        return (Path(mount) / path.lstrip("/")).read_text()
+    finally:
+        subprocess.run(["buildah", "rm", ctr], env=env, capture_output=True, check=False)

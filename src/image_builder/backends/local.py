@@ -45,23 +45,35 @@ def execute(plan: BuildPlan, engine: Engine, reporter: Reporter) -> BuildReport:
 
 
 def push_all(engine: Engine, image: BuiltImage, plan: BuildPlan) -> PushResults:
+    """Push to every reference. Repositories are pushed concurrently; the tags of one repository
+    one after another, because concurrent pushes into one repository race on its blobs (the
+    registry can see a manifest before the other push's blob upload has finished). After the
+    first tag, a repository already has every blob, so the others cost one manifest upload."""
     results = PushResults()
     plain = set(plan.insecure_registries)
+    groups: dict[str, list[str]] = {}
+    for reference in plan.references:
+        groups.setdefault(reference.rsplit(":", 1)[0], []).append(reference)
 
-    def one(reference: str) -> tuple[str, str | None, str | None]:
-        registry = next(r for r in plan.registries if reference.startswith(r + "/"))
-        try:
-            return reference, engine.push(image, reference, plain_http=registry in plain), None
-        except ImageBuilderError as exc:
-            return reference, None, str(exc)
+    def push_group(references: list[str]) -> list[tuple[str, str | None, str | None]]:
+        out: list[tuple[str, str | None, str | None]] = []
+        for reference in references:
+            registry = next(r for r in plan.registries if reference.startswith(r + "/"))
+            try:
+                digest = engine.push(image, reference, plain_http=registry in plain)
+                out.append((reference, digest, None))
+            except ImageBuilderError as exc:
+                out.append((reference, None, str(exc)))
+        return out
 
-    workers = max(1, min(MAX_CONCURRENT_PUSHES, len(plan.references)))
+    workers = max(1, min(MAX_CONCURRENT_PUSHES, len(groups)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for reference, digest, error in pool.map(one, plan.references):
-            if digest is not None:
-                results.digests[reference] = digest
-            else:
-                results.errors[reference] = error or "push failed"
+        for group in pool.map(push_group, groups.values()):
+            for reference, digest, error in group:
+                if digest is not None:
+                    results.digests[reference] = digest
+                else:
+                    results.errors[reference] = error or "push failed"
     return results
 
 

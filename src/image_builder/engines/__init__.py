@@ -15,7 +15,6 @@ class BuiltImage:
     local_name: str
     is_list: bool
     platforms: tuple[str, ...]
-    member_names: tuple[str, ...] = ()
 
 
 class Engine(Protocol):

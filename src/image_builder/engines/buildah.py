@@ -3,6 +3,7 @@ for multi-platform builds, and pushes with the digest taken from the push itself
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -11,7 +12,6 @@ import threading
 import tomllib
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from image_builder import proc
@@ -55,39 +55,44 @@ class BuildahEngine:
         proc.which("buildah")
         self._check_emulation(plan)
         self._prepare(plan)
-        build_id = uuid.uuid4().hex[:12]
         slug = re.sub(r"[^a-z0-9]+", "-", plan.name)
-        names = {
-            p: f"{_LOCAL_PREFIX}/{slug}:{build_id}-{p.replace('/', '-')}" for p in plan.platforms
-        }
-        if len(plan.platforms) == 1:
-            platform = plan.platforms[0]
-            self._bud(plan, platform, names[platform], prefix="")
-            return BuiltImage(local_name=names[platform], is_list=False, platforms=plan.platforms)
-        with ThreadPoolExecutor(max_workers=len(plan.platforms)) as pool:
-            futures = [
-                pool.submit(self._bud, plan, p, names[p], prefix=f"[{p}] ") for p in plan.platforms
-            ]
-            errors = [f.exception() for f in futures]
-        failed = [e for e in errors if e is not None]
-        if failed:
-            self._remove_images(list(names.values()))
-            first = failed[0]
-            if isinstance(first, ImageBuilderError):
-                raise first
-            raise RuntimeFailure(f"build failed: {first}")
-        list_name = f"{_LOCAL_PREFIX}/{slug}:{build_id}-list"
-        self._buildah("manifest", "create", list_name, what="buildah manifest create")
-        for platform in plan.platforms:  # a fixed order, so the index is reproducible
-            self._buildah(
-                "manifest", "add", list_name, names[platform], what="buildah manifest add"
+        local_name = f"{_LOCAL_PREFIX}/{slug}:{uuid.uuid4().hex[:12]}"
+        is_list = len(plan.platforms) > 1
+        # One bud for all platforms: buildah builds them concurrently and pulls each base once
+        # (separate concurrent buds race on the base image and record different base names).
+        built = f"{local_name}-unordered" if is_list else local_name
+        self._bud(plan, built, is_list=is_list)
+        if is_list:
+            self._ordered_list(built, local_name, plan.platforms)
+        return BuiltImage(local_name=local_name, is_list=is_list, platforms=plan.platforms)
+
+    def _ordered_list(self, source: str, target: str, platforms: tuple[str, ...]) -> None:
+        """Copy ``source`` into ``target`` in plan order. buildah adds platforms as they finish,
+        so the index digest would otherwise depend on which build won the race."""
+        try:
+            index = json.loads(
+                self._buildah("manifest", "inspect", source, what="buildah manifest inspect").output
             )
-        return BuiltImage(
-            local_name=list_name,
-            is_list=True,
-            platforms=plan.platforms,
-            member_names=tuple(names[p] for p in plan.platforms),
-        )
+            images = json.loads(
+                self._buildah("images", "--all", "--json", what="buildah images").output
+            )
+            by_digest = {i.get("digest"): i["id"] for i in images if i.get("id")}
+            by_platform = {}
+            for entry in index.get("manifests", []):
+                p = entry.get("platform", {})
+                key = "/".join(
+                    x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x
+                )
+                by_platform[key] = by_digest[entry["digest"]]
+            self._buildah("manifest", "create", target, what="buildah manifest create")
+            for platform in platforms:
+                self._buildah(
+                    "manifest", "add", target, by_platform[platform], what="buildah manifest add"
+                )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RuntimeFailure(f"cannot read the manifest list buildah built: {exc!r}") from None
+        finally:
+            self._quiet("manifest", "rm", source)
 
     def push(self, image: BuiltImage, reference: str, *, plain_http: bool) -> str:
         digest_dir = Path(tempfile.mkdtemp(prefix="image-builder-digest-"))
@@ -131,26 +136,27 @@ class BuildahEngine:
         if image is not None:
             if image.is_list:
                 self._quiet("manifest", "rm", image.local_name)
-            self._remove_images(
-                [image.local_name] if not image.is_list else list(image.member_names)
-            )
+            else:
+                self._quiet("rmi", "--force", image.local_name)
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
     # --- internals ----------------------------------------------------------------------------
 
-    def _bud(self, plan: BuildPlan, platform: str, name: str, *, prefix: str) -> None:
+    def _bud(self, plan: BuildPlan, name: str, *, is_list: bool) -> None:
+        platforms = ",".join(plan.platforms)
         args = [
             "bud",
             "--isolation",
             "chroot",
             "--platform",
-            platform,
+            platforms,
             "--file",
             str(plan.dockerfile),
         ]
-        args += ["--tag", name, "--format", "oci", "--identity-label=false"]
+        args += ["--manifest" if is_list else "--tag", name]
+        args += ["--format", "oci", "--identity-label=false"]
         if plan.target:
             args += ["--target", plan.target]
         for key, value in plan.build_args:
@@ -166,7 +172,11 @@ class BuildahEngine:
         else:
             args += ["--layers=false"]
         args.append(str(plan.context_dir))
-        self._buildah(*args, what=f"build for {platform}", prefix=prefix)
+        try:
+            self._buildah(*args, what=f"build for {platforms}")
+        except ImageBuilderError:
+            self.cleanup(BuiltImage(local_name=name, is_list=is_list, platforms=plan.platforms))
+            raise
 
     def _buildah(self, *args: str, what: str, prefix: str = "") -> proc.Result:
         on_line = None
@@ -189,10 +199,6 @@ class BuildahEngine:
             proc.run(["buildah", *self._global_args(), *args], env=self._child_env(), check=False)
         except ImageBuilderError as exc:
             log.debug("cleanup step failed: %s", exc)
-
-    def _remove_images(self, names: list[str]) -> None:
-        if names:
-            self._quiet("rmi", "--force", *names)
 
     def _global_args(self) -> list[str]:
         driver = self._storage_driver or choose_storage_driver(self._env)
