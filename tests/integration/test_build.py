@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tests.integration.conftest import (
     make_storage_conf,
     manifest_digest,
     read_file,
+    tool_env,
 )
 
 
@@ -338,3 +340,31 @@ def test_dry_run_builds_nothing(cli: Cli, registry: Registry, tmp_path: Path) ->
     plan = json.loads(run.stdout)
     assert plan["references"] == [f"{registry.address}/prod/team/dry:{plan['tags'][0]['value']}"]
     assert inspect_raw(plan["references"][0]) is None
+
+
+def test_no_push_keeps_the_image_local(
+    cli: Cli, registry: Registry, base_image: str, tmp_path: Path
+) -> None:
+    ctx = context(tmp_path, f"FROM {base_image}\nCOPY a /a\n", a="local\n")
+    cfg = config(tmp_path, f"registry: {registry.address}/prod\n")
+    run = cli(
+        "build", "--name", "team/local", "--context", str(ctx), "--config", cfg, "--tag", "dev",
+        "--no-push", env=github("push", "push.new-branch.json"),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    report = run.report
+    assert report["status"] == "Succeeded"
+    assert report["pushed"] is False
+    assert report["images_list"] == []
+    ref = f"{registry.address}/prod/team/local:dev"
+    assert inspect_raw(ref) is None
+    assert "nothing was pushed; the image is in local storage as" in run.stderr
+    env = tool_env(cli.storage, cli.home)
+    listed = subprocess.run(
+        ["buildah", "images", "--format", "{{.Name}}:{{.Tag}}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert ref in listed

@@ -32,7 +32,11 @@ def execute(plan: BuildPlan, engine: Engine, reporter: Reporter) -> BuildReport:
         except ImageBuilderError as exc:
             return _report(plan, PushResults(), error=f"build failed: {exc}")
         if not plan.push:
-            reporter.info("--no-push: the image stays in local storage only")
+            engine.tag(image, plan.references)
+            reporter.info(
+                "--no-push: nothing was pushed; the image is in local storage as "
+                + ", ".join(plan.references)
+            )
             return _report(plan, PushResults(), built_only=True)
         with reporter.step(f"push to {len(plan.references)} reference(s)"):
             results = push_all(engine, image, plan)

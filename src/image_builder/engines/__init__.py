@@ -26,6 +26,10 @@ class Engine(Protocol):
         """Push ``image`` to ``reference`` and return the digest the push itself reported."""
         ...
 
+    def tag(self, image: BuiltImage, references: tuple[str, ...]) -> None:
+        """Name ``image`` in local storage with ``references`` (for ``--no-push``)."""
+        ...
+
     def cleanup(self, image: BuiltImage | None) -> None:
         """Remove local artefacts of a build; never raises."""
         ...

@@ -132,6 +132,10 @@ class BuildahEngine:
         finally:
             shutil.rmtree(digest_dir, ignore_errors=True)
 
+    def tag(self, image: BuiltImage, references: tuple[str, ...]) -> None:
+        if references:
+            self._buildah("tag", image.local_name, *references, what="buildah tag")
+
     def cleanup(self, image: BuiltImage | None) -> None:
         if image is not None:
             if image.is_list:

@@ -1,0 +1,120 @@
+"""``image-builder build`` refusals happen before anything is built: exit 2, one line."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from image_builder.cli import main
+from image_builder.embedded_registry import check_address
+from image_builder.errors import InputError
+from tests.conftest import EVENTS
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_EVENT_NAME", "push")
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(EVENTS / "push.new-branch.json"))
+    ctx = tmp_path / "ctx"
+    (ctx / "app").mkdir(parents=True)
+    (ctx / "app" / "Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "outside" / "envs").write_text("A=1\n")
+    os.symlink(tmp_path / "outside" / "Dockerfile", ctx / "linked.Dockerfile")
+    monkeypatch.chdir(ctx)
+    return ctx
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--context", "missing"],
+            "build context 'missing' does not exist; pass an existing folder with --context",
+        ),
+        (
+            ["--dockerfile", "nope/Dockerfile"],
+            "Dockerfile 'nope/Dockerfile' does not exist in the build context",
+        ),
+        (
+            ["--dockerfile", "../outside/Dockerfile"],
+            "--dockerfile '../outside/Dockerfile' resolves to",
+        ),
+        (["--dockerfile", "linked.Dockerfile"], "outside the build context"),
+        (
+            ["--dockerfile", "app/Dockerfile", "--env-file", "../../outside/envs"],
+            "--env-file '../../outside/envs' resolves to",
+        ),
+        (
+            ["--dockerfile", "app/Dockerfile", "--platform", "linux/mips"],
+            "unknown platform 'linux/mips'",
+        ),
+        (
+            ["--dockerfile", "app/Dockerfile", "--name", "Bad/Name"],
+            "image name 'Bad/Name' is not a valid OCI repository name",
+        ),
+        (["--dockerfile", "app/Dockerfile", "--tag", "bad tag!"], "which is not a valid OCI tag"),
+        (
+            ["--dockerfile", "app/Dockerfile", "--build-arg", "no spaces=1"],
+            "--build-arg 'no spaces=1': expected KEY=value",
+        ),
+    ],
+)
+def test_refused_before_building(
+    argv: list[str], message: str, workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if "--name" not in argv:
+        argv = [*argv, "--name", "team/app"]
+    assert main(["build", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert message in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_name_is_required(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["build"]) == 2
+    assert "the following arguments are required: --name" in capsys.readouterr().err
+
+
+def test_dry_run_prints_the_plan(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["build", "--name", "team/app", "--dockerfile", "app/Dockerfile", "--dry-run",
+         "--platform", "linux/arm64,linux/amd64", "--tag", "latest", "--export-tags"]
+    )  # fmt: skip
+    assert code == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["platforms"] == ["linux/arm64", "linux/amd64"]
+    assert plan["references"][1] == "localhost:5000/team/app:latest"
+    assert plan["build_args"]["TAG_latest"] == "latest"
+    assert plan["insecure_registries"] == ["localhost:5000"]
+    assert plan["dockerfile"] == str(workspace / "app" / "Dockerfile")
+
+
+def test_go_spelling_of_build(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["-name", "team/app", "-dockerfile", "app/Dockerfile", "-export-tags=true", "-dry-run=true", "-tag", "x"]
+    )  # fmt: skip
+    assert code == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["build_args"] == {"TAG_default_tag": plan["tags"][0]["value"], "TAG_x": "x"}
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0:5000", "10.1.2.3:5000", "example.com:5000"])
+def test_embedded_registry_binds_only_loopback(address: str) -> None:
+    with pytest.raises(InputError) as caught:
+        check_address(address)
+    assert caught.value.exit_code == 2
+    assert f"--address {address!r} is not a loopback address" in str(caught.value)
+
+
+def test_embedded_registry_address_form() -> None:
+    assert check_address("127.0.0.1:5000") == "127.0.0.1:5000"
+    assert check_address("[::1]:5000") == "[::1]:5000"
+    with pytest.raises(InputError, match="expected host:port"):
+        check_address("127.0.0.1")

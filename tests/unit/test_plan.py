@@ -1,0 +1,302 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from image_builder.backends.local import PushResults, _report
+from image_builder.config import parse_config
+from image_builder.context import CIContext
+from image_builder.errors import InputError
+from image_builder.plan import BuildPlan, make_plan, parse_build_args, validate_name
+from image_builder.platforms import host_platform, parse_platforms
+from image_builder.tags import Tag
+
+SHA = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+TAGS = (Tag(name="default_tag", value="v1"), Tag(name="latest", value="latest"))
+
+
+def ctx(job_type: str = "postsubmit") -> CIContext:
+    return CIContext(
+        ci="github",
+        event="push",
+        job_type=job_type,  # type: ignore[arg-type]
+        repo_owner="org",
+        repo_name="repo",
+        commit_sha=SHA,
+        pr_number=5 if job_type == "presubmit" else None,
+        source_url="https://github.com/org/repo",
+    )
+
+
+def plan(config_text: str = "", job_type: str = "postsubmit", **overrides: object) -> BuildPlan:
+    args: dict[str, object] = {
+        "config": parse_config(config_text),
+        "ctx": ctx(job_type),
+        "tags": TAGS,
+        "name": "team/app",
+        "context_dir": Path("/ctx"),
+        "dockerfile": Path("/ctx/Dockerfile"),
+        "platforms": ("linux/amd64",),
+        "build_args": [],
+        "env_file_args": {},
+        "export_tags": False,
+        "target": None,
+        "push": True,
+        "now": NOW,
+        "commit_time": None,
+    }
+    args.update(overrides)
+    return make_plan(**args)  # type: ignore[arg-type]
+
+
+REGISTRIES = "registry: [prod.example/a, prod2.example]\ndev-registry: dev.example/d\n"
+
+
+@pytest.mark.parametrize(
+    ("job_type", "expected"),
+    [
+        ("presubmit", ["dev.example/d/team/app:v1", "dev.example/d/team/app:latest"]),
+        ("merge_group", ["dev.example/d/team/app:v1", "dev.example/d/team/app:latest"]),
+        (
+            "postsubmit",
+            [
+                "prod.example/a/team/app:v1",
+                "prod.example/a/team/app:latest",
+                "prod2.example/team/app:v1",
+                "prod2.example/team/app:latest",
+            ],
+        ),
+        (
+            "schedule",
+            [
+                "prod.example/a/team/app:v1",
+                "prod.example/a/team/app:latest",
+                "prod2.example/team/app:v1",
+                "prod2.example/team/app:latest",
+            ],
+        ),
+        (
+            "workflow_dispatch",
+            [
+                "prod.example/a/team/app:v1",
+                "prod.example/a/team/app:latest",
+                "prod2.example/team/app:v1",
+                "prod2.example/team/app:latest",
+            ],
+        ),
+    ],
+)
+def test_registry_per_event(job_type: str, expected: list[str]) -> None:
+    assert list(plan(REGISTRIES, job_type).references) == expected
+
+
+def test_dev_registry_falls_back_to_registry() -> None:
+    assert plan("registry: prod.example", "presubmit").registries == ("prod.example",)
+
+
+def test_build_args_order_and_precedence() -> None:
+    built = plan(
+        build_args=[("A", "flag"), ("B", "flag")],
+        env_file_args={"B": "file", "C": "file"},
+        export_tags=True,
+    )
+    assert built.build_args == (
+        ("A", "flag"),
+        ("B", "flag"),
+        ("C", "file"),
+        ("TAG_default_tag", "v1"),
+        ("TAG_latest", "latest"),
+    )
+    assert plan().build_args == ()
+
+
+def test_labels() -> None:
+    labels = dict(plan().labels)
+    assert labels == {
+        "org.opencontainers.image.created": "2026-11-26T12:00:00Z",
+        "org.opencontainers.image.source": "https://github.com/org/repo",
+        "org.opencontainers.image.revision": SHA,
+    }
+
+
+def test_reproducible_uses_the_commit_time() -> None:
+    commit = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    built = plan("reproducible: true", commit_time=commit)
+    assert built.timestamp == 1700000000
+    assert dict(built.labels)["org.opencontainers.image.created"] == "2023-11-14T22:13:20Z"
+    assert plan(commit_time=commit).timestamp is None
+
+
+def test_reproducible_without_commit_time_is_refused() -> None:
+    with pytest.raises(InputError) as caught:
+        plan("reproducible: true")
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == (
+        "reproducible: true needs the commit time: build inside a git checkout that has the "
+        "commit, or set SOURCE_DATE_EPOCH"
+    )
+
+
+CACHE = "cache:\n  enabled: true\n  cache-repo: reg.example/cache\n"
+
+
+@pytest.mark.parametrize(
+    ("config_text", "job_type", "cache_from", "cache_to"),
+    [
+        (CACHE, "postsubmit", "reg.example/cache", "reg.example/cache"),
+        (CACHE, "presubmit", "reg.example/cache", None),
+        (CACHE, "merge_group", "reg.example/cache", None),
+        (
+            CACHE + "  dev-cache-repo: reg.example/dev-cache\n",
+            "presubmit",
+            "reg.example/cache",
+            "reg.example/dev-cache",
+        ),
+        (
+            CACHE + "  dev-cache-repo: reg.example/dev-cache\n",
+            "schedule",
+            "reg.example/cache",
+            "reg.example/cache",
+        ),
+    ],
+)
+def test_untrusted_builds_never_write_the_release_cache(
+    config_text: str, job_type: str, cache_from: str, cache_to: str | None
+) -> None:
+    cache = plan(config_text, job_type).cache
+    assert cache is not None
+    assert (cache.cache_from, cache.cache_to) == (cache_from, cache_to)
+
+
+def test_cache_enabled_needs_a_repo() -> None:
+    with pytest.raises(
+        InputError, match=r"cache\.enabled is true but cache\.cache-repo is not set"
+    ):
+        parse_config("cache:\n  enabled: true\n")
+
+
+def test_plain_http_only_for_loopback_and_listed_registries() -> None:
+    built = plan(
+        "registry: [localhost:5000, 127.0.0.1:5001/x, '[::1]:5002', ghcr.io/org, lab.internal:5000]\n"
+        "insecure-registries: [lab.internal:5000]\n"
+    )
+    assert built.insecure_registries == (
+        "localhost:5000",
+        "127.0.0.1:5001/x",
+        "[::1]:5002",
+        "lab.internal:5000",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("team/app", True),
+        ("a.b_c__d-e/f--g", True),
+        ("Team/App", False),
+        ("team/../app", False),
+        ("team//app", False),
+        ("-app", False),
+        ("app_", False),
+        ("", False),
+    ],
+)
+def test_name_grammar(name: str, ok: bool) -> None:
+    if ok:
+        assert validate_name(name) == name
+    else:
+        with pytest.raises(InputError) as caught:
+            validate_name(name)
+        assert caught.value.exit_code == 2
+
+
+def test_name_too_long_with_the_registry() -> None:
+    with pytest.raises(InputError, match="is longer than 255 characters; use a shorter --name"):
+        plan("registry: " + "r" * 200, name="a" * 60)
+
+
+def test_parse_build_args() -> None:
+    assert parse_build_args(["A=1", "B=x=y", "C="], {}) == [("A", "1"), ("B", "x=y"), ("C", "")]
+    assert parse_build_args(["HOME"], {"HOME": "/root"}) == [("HOME", "/root")]
+    with pytest.raises(InputError, match="--build-arg UNSET has no value and UNSET is not set"):
+        parse_build_args(["UNSET"], {})
+    with pytest.raises(InputError, match="expected KEY=value"):
+        parse_build_args(["1A=x"], {})
+
+
+def test_platforms() -> None:
+    assert parse_platforms(["linux/amd64,linux/arm64", "linux/amd64", "linux/arm64/v8"]) == (
+        "linux/amd64",
+        "linux/arm64",
+    )
+    assert parse_platforms(["linux/arm/v7"]) == ("linux/arm/v7",)
+    assert host_platform("x86_64") == "linux/amd64"
+    assert host_platform("aarch64") == "linux/arm64"
+    for bad, message in (
+        ("linux/sparc", "unknown platform 'linux/sparc'; use linux/<arch>[/<variant>]"),
+        ("windows/amd64", "unknown platform 'windows/amd64'"),
+        ("amd64", "unknown platform 'amd64'"),
+        ("linux/arm/v9", "unknown platform 'linux/arm/v9': arm has no variant 'v9'"),
+    ):
+        with pytest.raises(InputError) as caught:
+            parse_platforms([bad])
+        assert caught.value.exit_code == 2
+        assert message in str(caught.value)
+
+
+def test_report_is_honest_about_partial_pushes() -> None:
+    built = plan(REGISTRIES)
+    results = PushResults(
+        digests={
+            built.references[0]: "sha256:" + "a" * 64,
+            built.references[2]: "sha256:" + "a" * 64,
+        },
+        errors={built.references[1]: "push to x failed", built.references[3]: "push to y failed"},
+    )
+    report = _report(built, results)
+    assert report.status == "Failed"
+    assert report.pushed is False
+    assert report.images_list == [built.references[0], built.references[2]]
+    assert [f.image for f in report.failed_images] == [built.references[1], built.references[3]]
+    assert report.error == "2 of 4 reference(s) were not pushed"
+
+
+def test_report_refuses_mismatched_digests() -> None:
+    built = plan("registry: a.example")
+    results = PushResults(
+        digests={
+            built.references[0]: "sha256:" + "a" * 64,
+            built.references[1]: "sha256:" + "b" * 64,
+        }
+    )
+    report = _report(built, results)
+    assert report.status == "Failed"
+    assert report.pushed is False
+    assert report.digest is None
+    assert report.error is not None
+    assert report.error.startswith("the pushed references ended with different digests")
+
+
+def test_report_success() -> None:
+    built = plan("registry: a.example", platforms=("linux/amd64", "linux/arm64"))
+    digest = "sha256:" + "c" * 64
+    report = _report(built, PushResults(digests=dict.fromkeys(built.references, digest)))
+    assert report.status == "Succeeded"
+    assert report.pushed is True
+    assert report.digest == digest
+    assert report.architectures == ["amd64", "arm64"]
+    assert report.repository_path == "a.example/"
+    assert report.tags == ["v1", "latest"]
+
+
+def test_report_for_a_failed_build() -> None:
+    report = _report(plan(), PushResults(), error="build failed: boom")
+    assert (report.status, report.pushed, report.images_list, report.error) == (
+        "Failed",
+        False,
+        [],
+        "build failed: boom",
+    )

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from image_builder.ci_output import format_outputs, github_outputs, step_summary
+from image_builder.errors import RuntimeFailure
+from image_builder.report import BuildReport, FailedImage, parse_from_logs
+
+REPORT = BuildReport(
+    status="Succeeded",
+    pushed=True,
+    signed=False,
+    image_name="team/app",
+    images_list=["r.example/team/app:v1", "r.example/team/app:latest"],
+    digest="sha256:" + "a" * 64,
+    tags=["v1", "latest"],
+    repository_path="r.example/",
+    architectures=["amd64", "arm64"],
+    platforms=["linux/amd64", "linux/arm64"],
+)
+
+
+def test_block_round_trips_through_remote_logs() -> None:
+    logs = "\n".join(
+        f"2026-11-26T10:00:00.1234567Z {line}"
+        for line in ["starting", *REPORT.block().splitlines(), "done"]
+    )
+    assert parse_from_logs(logs) == REPORT
+
+
+def test_missing_or_broken_report() -> None:
+    with pytest.raises(RuntimeFailure, match="no build report between the marker lines"):
+        parse_from_logs("nothing here")
+    with pytest.raises(RuntimeFailure, match="the build report in the logs is not valid"):
+        parse_from_logs("---IMAGE BUILD REPORT---\n{oops\n---END OF IMAGE BUILD REPORT---")
+
+
+def test_write_is_atomic(tmp_path: Path) -> None:
+    target = tmp_path / "report.json"
+    REPORT.write(target)
+    assert BuildReport.model_validate_json(target.read_text()) == REPORT
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_github_outputs_are_multiline_safe() -> None:
+    values = github_outputs(REPORT)
+    assert values["images"] == '["r.example/team/app:v1", "r.example/team/app:latest"]'
+    assert values["architectures"] == '["amd64", "arm64"]'
+    text = format_outputs({"a": "line1\nline2", "b": ""})
+    lines = text.splitlines()
+    assert lines[0].startswith("a<<ghadelimiter_")
+    delimiter = lines[0].split("<<", 1)[1]
+    assert lines[1:4] == ["line1", "line2", delimiter]
+
+
+def test_step_summary_names_failures() -> None:
+    failed = REPORT.model_copy(
+        update={
+            "status": "Failed",
+            "pushed": False,
+            "images_list": ["r.example/team/app:v1"],
+            "failed_images": [FailedImage(image="r2.example/team/app:v1", error="refused")],
+            "error": "1 of 2 reference(s) were not pushed",
+        }
+    )
+    text = step_summary(failed)
+    assert "❌ Failed" in text
+    assert "| `r.example/team/app:v1` |" in text
+    assert "| `r2.example/team/app:v1` | not pushed: refused | - |" in text
+    assert "**Error:** 1 of 2 reference(s) were not pushed" in text
