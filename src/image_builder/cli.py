@@ -81,6 +81,7 @@ def _cmd_build(args: argparse.Namespace, env: Mapping[str, str], reporter: Repor
         platforms=tuple(args.platform),
         target=args.target or None,
         export_tags=args.export_tags,
+        repo=args.repo or None,
         dry_run=args.dry_run,
         no_push=args.no_push,
         build_report_path=_path(args.build_report_path),
@@ -113,6 +114,49 @@ def _cmd_registry(args: argparse.Namespace, env: Mapping[str, str], reporter: Re
         return 0
     reporter.result("registry not running; start it with: image-builder registry start")
     return 1
+
+
+def _cmd_sign(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
+    from image_builder.commands.signing import SignOptions, run_sign
+
+    images = tuple(
+        i.strip() for value in args.images_to_sign for i in value.split(",") if i.strip()
+    )
+    options = SignOptions(images=images, config=_path(args.config), repo=args.repo or None)
+    return run_sign(options, env=env, reporter=reporter)
+
+
+def _cmd_verify(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
+    from image_builder.commands.signing import run_verify
+
+    return run_verify(
+        args.image, Path(args.key), config_path=_path(args.config), env=env, reporter=reporter
+    )
+
+
+def _cmd_keygen(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
+    from image_builder.commands.signing import run_keygen
+
+    return run_keygen(Path(args.output_key_prefix), args.password_env, env=env, reporter=reporter)
+
+
+def _cmd_signify(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
+    from datetime import timedelta
+
+    from image_builder.commands.signing import run_cert_status, run_rotate
+
+    now = datetime.now(UTC)
+    if args.action == "cert-status":
+        if args.warn_days < 0:
+            raise UsageError("--warn-days must be zero or more")
+        return run_cert_status(
+            _path(args.config),
+            args.signer,
+            timedelta(days=args.warn_days),
+            now=now,
+            reporter=reporter,
+        )
+    return run_rotate(_path(args.config), args.signer, now=now, reporter=reporter)
 
 
 def _cmd_config_schema(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
@@ -167,6 +211,32 @@ examples:
 
 The build report is printed between ---IMAGE BUILD REPORT--- and ---END OF IMAGE BUILD REPORT---.
 Exit codes: 0 built and pushed everywhere, 1 the build or a push failed, 2 bad input.
+"""
+
+SIGN_EPILOG = """\
+examples:
+  image-builder sign --config config.yaml --repo org/app --images-to-sign ghcr.io/org/app:v1
+  image-builder --sign-only --images-to-sign ghcr.io/org/app:v1,ghcr.io/org/app:v2   # Go spelling
+"""
+
+VERIFY_EPILOG = """\
+examples:
+  image-builder verify ghcr.io/org/app:v1 --key cosign.pub
+  image-builder verify ghcr.io/org/app@sha256:... --key cosign.pub
+
+Exit code 0 only when the image and every platform manifest verify; otherwise the failures are
+named: no signature, wrong key, payload for another digest, malformed payload.
+"""
+
+KEYGEN_EPILOG = """\
+example:
+  COSIGN_PASSWORD=... image-builder keygen --output-key-prefix release
+"""
+
+SIGNIFY_EPILOG = """\
+examples:
+  image-builder signify cert-status --config config.yaml    # exit 1 within 2 days of expiry
+  image-builder signify rotate --config config.yaml
 """
 
 REGISTRY_EPILOG = """\
@@ -229,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--export-tags", action="store_true", help="pass every tag as build argument TAG_<name>"
     )
+    build.add_argument(
+        "--repo",
+        metavar="ORG/REPO",
+        help="repository for choosing signers (default: the CI context's)",
+    )
     build.add_argument("--dry-run", action="store_true", help="print the plan as JSON and stop")
     build.add_argument("--no-push", action="store_true", help="build only; push nothing")
     build.add_argument("--build-report-path", metavar="PATH", help="also write the report here")
@@ -248,6 +323,78 @@ def build_parser() -> argparse.ArgumentParser:
         help="loopback host:port to listen on (default: 127.0.0.1:5000)",
     )
     registry.set_defaults(handler=_cmd_registry)
+
+    sign = sub.add_parser(
+        "sign",
+        help="sign images built elsewhere (sign-only mode)",
+        description="Resolve each reference to its digest once and sign that digest with every "
+        "signer that runs for this repository and job type.",
+        epilog=SIGN_EPILOG,
+        formatter_class=_formatter,
+    )
+    sign.add_argument(
+        "--images-to-sign",
+        action="append",
+        default=[],
+        required=True,
+        metavar="REF[,REF...]",
+        help="image references to sign; repeatable or comma-separated",
+    )
+    sign.add_argument("--config", metavar="PATH", help="config.yaml with sign-config")
+    sign.add_argument("--repo", metavar="ORG/REPO", help="repository for choosing signers")
+    sign.set_defaults(handler=_cmd_sign)
+
+    verify = sub.add_parser(
+        "verify",
+        help="check cosign signatures of an image (and each platform manifest) against a key",
+        description="Resolve IMAGE to its digest and check that the digest, and for an index every "
+        "platform manifest, has a signature that verifies with the public key.",
+        epilog=VERIFY_EPILOG,
+        formatter_class=_formatter,
+    )
+    verify.add_argument("image", metavar="IMAGE", help="image reference, by tag or digest")
+    verify.add_argument("--key", required=True, metavar="PUB", help="PEM public key (cosign.pub)")
+    verify.add_argument("--config", metavar="PATH", help="config.yaml (for insecure-registries)")
+    verify.set_defaults(handler=_cmd_verify)
+
+    keygen = sub.add_parser(
+        "keygen",
+        help="write a new cosign-compatible key pair",
+        description="Write <prefix>.key (cosign's encrypted format) and <prefix>.pub.",
+        epilog=KEYGEN_EPILOG,
+        formatter_class=_formatter,
+    )
+    keygen.add_argument(
+        "--output-key-prefix", default="cosign", metavar="PREFIX", help="default: cosign"
+    )
+    keygen.add_argument(
+        "--password-env",
+        default="COSIGN_PASSWORD",
+        metavar="VARIABLE",
+        help="variable holding the new key's password (default: COSIGN_PASSWORD)",
+    )
+    keygen.set_defaults(handler=_cmd_keygen)
+
+    signify = sub.add_parser(
+        "signify",
+        help="the Signify client certificate: status and rotation",
+        description="Check or rotate the client certificate of a notary (Signify) signer.",
+        epilog=SIGNIFY_EPILOG,
+        formatter_class=_formatter,
+    )
+    signify.add_argument("action", choices=("cert-status", "rotate"))
+    signify.add_argument("--config", metavar="PATH", help="config.yaml with the notary signer")
+    signify.add_argument(
+        "--signer", metavar="NAME", help="which notary signer, if there are several"
+    )
+    signify.add_argument(
+        "--warn-days",
+        type=int,
+        default=2,
+        metavar="DAYS",
+        help="cert-status fails this close to expiry (default 2)",
+    )
+    signify.set_defaults(handler=_cmd_signify)
 
     tags = sub.add_parser(
         "tags",
@@ -329,6 +476,7 @@ _LEGACY_DROPPED_BOOL = {
     "ado-state-output",
 }
 _LEGACY_BOOL = {"export-tags", "dry-run"}
+_LEGACY_KEPT = {"images-to-sign", "config", "repo"}  # the flags sign-only mode understands
 _LEGACY_DROPPED_VALUE = {"log-dir", "ado-preview-run-yaml-path"}
 
 
@@ -356,6 +504,10 @@ def translate_legacy_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
             if not has_value or value.lower() in ("1", "t", "true"):
                 command = "tags"
             continue
+        if name == "sign-only":
+            if not has_value or value.lower() in ("1", "t", "true"):
+                command = "sign"
+            continue
         if name in _LEGACY_BOOL and has_value:  # Go accepts --flag=true / --flag=false
             if value.lower() in ("1", "t", "true"):
                 out.append(f"--{name}")
@@ -368,7 +520,27 @@ def translate_legacy_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
             skip_value = not has_value
             continue
         out.append(token)
+    if command == "sign":
+        out = _only_sign_flags(out, dropped)
     return [command, *out], dropped
+
+
+def _only_sign_flags(tokens: list[str], dropped: list[str]) -> list[str]:
+    """Sign-only callers of the Go tool also pass build flags (--name, --context, ...); keep the
+    ones signing uses and drop the rest with their values."""
+    kept: list[str] = []
+    skip = False
+    for token in tokens:
+        if skip:
+            skip = False
+            continue
+        name, has_value, _ = token[2:].partition("=") if token.startswith("--") else ("", "", "")
+        if not name or name in _LEGACY_KEPT:
+            kept.append(token)
+            continue
+        dropped.append(f"--{name}")
+        skip = not has_value and name not in _LEGACY_BOOL
+    return kept
 
 
 # --- entry point ------------------------------------------------------------------------------

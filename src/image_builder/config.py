@@ -138,11 +138,61 @@ class CacheConfig(_Model):
         return self
 
 
+class NotarySecret(_Model):
+    path: str = Field(
+        min_length=1, description="JSON file with certData and privateKeyData (base64 PEM)."
+    )
+    type: str = "signify"
+
+
+class NotaryConfig(_Model):
+    """The Signify service (``type: notary``), reached over mutual TLS."""
+
+    endpoint: str = Field(pattern=r"^https://\S+$")
+    timeout: GoDuration = Field(
+        default=timedelta(minutes=5),
+        description="Deadline for the whole signing request, retries included.",
+    )
+    retry_timeout: GoDuration = Field(
+        default=timedelta(seconds=10), description="Longest wait between two attempts."
+    )
+    secret: NotarySecret
+    ca_file: str | None = Field(default=None, description="PEM bundle to trust for the service.")
+    rotate_endpoint: str | None = Field(default=None, pattern=r"^https://\S+$")
+
+
+class CosignConfig(_Model):
+    """Key-based, cosign-compatible signatures (``type: cosign``)."""
+
+    private_key: str = Field(min_length=1)
+    password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+_SIGNER_CONFIG: dict[str, type[_Model]] = {"notary": NotaryConfig, "cosign": CosignConfig}
+
+
 class SignerConfig(_Model):
     name: str = Field(min_length=1)
-    type: Literal["notary"]
+    type: Literal["notary", "cosign"]
     config: dict[str, Any] = Field(default_factory=dict)
     job_type: tuple[JobType, ...] | None = None
+
+    @model_validator(mode="after")
+    def _config_fits_the_type(self) -> SignerConfig:
+        model = _SIGNER_CONFIG[self.type]
+        try:
+            model.model_validate(self.config)
+        except ValidationError as exc:
+            raise ValueError(
+                f"config of {self.type} signer {self.name!r}: {describe_validation_error(exc, model)}"
+            ) from None
+        return self
+
+    def notary(self) -> NotaryConfig:
+        return NotaryConfig.model_validate(self.config)
+
+    def cosign(self) -> CosignConfig:
+        return CosignConfig.model_validate(self.config)
 
 
 class SignConfig(_Model):

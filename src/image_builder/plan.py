@@ -14,6 +14,7 @@ from typing import Any
 from image_builder.config import Config
 from image_builder.context import CIContext
 from image_builder.errors import InputError
+from image_builder.signing import SignerChoice, select_signers
 from image_builder.tags import Tag
 
 # The OCI distribution spec's repository name grammar: lower-case path components.
@@ -49,6 +50,12 @@ class BuildPlan:
     job_type: str
     repository: str | None
     commit_sha: str | None
+    ref: str | None = None
+    signers: tuple[SignerChoice, ...] = ()
+
+    @property
+    def running_signers(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.signers if s.runs)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -57,6 +64,7 @@ class BuildPlan:
         data["build_args"] = dict(self.build_args)
         data["labels"] = dict(self.labels)
         data["tags"] = [{"name": t.name, "value": t.value} for t in self.tags]
+        data["signers"] = [asdict(s) for s in self.signers]
         return data
 
 
@@ -136,6 +144,7 @@ def make_plan(
     push: bool,
     now: datetime,
     commit_time: datetime | None,
+    repo_override: str | None = None,
 ) -> BuildPlan:
     """Everything the backend needs, decided up front."""
     validate_name(name)
@@ -197,8 +206,10 @@ def make_plan(
         timestamp=int(created.timestamp()) if config.reproducible else None,
         insecure_registries=plain_http_registries(involved, config),
         job_type=ctx.job_type,
-        repository=ctx.repository,
+        repository=repo_override or ctx.repository,
         commit_sha=ctx.commit_sha,
+        ref=ctx.ref,
+        signers=select_signers(config, ctx, repo_override or ctx.repository) if push else (),
     )
 
 

@@ -1,9 +1,431 @@
-"""Talking to OCI registries (the distribution API). Only this module opens registry URLs."""
+"""The OCI distribution client: references, auth (Bearer challenge and basic), manifests and
+blobs, with retries. Only this module talks to registries over HTTP."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import logging
+import re
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from image_builder.errors import InputError, RuntimeFailure
+from image_builder.http import RETRY_STATUSES, RetryableError, RetryPolicy, retry_after_seconds
+
+log = logging.getLogger(__name__)
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reference:
+    """``host/repository`` plus a tag or a digest."""
+
+    host: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``host/repository``, the identity signatures name."""
+        return f"{self.host}/{self.repository}"
+
+    def with_digest(self, digest: str) -> Reference:
+        return Reference(host=self.host, repository=self.repository, digest=digest)
+
+    def with_tag(self, tag: str) -> Reference:
+        return Reference(host=self.host, repository=self.repository, tag=tag)
+
+    def __str__(self) -> str:
+        if self.digest:
+            return f"{self.name}@{self.digest}"
+        return f"{self.name}:{self.tag}"
+
+
+def parse_reference(text: str) -> Reference:
+    """``host[:port]/path/name[:tag][@sha256:...]``; a missing host means Docker Hub."""
+    original = text
+    digest = None
+    if "@" in text:
+        text, digest = text.split("@", 1)
+        if not _DIGEST.fullmatch(digest):
+            raise InputError(
+                f"image reference {original!r} has a malformed digest; expected sha256:<64 hex>"
+            )
+    tag = None
+    last = text.rsplit("/", 1)[-1]
+    if ":" in last:
+        text, tag = text.rsplit(":", 1)
+        if not _TAG.fullmatch(tag):
+            raise InputError(f"image reference {original!r} has an invalid tag {tag!r}")
+    parts = text.split("/")
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        host, path = parts[0], "/".join(parts[1:])
+    else:
+        host, path = "docker.io", text if len(parts) > 1 else f"library/{text}"
+    if not path or not re.fullmatch(
+        r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*", path
+    ):
+        raise InputError(
+            f"image reference {original!r} is not a valid OCI reference, e.g. ghcr.io/org/app:tag"
+        )
+    if tag is None and digest is None:
+        tag = "latest"
+    return Reference(host=host, repository=path, tag=tag, digest=digest)
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest:
+    digest: str
+    media_type: str
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def json(self) -> dict[str, Any]:
+        value = json.loads(self.data)
+        if not isinstance(value, dict):
+            raise RuntimeFailure(f"manifest {self.digest} is not a JSON object")
+        return value
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
+
+    def children(self) -> list[tuple[str, int, dict[str, Any]]]:
+        """``(digest, size, platform)`` for each manifest an index lists."""
+        if not self.is_index:
+            return []
+        out = []
+        for entry in self.json().get("manifests", []):
+            out.append(
+                (str(entry["digest"]), int(entry["size"]), dict(entry.get("platform") or {}))
+            )
+        return out
+
+
+# --- credentials --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+
+
+def credentials_from_auth_files(env: Mapping[str, str]) -> Callable[[str], Credentials | None]:
+    """Look up credentials the way buildah and docker do: ``$REGISTRY_AUTH_FILE``,
+    ``$XDG_RUNTIME_DIR/containers/auth.json``, then ``$DOCKER_CONFIG``/``~/.docker/config.json``;
+    ``credHelpers``/``credsStore`` run ``docker-credential-<helper> get``."""
+    files = []
+    if env.get("REGISTRY_AUTH_FILE"):
+        files.append(Path(env["REGISTRY_AUTH_FILE"]))
+    if env.get("XDG_RUNTIME_DIR"):
+        files.append(Path(env["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
+    docker_dir = (
+        Path(env["DOCKER_CONFIG"])
+        if env.get("DOCKER_CONFIG")
+        else Path(env.get("HOME", "/root")) / ".docker"
+    )
+    files.append(docker_dir / "config.json")
+
+    def lookup(host: str) -> Credentials | None:
+        for path in files:
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if not isinstance(data, dict):
+                continue
+            helper = (data.get("credHelpers") or {}).get(host) or data.get("credsStore")
+            for key in (
+                host,
+                f"https://{host}",
+                f"http://{host}",
+                "https://index.docker.io/v1/" if host == "docker.io" else None,
+            ):
+                entry = (data.get("auths") or {}).get(key) if key else None
+                if isinstance(entry, dict) and entry.get("auth"):
+                    try:
+                        user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                    except (ValueError, UnicodeDecodeError):
+                        continue
+                    return Credentials(user, password)
+            if helper:
+                return _from_helper(str(helper), host, env)
+        return None
+
+    return lookup
+
+
+def _from_helper(helper: str, host: str, env: Mapping[str, str]) -> Credentials | None:
+    from image_builder import proc
+
+    result = proc.run([f"docker-credential-{helper}", "get"], env=env, stdin=host, check=False)
+    if result.returncode != 0:
+        return None
+    try:
+        data = json.loads(result.output)
+        return Credentials(str(data["Username"]), str(data["Secret"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+# --- the client --------------------------------------------------------------------------------
+
+
+class RegistryError(RuntimeFailure):
+    pass
+
+
+class RegistryClient:
+    """A small, strict OCI distribution client. Plain HTTP only for hosts ``plain_http`` allows."""
+
+    def __init__(
+        self,
+        *,
+        http: httpx.Client,
+        credentials: Callable[[str], Credentials | None],
+        plain_http: Callable[[str], bool],
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._http = http
+        self._credentials = credentials
+        self._plain_http = plain_http
+        self._retry = retry or RetryPolicy(attempts=4, budget=30.0)
+        self._tokens: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    # --- manifests ------------------------------------------------------------------------------
+
+    def get_manifest(self, ref: Reference) -> Manifest:
+        """Fetch by tag or digest; a digest reference must match the bytes received."""
+        target = ref.digest or ref.tag or "latest"
+        response = self._request(
+            "GET", ref, f"manifests/{target}", headers={"Accept": MANIFEST_ACCEPT}
+        )
+        if response.status_code == 404:
+            raise RegistryError(f"{ref} does not exist")
+        self._check(response, f"fetching the manifest of {ref}")
+        data = response.content
+        digest = sha256_digest(data)
+        if ref.digest and digest != ref.digest:
+            raise RegistryError(
+                f"{ref.name} served a manifest whose digest is {digest}, not {ref.digest}"
+            )
+        header = response.headers.get("docker-content-digest")
+        if header and header != digest:
+            raise RegistryError(f"{ref} claims digest {header} but its content hashes to {digest}")
+        media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        if not media_type or media_type == "application/json":
+            media_type = str(json.loads(data).get("mediaType", OCI_MANIFEST))
+        return Manifest(digest=digest, media_type=media_type, data=data)
+
+    def manifest_digest(self, ref: Reference) -> str | None:
+        """HEAD a manifest: its digest, or ``None`` when it does not exist."""
+        target = ref.digest or ref.tag or "latest"
+        response = self._request(
+            "HEAD", ref, f"manifests/{target}", headers={"Accept": MANIFEST_ACCEPT}
+        )
+        if response.status_code == 404:
+            return None
+        self._check(response, f"checking {ref}")
+        digest = str(response.headers.get("docker-content-digest", ""))
+        return digest or self.get_manifest(ref).digest
+
+    def put_manifest(self, ref: Reference, data: bytes, media_type: str) -> str:
+        target = ref.digest or ref.tag
+        response = self._request(
+            "PUT", ref, f"manifests/{target}", content=data, headers={"Content-Type": media_type}
+        )
+        self._check(response, f"uploading the manifest {ref}")
+        digest = sha256_digest(data)
+        header = response.headers.get("docker-content-digest")
+        if header and header != digest:
+            raise RegistryError(f"{ref.name} stored the manifest as {header}, expected {digest}")
+        return digest
+
+    # --- blobs ----------------------------------------------------------------------------------
+
+    def blob_exists(self, ref: Reference, digest: str) -> bool:
+        response = self._request("HEAD", ref, f"blobs/{digest}")
+        if response.status_code == 404:
+            return False
+        self._check(response, f"checking blob {digest} in {ref.name}")
+        return True
+
+    def get_blob(self, ref: Reference, digest: str) -> bytes:
+        response = self._request("GET", ref, f"blobs/{digest}")
+        if response.status_code == 404:
+            raise RegistryError(f"blob {digest} does not exist in {ref.name}")
+        self._check(response, f"fetching blob {digest} from {ref.name}")
+        if sha256_digest(response.content) != digest:
+            raise RegistryError(f"blob {digest} from {ref.name} does not match its digest")
+        return response.content
+
+    def put_blob(self, ref: Reference, data: bytes) -> str:
+        """Upload ``data`` unless the repository already has it (checked with HEAD first)."""
+        digest = sha256_digest(data)
+        if self.blob_exists(ref, digest):
+            return digest
+        start = self._request("POST", ref, "blobs/uploads/")
+        self._check(start, f"starting a blob upload to {ref.name}")
+        location = start.headers.get("location")
+        if not location:
+            raise RegistryError(f"{ref.name} started an upload without a Location")
+        url = httpx.URL(self._base(ref.host)).join(location)
+        self._check_redirect(ref.host, url)
+        params = dict(url.params)
+        params["digest"] = digest
+        response = self._send(
+            "PUT",
+            ref,
+            url.copy_with(params=params),
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        self._check(response, f"uploading blob {digest} to {ref.name}")
+        return digest
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _base(self, host: str) -> str:
+        api_host = "registry-1.docker.io" if host == "docker.io" else host
+        scheme = "http" if self._plain_http(host) else "https"
+        return f"{scheme}://{api_host}"
+
+    def _request(self, method: str, ref: Reference, path: str, **kwargs: Any) -> httpx.Response:
+        url = httpx.URL(f"{self._base(ref.host)}/v2/{ref.repository}/{path}")
+        return self._send(method, ref, url, **kwargs)
+
+    def _send(self, method: str, ref: Reference, url: httpx.URL, **kwargs: Any) -> httpx.Response:
+        scope = f"repository:{ref.repository}:pull" + (
+            ",push" if method in ("PUT", "POST", "PATCH") else ""
+        )
+
+        def attempt() -> httpx.Response:
+            headers = dict(kwargs.get("headers") or {})
+            auth = self._auth_header(ref.host, scope)
+            if auth:
+                headers["Authorization"] = auth
+            try:
+                response = self._http.request(method, url, **{**kwargs, "headers": headers})
+            except httpx.TransportError as exc:
+                raise RetryableError(f"{method} {url}: {exc.__class__.__name__}: {exc}") from exc
+            if response.status_code == 401 and self._authenticate(ref.host, scope, response):
+                headers["Authorization"] = self._auth_header(ref.host, scope) or ""
+                response = self._http.request(method, url, **{**kwargs, "headers": headers})
+            if response.status_code in RETRY_STATUSES:
+                raise RetryableError(
+                    f"{method} {url} answered {response.status_code}",
+                    retry_after=retry_after_seconds(response),
+                )
+            return response
+
+        try:
+            return self._retry.run(attempt)
+        except RetryableError as exc:
+            raise RegistryError(f"{ref.name}: {exc} (gave up after retries)") from None
+
+    def _auth_header(self, host: str, scope: str) -> str | None:
+        with self._lock:
+            return self._tokens.get((host, scope)) or self._tokens.get((host, "*"))
+
+    def _authenticate(self, host: str, scope: str, response: httpx.Response) -> bool:
+        challenge = response.headers.get("www-authenticate", "")
+        creds = self._credentials(host)
+        kind, _, params_text = challenge.partition(" ")
+        params = dict(_CHALLENGE_PARAM.findall(params_text))
+        if kind.lower() == "basic":
+            if creds is None:
+                return False
+            basic = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+            with self._lock:
+                self._tokens[(host, "*")] = f"Basic {basic}"
+            return True
+        if kind.lower() != "bearer" or "realm" not in params:
+            return False
+        query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
+        auth = (creds.username, creds.password) if creds else None
+        realm = httpx.URL(params["realm"])
+        self._check_redirect(host, realm, allow_other_host=True)
+        try:
+            got = self._http.get(realm, params=query, auth=auth)
+        except httpx.TransportError as exc:
+            raise RegistryError(f"token service {realm.host} for {host} failed: {exc}") from None
+        if got.status_code != 200:
+            raise RegistryError(
+                f"token service for {host} refused the request ({got.status_code}); check the "
+                "registry credentials in your auth file"
+            )
+        token: str | None = None
+        try:
+            body = got.json()
+            token = body.get("token") or body.get("access_token")
+        except ValueError:
+            pass
+        if not token:
+            raise RegistryError(f"token service for {host} returned no token")
+        with self._lock:
+            self._tokens[(host, scope)] = f"Bearer {token}"
+        return True
+
+    def _check_redirect(self, host: str, url: httpx.URL, *, allow_other_host: bool = False) -> None:
+        """Refuse redirects to another host's private or link-local address."""
+        from image_builder.plan import is_loopback
+
+        target = url.host
+        same = target == host.split(":")[0]
+        if same:
+            return
+        import ipaddress
+
+        try:
+            address = ipaddress.ip_address(target)
+        except ValueError:
+            return
+        if (address.is_private or address.is_link_local or is_loopback(target)) and not (
+            allow_other_host and is_loopback(host)
+        ):
+            raise RegistryError(f"{host} redirected to {target}, a private address; refusing")
+
+    def _check(self, response: httpx.Response, what: str) -> None:
+        if response.status_code < 300:
+            return
+        detail = ""
+        try:
+            errors = response.json().get("errors") or []
+            detail = "; ".join(
+                f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict)
+            )
+        except ValueError:
+            detail = response.text[:200]
+        raise RegistryError(f"{what} failed: HTTP {response.status_code} {detail}".strip())
 
 
 def ping(base_url: str, *, timeout: float = 2.0) -> bool:
@@ -15,3 +437,17 @@ def ping(base_url: str, *, timeout: float = 2.0) -> bool:
         return exc.code == 401
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def make_client(env: Mapping[str, str], plain_http: Callable[[str], bool]) -> RegistryClient:
+    from image_builder.http import tls_context
+
+    http = httpx.Client(
+        verify=tls_context(),
+        timeout=httpx.Timeout(30.0, connect=10.0),
+        follow_redirects=True,
+        trust_env=False,
+    )
+    return RegistryClient(
+        http=http, credentials=credentials_from_auth_files(env), plain_http=plain_http
+    )

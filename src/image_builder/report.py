@@ -28,9 +28,17 @@ class FailedImage(BaseModel):
     error: str
 
 
+class SigningError(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    signer: str
+    error: str
+
+
 class BuildReport(BaseModel):
     """``pushed`` is true only when every planned reference holds the image; ``images_list``
-    names exactly the references that do."""
+    names exactly the references that do. ``signed`` is true only when every chosen signer
+    signed every reference; ``signed_by`` and ``signing_errors`` say which did and which not."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -46,6 +54,8 @@ class BuildReport(BaseModel):
     architectures: list[str] = Field(default_factory=list)
     platforms: list[str] = Field(default_factory=list)
     failed_images: list[FailedImage] = Field(default_factory=list)
+    signed_by: list[str] = Field(default_factory=list)
+    signing_errors: list[SigningError] = Field(default_factory=list)
     error: str | None = None
 
     def to_json(self) -> str:

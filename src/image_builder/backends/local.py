@@ -3,6 +3,7 @@ landed. This is also what runs inside the trusted CI backend."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -10,8 +11,10 @@ from image_builder.engines import BuiltImage, Engine
 from image_builder.errors import ImageBuilderError
 from image_builder.plan import BuildPlan
 from image_builder.platforms import arch_of
-from image_builder.report import BuildReport, FailedImage
+from image_builder.registry import RegistryClient
+from image_builder.report import BuildReport, FailedImage, SigningError
 from image_builder.reporter import Reporter
+from image_builder.signing import Signer, sign_targets
 
 MAX_CONCURRENT_PUSHES = 8
 
@@ -22,8 +25,20 @@ class PushResults:
     errors: dict[str, str] = field(default_factory=dict)  # reference → why it failed
 
 
-def execute(plan: BuildPlan, engine: Engine, reporter: Reporter) -> BuildReport:
-    """Run ``plan``; never raises for build or push failures: they end up in the report."""
+SignerFactory = Callable[[str], Signer]
+
+
+def execute(
+    plan: BuildPlan,
+    engine: Engine,
+    reporter: Reporter,
+    *,
+    registry: RegistryClient | None = None,
+    signers: SignerFactory | None = None,
+) -> BuildReport:
+    """Run ``plan``; never raises for build, push or signing failures: they end up in the report.
+
+    Signing happens only when every reference was pushed with one digest, and signs that digest."""
     image: BuiltImage | None = None
     try:
         try:
@@ -40,7 +55,15 @@ def execute(plan: BuildPlan, engine: Engine, reporter: Reporter) -> BuildReport:
             return _report(plan, PushResults(), built_only=True)
         with reporter.step(f"push to {len(plan.references)} reference(s)"):
             results = push_all(engine, image, plan)
-        return _report(plan, results)
+        report = _report(plan, results)
+        if report.pushed and report.digest and plan.running_signers:
+            if registry is None or signers is None:
+                raise ValueError(
+                    "signers are planned but no registry client or signer factory was given"
+                )
+            with reporter.step(f"sign with {', '.join(plan.running_signers)}"):
+                report = sign_all(plan, report, report.digest, registry, signers)
+        return report
     finally:
         if plan.push:
             engine.cleanup(image)
@@ -79,6 +102,42 @@ def push_all(engine: Engine, image: BuiltImage, plan: BuildPlan) -> PushResults:
                 else:
                     results.errors[reference] = error or "push failed"
     return results
+
+
+def sign_all(
+    plan: BuildPlan,
+    report: BuildReport,
+    digest: str,
+    registry: RegistryClient,
+    signers: SignerFactory,
+) -> BuildReport:
+    """Run every planned signer on the pushed digest; a failure of one does not stop the others."""
+    try:
+        targets = sign_targets(registry, [(ref, digest) for ref in report.images_list])
+    except ImageBuilderError as exc:
+        error = f"cannot read back what was pushed to sign it: {exc}"
+        return report.model_copy(update={"status": "Failed", "error": error})
+    signed_by: list[str] = []
+    errors: list[SigningError] = []
+    for name in plan.running_signers:
+        try:
+            signers(name).sign(targets)
+            signed_by.append(name)
+        except ImageBuilderError as exc:
+            images = ", ".join(report.images_list)
+            message = str(exc) if name in str(exc) else f"signer {name}: {exc}"
+            errors.append(SigningError(signer=name, error=f"{message} (images: {images})"))
+    update: dict[str, object] = {
+        "signed": not errors,
+        "signed_by": signed_by,
+        "signing_errors": errors,
+    }
+    if errors:
+        update["status"] = "Failed"
+        update["error"] = (
+            "; ".join(e.error for e in errors) + "; the images are pushed but not signed"
+        )
+    return report.model_copy(update=update)
 
 
 def _report(

@@ -31,6 +31,7 @@ class BuildOptions:
     platforms: tuple[str, ...] = ()
     target: str | None = None
     export_tags: bool = False
+    repo: str | None = None
     dry_run: bool = False
     no_push: bool = False
     build_report_path: Path | None = None
@@ -83,6 +84,7 @@ def prepare(
         push=not options.no_push,
         now=now,
         commit_time=commit_time,
+        repo_override=options.repo,
     )
     return plan, inputs.config
 
@@ -103,14 +105,27 @@ def run_build(
 
     from image_builder.backends.local import execute
     from image_builder.engines.buildah import BuildahEngine
+    from image_builder.plan import plain_http_registries, registry_host
+    from image_builder.registry import make_client
+    from image_builder.signing.factory import make_signers, provenance
 
+    plain = {registry_host(r) for r in plain_http_registries(plan.registries, config)}
+    registry = make_client(env, plain_http=lambda host: host in plain)
+    signers = make_signers(
+        config,
+        plan.running_signers,
+        registry=registry,
+        env=env,
+        optional=provenance(plan.repository, plan.ref, plan.commit_sha),
+        on_retry=reporter.warning,
+    )
     engine = BuildahEngine(
         env=env,
         host_platform=host_platform,
         storage_driver=config.storage_driver,
         on_line=reporter.stream,
     )
-    report = execute(plan, engine, reporter)
+    report = execute(plan, engine, reporter, registry=registry, signers=signers.__getitem__)
     publish(report, options=options, env=env, reporter=reporter)
     if report.status != "Succeeded":
         reporter.error(report.error or "the build failed")

@@ -1,0 +1,230 @@
+"""``sign`` (sign-only), ``verify``, ``keygen`` and ``signify cert-status|rotate``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from image_builder.config import Config, SignerConfig, load_config
+from image_builder.errors import InputError, RuntimeFailure
+from image_builder.registry import RegistryClient, parse_reference
+from image_builder.reporter import Reporter
+
+
+def _client(config: Config, hosts: Sequence[str], env: Mapping[str, str]) -> RegistryClient:
+    from image_builder.plan import plain_http_registries, registry_host
+    from image_builder.registry import make_client
+
+    plain = {registry_host(r) for r in plain_http_registries(hosts, config)}
+    return make_client(env, plain_http=lambda host: host in plain)
+
+
+# --- sign-only ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignOptions:
+    images: tuple[str, ...]
+    config: Path | None = None
+    repo: str | None = None
+
+
+def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter) -> int:
+    """Resolve each reference to its digest once, then sign that digest with every signer that
+    runs for this repository and job type."""
+    from image_builder.context import detect_ci_context
+    from image_builder.signing import select_signers, sign_targets
+    from image_builder.signing.factory import make_signers, provenance
+
+    if not options.images:
+        raise InputError("--images-to-sign needs at least one image reference")
+    config = load_config(options.config)
+    ctx = detect_ci_context(env, Path("."))
+    repository = options.repo or ctx.repository
+    choices = select_signers(config, ctx, repository)
+    running = [c.name for c in choices if c.runs]
+    if not running:
+        reasons = "; ".join(f"{c.name}: {c.reason}" for c in choices) or "no signers are configured"
+        raise InputError(
+            f"no signer runs for {repository or 'this repository'} ({ctx.job_type}): {reasons}"
+        )
+    refs = [parse_reference(text) for text in options.images]
+    registry = _client(config, [r.name for r in refs], env)
+    signers = make_signers(
+        config,
+        running,
+        registry=registry,
+        env=env,
+        optional=provenance(repository, ctx.ref, ctx.commit_sha),
+        on_retry=reporter.warning,
+    )
+    pushed = []
+    for ref in refs:
+        digest = ref.digest or registry.manifest_digest(ref)
+        if digest is None:
+            raise RuntimeFailure(f"{ref} does not exist; nothing to sign")
+        pushed.append((str(ref), digest))
+        reporter.info(f"{ref} is {digest}; signing that digest")
+    targets = sign_targets(registry, pushed)
+    errors = []
+    signed_by = []
+    for name in running:
+        try:
+            signers[name].sign(targets)
+            signed_by.append(name)
+        except (InputError, RuntimeFailure) as exc:
+            errors.append(f"signer {name} failed on {', '.join(r for r, _ in pushed)}: {exc}")
+    reporter.result(
+        json.dumps(
+            {
+                "signed": not errors,
+                "images": [f"{r}@{d}" for r, d in pushed],
+                "signed_by": signed_by,
+                "errors": errors,
+            }
+        )
+    )
+    if errors:
+        reporter.error("; ".join(errors))
+        return 1
+    return 0
+
+
+# --- verify -------------------------------------------------------------------------------------
+
+
+def run_verify(
+    image: str, key: Path, *, config_path: Path | None, env: Mapping[str, str], reporter: Reporter
+) -> int:
+    from image_builder.signing.cosign import verify_digest
+    from image_builder.signing.keys import load_public_key
+
+    public = load_public_key(key)
+    ref = parse_reference(image)
+    registry = _client(load_config(config_path), [ref.name], env)
+    digest = ref.digest or registry.manifest_digest(ref)
+    if digest is None:
+        raise RuntimeFailure(f"{ref} does not exist")
+    manifest = registry.get_manifest(ref.with_digest(digest))
+    digests = [digest, *(child for child, _, _ in manifest.children())]
+    checks = [verify_digest(registry, ref, d, public) for d in digests]
+    reporter.result(
+        json.dumps(
+            [
+                {
+                    "digest": c.digest,
+                    "verified": c.ok,
+                    "signatures": c.signatures,
+                    "problem": c.problem,
+                }
+                for c in checks
+            ]
+        )
+    )
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        kind = "index" if manifest.is_index else "image"
+        details = "; ".join(
+            f"{'the ' + kind if c.digest == digest else 'platform manifest'} {c.digest}: {c.problem}"
+            for c in failed
+        )
+        reporter.error(f"{ref.name}@{digest} does not verify with {key}: {details}")
+        return 1
+    reporter.info(f"{ref.name}@{digest}: {len(checks)} manifest(s) verified with {key}")
+    return 0
+
+
+# --- keygen -------------------------------------------------------------------------------------
+
+
+def run_keygen(
+    prefix: Path, password_env: str, *, env: Mapping[str, str], reporter: Reporter
+) -> int:
+    from image_builder.signing.keys import generate_key_pair
+
+    if password_env not in env:
+        raise InputError(
+            f"{password_env} is not set; export the new key's password in it (an empty value "
+            "makes an unencrypted-equivalent key) or name another variable with --password-env"
+        )
+    key_path, pub_path = generate_key_pair(prefix, env[password_env].encode())
+    reporter.result(json.dumps({"private_key": str(key_path), "public_key": str(pub_path)}))
+    return 0
+
+
+# --- signify certificate lifecycle ---------------------------------------------------------------
+
+
+def notary_signer(config: Config, name: str | None) -> SignerConfig:
+    notaries = [s for s in config.sign_config.signers if s.type == "notary"]
+    if name is not None:
+        chosen = [s for s in notaries if s.name == name]
+        if not chosen:
+            known = ", ".join(s.name for s in notaries) or "none"
+            raise InputError(
+                f"no notary signer named {name!r} in the config (notary signers: {known})"
+            )
+        return chosen[0]
+    if len(notaries) != 1:
+        known = ", ".join(s.name for s in notaries) or "none"
+        raise InputError(f"choose the notary signer with --signer (notary signers: {known})")
+    return notaries[0]
+
+
+def run_cert_status(
+    config_path: Path | None,
+    signer: str | None,
+    warn: timedelta,
+    *,
+    now: datetime,
+    reporter: Reporter,
+) -> int:
+    from image_builder.signing.notary import cert_status, read_secret
+
+    chosen = notary_signer(load_config(config_path), signer)
+    status = cert_status(read_secret(Path(chosen.notary().secret.path)), now)
+    reporter.result(
+        json.dumps(
+            {
+                "signer": chosen.name,
+                "subject": status.subject,
+                "not_after": status.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "remaining_hours": round(status.remaining.total_seconds() / 3600, 1),
+            }
+        )
+    )
+    if status.expired:
+        reporter.error(
+            f"the Signify certificate of {chosen.name} has expired; it cannot be rotated, get a new one issued"
+        )
+        return 1
+    if status.remaining <= warn:
+        reporter.error(
+            f"the Signify certificate of {chosen.name} expires within {warn.days} day(s); run "
+            "`image-builder signify rotate`"
+        )
+        return 1
+    return 0
+
+
+def run_rotate(
+    config_path: Path | None, signer: str | None, *, now: datetime, reporter: Reporter
+) -> int:
+    from image_builder.signing.notary import rotate
+
+    chosen = notary_signer(load_config(config_path), signer)
+    status, backup = rotate(chosen.notary(), now)
+    reporter.result(
+        json.dumps(
+            {
+                "signer": chosen.name,
+                "subject": status.subject,
+                "not_after": status.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "previous_secret": str(backup) if backup else None,
+            }
+        )
+    )
+    return 0

@@ -1,0 +1,113 @@
+"""HTTP plumbing shared by the clients: TLS contexts, retry policy, Retry-After.
+
+Each external system still has its own module (registry.py, signing/notary.py, trust.py, ...);
+this module only holds what they would otherwise each write again."""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+from image_builder.errors import InputError
+
+T = TypeVar("T")
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+MAX_RETRY_AFTER = 30.0
+
+
+def tls_context(
+    *, ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None
+) -> ssl.SSLContext:
+    """The system trust store (which honours ``SSL_CERT_FILE``), or ``ca_file`` instead."""
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        if cert_file is not None:
+            context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise InputError(f"cannot load TLS material: {exc}") from None
+    return context
+
+
+class RetryableError(Exception):
+    """A response or failure worth another try. ``retry_after`` comes from the server."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(response: httpx.Response, *, now: datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds, from delta-seconds or an HTTP date, capped."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdecimal():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    delta = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(delta, 0.0), MAX_RETRY_AFTER)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Jittered exponential backoff, bounded by attempts and by a total time budget."""
+
+    attempts: int = 5
+    base_delay: float = 0.2
+    max_delay: float = 5.0
+    budget: float = 60.0
+
+    def run(
+        self,
+        action: Callable[[], T],
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        on_retry: Callable[[int, RetryableError, float], None] | None = None,
+    ) -> T:
+        """Call ``action`` until it returns; retry only on :class:`RetryableError`."""
+        from tenacity import (
+            RetryCallState,
+            Retrying,
+            retry_if_exception_type,
+            stop_after_attempt,
+            stop_after_delay,
+        )
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            backoff = min(self.max_delay, self.base_delay * 2 ** (state.attempt_number - 1))
+            delay = random.uniform(backoff / 2, backoff)  # noqa: S311 - jitter, not security
+            if isinstance(error, RetryableError) and error.retry_after is not None:
+                delay = max(delay, error.retry_after)
+            return delay
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            if on_retry is not None and isinstance(error, RetryableError) and state.next_action:
+                on_retry(state.attempt_number, error, state.next_action.sleep)
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(RetryableError),
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.budget),
+            wait=wait,
+            sleep=sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(action)

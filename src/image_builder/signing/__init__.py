@@ -1,0 +1,134 @@
+"""Which signers run for a build, what they sign, and the protocol they share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from image_builder.config import Config
+from image_builder.context import CIContext
+
+if TYPE_CHECKING:
+    from image_builder.registry import RegistryClient
+
+RELEASE_JOB_TYPES = ("postsubmit", "schedule", "workflow_dispatch")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignerChoice:
+    """One configured signer and whether it runs for this build, with the reason."""
+
+    name: str
+    type: str
+    runs: bool
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlatformManifest:
+    digest: str
+    size: int
+    platform: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignTarget:
+    """One repository's view of the pushed image: its tags, the pushed digest, and for an index
+    the platform manifests it lists. Everything here comes from the push and the registry's
+    bytes for that digest, never from re-reading a tag."""
+
+    repository: str  # registry/repository, the signature identity
+    tags: tuple[str, ...]
+    digest: str
+    size: int
+    media_type: str
+    platforms: tuple[PlatformManifest, ...] = ()
+
+    @property
+    def digests(self) -> tuple[str, ...]:
+        """The index (or image) first, then each platform manifest."""
+        return (self.digest, *(p.digest for p in self.platforms))
+
+
+class Signer(Protocol):
+    name: str
+
+    def sign(self, targets: Sequence[SignTarget]) -> None:
+        """Sign every digest of every target; raise an ImageBuilderError naming what failed."""
+        ...
+
+
+def select_signers(
+    config: Config, ctx: CIContext, repository: str | None
+) -> tuple[SignerChoice, ...]:
+    """The signers enabled under ``'*'`` plus those enabled for ``repository``, filtered by job
+    type. Pull-request and merge-group builds are never signed, whatever the config says."""
+    enabled = config.sign_config.enabled_signers
+    wildcard = set(enabled.get("*", ()))
+    for_repo = set(enabled.get(repository, ())) if repository else set()
+    choices = []
+    for signer in config.sign_config.signers:
+        where = []
+        if signer.name in wildcard:
+            where.append("'*'")
+        if signer.name in for_repo:
+            where.append(repr(repository))
+        if not where:
+            reason = f"not enabled under '*'{' or ' + repr(repository) if repository else ''}"
+            choices.append(
+                SignerChoice(name=signer.name, type=signer.type, runs=False, reason=reason)
+            )
+            continue
+        enabled_text = f"enabled under {' and '.join(where)}"
+        if ctx.job_type not in RELEASE_JOB_TYPES:
+            reason = f"{enabled_text}, but {ctx.job_type} builds are never signed"
+            runs = False
+        elif signer.job_type is not None and ctx.job_type not in signer.job_type:
+            reason = (
+                f"{enabled_text}, but its job-type {list(signer.job_type)} excludes {ctx.job_type}"
+            )
+            runs = False
+        else:
+            reason = f"{enabled_text}; {ctx.job_type} builds are signed"
+            runs = True
+        choices.append(SignerChoice(name=signer.name, type=signer.type, runs=runs, reason=reason))
+    return tuple(choices)
+
+
+def sign_targets(registry: RegistryClient, pushed: Sequence[tuple[str, str]]) -> list[SignTarget]:
+    """What to sign, from ``(reference, digest)`` pairs: per repository and digest, the tags, and
+    the bytes the registry holds for that digest (checked against it), with the platform
+    manifests of an index. A tag is never read again here."""
+    from image_builder.registry import parse_reference
+
+    groups: dict[tuple[str, str], list[str]] = {}
+    for text, digest in pushed:
+        ref = parse_reference(text)
+        tags = groups.setdefault((ref.name, digest), [])
+        if ref.tag and ref.tag not in tags:
+            tags.append(ref.tag)
+    targets = []
+    for (name, digest), tags in groups.items():
+        manifest = registry.get_manifest(parse_reference(f"{name}@{digest}"))
+        platforms = tuple(
+            PlatformManifest(
+                digest=child_digest,
+                size=size,
+                platform="/".join(
+                    str(platform[k]) for k in ("os", "architecture", "variant") if platform.get(k)
+                ),
+            )
+            for child_digest, size, platform in manifest.children()
+        )
+        targets.append(
+            SignTarget(
+                repository=name,
+                tags=tuple(tags),
+                digest=digest,
+                size=manifest.size,
+                media_type=manifest.media_type,
+                platforms=platforms,
+            )
+        )
+    return targets

@@ -1,0 +1,243 @@
+"""Key-based signatures in cosign's format: a simple-signing payload signed with ECDSA P-256
+over SHA-256, stored as a layer of the OCI manifest tagged ``sha256-<hex>.sig`` in the image's
+own repository. Signatures are appended, never replaced."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from image_builder.errors import RuntimeFailure
+from image_builder.registry import (
+    OCI_MANIFEST,
+    Reference,
+    RegistryClient,
+    RegistryError,
+    parse_reference,
+)
+from image_builder.signing import SignTarget
+
+SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+PAYLOAD_TYPE = "cosign container image signature"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+_APPEND_ATTEMPTS = 8
+
+
+def signature_tag(digest: str) -> str:
+    return digest.replace(":", "-") + ".sig"
+
+
+def payload(repository: str, digest: str, optional: Mapping[str, str] | None = None) -> bytes:
+    body = {
+        "critical": {
+            "identity": {"docker-reference": repository},
+            "image": {"docker-manifest-digest": digest},
+            "type": PAYLOAD_TYPE,
+        },
+        "optional": dict(optional) if optional else None,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def sign_payload(key: ec.EllipticCurvePrivateKey, data: bytes) -> str:
+    """Base64 of the ASN.1 DER ECDSA signature over SHA-256 of ``data``."""
+    return base64.b64encode(key.sign(data, ec.ECDSA(hashes.SHA256()))).decode()
+
+
+class CosignSigner:
+    def __init__(
+        self,
+        *,
+        name: str,
+        key: ec.EllipticCurvePrivateKey,
+        registry: RegistryClient,
+        optional: Mapping[str, str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.name = name
+        self._key = key
+        self._registry = registry
+        self._optional = dict(optional or {})
+        self._sleep = sleep
+
+    def sign(self, targets: Sequence[SignTarget]) -> None:
+        for target in targets:
+            repo = parse_reference(target.repository + ":latest")
+            for digest in target.digests:
+                body = payload(target.repository, digest, self._optional)
+                append_signature(
+                    self._registry,
+                    repo,
+                    digest,
+                    body,
+                    sign_payload(self._key, body),
+                    sleep=self._sleep,
+                )
+
+
+def append_signature(
+    registry: RegistryClient,
+    repo: Reference,
+    digest: str,
+    body: bytes,
+    signature: str,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Add one signature layer to ``sha256-<hex>.sig``, keeping the layers already there.
+
+    Registries have no compare-and-swap for tags, so a concurrent signer can overwrite our write.
+    After each write we read the tag back (after a short random pause) and write again, merged
+    with whatever is there now, until our layer is seen to stay.
+    """
+    tag_ref = repo.with_tag(signature_tag(digest))
+    payload_digest = registry.put_blob(repo, body)
+    ours = {
+        "mediaType": SIMPLE_SIGNING,
+        "size": len(body),
+        "digest": payload_digest,
+        "annotations": {SIGNATURE_ANNOTATION: signature},
+    }
+    for _ in range(_APPEND_ATTEMPTS):
+        layers = _existing_layers(registry, tag_ref)
+        if not any(_same_layer(layer, ours) for layer in layers):
+            _write(registry, repo, tag_ref, [*layers, ours])
+        if _stays(registry, tag_ref, ours, sleep):
+            return
+    raise RuntimeFailure(
+        f"could not store the signature for {repo.name}@{digest}: another writer kept replacing it"
+    )
+
+
+def _stays(
+    registry: RegistryClient,
+    tag_ref: Reference,
+    ours: Mapping[str, Any],
+    sleep: Callable[[float], None],
+) -> bool:
+    """Our layer is still there after two reads a short random pause apart."""
+    for _ in range(2):
+        sleep(random.uniform(0.05, 0.25))  # noqa: S311 - jitter, not security
+        if not any(_same_layer(layer, ours) for layer in _existing_layers(registry, tag_ref)):
+            return False
+    return True
+
+
+def _same_layer(layer: Mapping[str, Any], ours: Mapping[str, Any]) -> bool:
+    annotations = layer.get("annotations") or {}
+    return bool(
+        layer.get("digest") == ours["digest"]
+        and annotations.get(SIGNATURE_ANNOTATION) == ours["annotations"][SIGNATURE_ANNOTATION]
+    )
+
+
+def _existing_layers(registry: RegistryClient, tag_ref: Reference) -> list[dict[str, Any]]:
+    try:
+        manifest = registry.get_manifest(tag_ref)
+    except RegistryError as exc:
+        if "does not exist" in str(exc):
+            return []
+        raise
+    layers = manifest.json().get("layers") or []
+    return [layer for layer in layers if isinstance(layer, dict)]
+
+
+def _write(
+    registry: RegistryClient, repo: Reference, tag_ref: Reference, layers: list[dict[str, Any]]
+) -> None:
+    config = json.dumps(
+        {
+            "architecture": "",
+            "created": "0001-01-01T00:00:00Z",
+            "history": [{"created": "0001-01-01T00:00:00Z"} for _ in layers],
+            "os": "",
+            "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
+            "config": {},
+        },
+        separators=(",", ":"),
+    ).encode()
+    config_digest = registry.put_blob(repo, config)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "size": len(config), "digest": config_digest},
+        "layers": layers,
+    }
+    registry.put_manifest(
+        tag_ref, json.dumps(manifest, separators=(",", ":")).encode(), OCI_MANIFEST
+    )
+
+
+# --- verification -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class DigestCheck:
+    digest: str
+    ok: bool
+    problem: str | None = None
+    signatures: int = 0
+
+
+def verify_digest(
+    registry: RegistryClient, repo: Reference, digest: str, key: ec.EllipticCurvePublicKey
+) -> DigestCheck:
+    """Whether at least one signature on ``digest`` verifies with ``key`` and names this digest
+    and repository. Otherwise the most specific reason it does not."""
+    layers = _existing_layers(registry, repo.with_tag(signature_tag(digest)))
+    candidates = [layer for layer in layers if layer.get("mediaType") == SIMPLE_SIGNING]
+    if not candidates:
+        return DigestCheck(digest=digest, ok=False, problem="no signature")
+    problems: list[str] = []
+    for layer in candidates:
+        signature = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION, "")
+        try:
+            body = registry.get_blob(repo, str(layer.get("digest")))
+        except RegistryError as exc:
+            problems.append(f"unreadable signature payload ({exc})")
+            continue
+        try:
+            key.verify(base64.b64decode(signature, validate=True), body, ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, ValueError):
+            problems.append("wrong key")
+            continue
+        problem = check_payload(body, repo.name, digest)
+        if problem is None:
+            return DigestCheck(digest=digest, ok=True, signatures=len(candidates))
+        problems.append(problem)
+    # A payload problem under a valid signature says more than a signature from another key.
+    specific = [p for p in problems if p != "wrong key"]
+    reason = (
+        specific[0]
+        if specific
+        else f"wrong key: none of {len(candidates)} signature(s) verify with it"
+    )
+    return DigestCheck(digest=digest, ok=False, problem=reason, signatures=len(candidates))
+
+
+def check_payload(body: bytes, repository: str, digest: str) -> str | None:
+    try:
+        data = json.loads(body)
+        critical = data["critical"]
+        signed_digest = critical["image"]["docker-manifest-digest"]
+        identity = critical["identity"]["docker-reference"]
+        kind = critical["type"]
+    except (ValueError, KeyError, TypeError):
+        return "malformed payload"
+    if kind != PAYLOAD_TYPE or not isinstance(signed_digest, str):
+        return "malformed payload"
+    if signed_digest != digest:
+        return f"payload for another digest ({signed_digest})"
+    if identity != repository:
+        return f"payload for another repository ({identity})"
+    return None

@@ -1,0 +1,123 @@
+"""A local fake of the Signify signing service: HTTPS that requires a client certificate from the
+test CA, records every request, and answers from a script (202 by default).
+
+``POST /sign`` takes the trustedCollections body; ``POST /rotate`` takes ``{"csr": <base64 PEM>}``
+and answers ``{"certData": <base64 PEM>}``, a certificate from the CA for the CSR's key."""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from tests.support.pki import CA, cert_pem
+
+
+@dataclass
+class Recorded:
+    path: str
+    body: bytes
+    client_subject: str
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    drop: bool = False  # close the connection without answering
+
+
+class FakeSignify:
+    def __init__(self, ca: CA, folder: Path) -> None:
+        self.ca = ca
+        self.requests: list[Recorded] = []
+        self.script: list[Reply] = []  # consumed first, then 202
+        self.rotate_reply: Reply | None = None
+        self.rotate_lifetime = timedelta(days=7)
+        cert, key = ca.pair("127.0.0.1", server=True)
+        (folder / "server.pem").write_bytes(cert)
+        (folder / "server.key").write_bytes(key)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(folder / "server.pem", folder / "server.key")
+        context.load_verify_locations(cafile=str(ca.write(folder)))
+        context.verify_mode = ssl.CERT_REQUIRED
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length)
+                peer = (
+                    self.connection.getpeercert()
+                    if isinstance(self.connection, ssl.SSLSocket)
+                    else None
+                )
+                subject = ""
+                if peer:
+                    rdns: Any = peer.get("subject", ())
+                    subject = ",".join(f"{k}={v}" for rdn in rdns for k, v in rdn)
+                fake.requests.append(Recorded(self.path, body, subject))
+                if self.path == "/rotate":
+                    self._rotate(body)
+                    return
+                reply = (
+                    fake.script.pop(0) if fake.script else Reply(202, body=b'{"status":"accepted"}')
+                )
+                if reply.drop:
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                self._send(reply)
+
+            def _rotate(self, body: bytes) -> None:
+                if fake.rotate_reply is not None:
+                    self._send(fake.rotate_reply)
+                    return
+                csr = x509.load_pem_x509_csr(base64.b64decode(json.loads(body)["csr"]))
+                cert = fake.ca.issue(csr.public_key(), csr.subject, lifetime=fake.rotate_lifetime)  # type: ignore[arg-type]
+                answer = json.dumps(
+                    {"certData": base64.b64encode(cert_pem(cert)).decode()}
+                ).encode()
+                self._send(Reply(200, {"Content-Type": "application/json"}, answer))
+
+            def _send(self, reply: Reply) -> None:
+                self.send_response(reply.status)
+                for key, value in reply.headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> FakeSignify:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def sign_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.path == "/sign"]
