@@ -345,7 +345,8 @@ def config_schema() -> str:
 
 def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
     """One line for the first problem pydantic found, naming the key and the expected form."""
-    errors = exc.errors(include_url=False)
+    # An unknown key usually explains the "required" error next to it (a typo), so it goes first.
+    errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
     loc = tuple(first["loc"])
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
