@@ -82,6 +82,7 @@ def _cmd_build(args: argparse.Namespace, env: Mapping[str, str], reporter: Repor
         target=args.target or None,
         export_tags=args.export_tags,
         repo=args.repo or None,
+        oidc_token=args.oidc_token or None,
         dry_run=args.dry_run,
         no_push=args.no_push,
         build_report_path=_path(args.build_report_path),
@@ -122,7 +123,12 @@ def _cmd_sign(args: argparse.Namespace, env: Mapping[str, str], reporter: Report
     images = tuple(
         i.strip() for value in args.images_to_sign for i in value.split(",") if i.strip()
     )
-    options = SignOptions(images=images, config=_path(args.config), repo=args.repo or None)
+    options = SignOptions(
+        images=images,
+        config=_path(args.config),
+        repo=args.repo or None,
+        oidc_token=args.oidc_token or None,
+    )
     return run_sign(options, env=env, reporter=reporter)
 
 
@@ -157,6 +163,12 @@ def _cmd_signify(args: argparse.Namespace, env: Mapping[str, str], reporter: Rep
             reporter=reporter,
         )
     return run_rotate(_path(args.config), args.signer, now=now, reporter=reporter)
+
+
+def _cmd_verify_token(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
+    from image_builder.commands.signing import run_verify_token
+
+    return run_verify_token(args.token, _path(args.config), env=env, reporter=reporter)
 
 
 def _cmd_config_schema(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
@@ -226,6 +238,15 @@ examples:
 
 Exit code 0 only when the image and every platform manifest verify; otherwise the failures are
 named: no signature, wrong key, payload for another digest, malformed payload.
+"""
+
+CALLER_CHECK_EPILOG = """\
+examples:
+  image-builder verify-token --config config.yaml --token "$TOKEN"
+  AUTHORIZATION="$TOKEN" image-builder verify-token --config config.yaml
+
+prints {"issuer": ..., "repository": ..., "job_workflow_ref": ..., "event_name": ..., "ref": ...,
+"sha": ...}; a rejected token exits 2 with the rule that failed.
 """
 
 KEYGEN_EPILOG = """\
@@ -304,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ORG/REPO",
         help="repository for choosing signers (default: the CI context's)",
     )
+    _add_token_option(build)
     build.add_argument("--dry-run", action="store_true", help="print the plan as JSON and stop")
     build.add_argument("--no-push", action="store_true", help="build only; push nothing")
     build.add_argument("--build-report-path", metavar="PATH", help="also write the report here")
@@ -342,7 +364,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sign.add_argument("--config", metavar="PATH", help="config.yaml with sign-config")
     sign.add_argument("--repo", metavar="ORG/REPO", help="repository for choosing signers")
+    _add_token_option(sign)
     sign.set_defaults(handler=_cmd_sign)
+
+    verify_token = sub.add_parser(
+        "verify-token",
+        help="check an OIDC token against the config's trust policy",
+        description="Verify the caller's OIDC token against the trust section of config.yaml and "
+        "print the verified claims. Exit 0 only when the token is trusted.",
+        epilog=CALLER_CHECK_EPILOG,
+        formatter_class=_formatter,
+    )
+    verify_token.add_argument("--token", metavar="JWT", help="the token (default: $AUTHORIZATION)")
+    verify_token.add_argument(
+        "--config", required=True, metavar="PATH", help="config.yaml with trust"
+    )
+    verify_token.set_defaults(handler=_cmd_verify_token)
 
     verify = sub.add_parser(
         "verify",
@@ -439,6 +476,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_token_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--oidc-token",
+        metavar="JWT",
+        help="the caller's OIDC token, required when config.yaml has a trust section "
+        "(default: $AUTHORIZATION)",
+    )
+
+
 def _add_tag_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", metavar="PATH", help="config.yaml (default: built-in defaults, local registry)"
@@ -476,7 +522,12 @@ _LEGACY_DROPPED_BOOL = {
     "ado-state-output",
 }
 _LEGACY_BOOL = {"export-tags", "dry-run"}
-_LEGACY_KEPT = {"images-to-sign", "config", "repo"}  # the flags sign-only mode understands
+_LEGACY_KEPT = {
+    "images-to-sign",
+    "config",
+    "repo",
+    "oidc-token",
+}  # the flags sign-only mode understands
 _LEGACY_DROPPED_VALUE = {"log-dir", "ado-preview-run-yaml-path"}
 
 

@@ -227,6 +227,57 @@ class AdoConfig(_Model):
     ado_refresh_interval: GoDuration = timedelta(seconds=30)
 
 
+class RepositoryOwner(_Model):
+    name: str = Field(min_length=1)
+    id: int = Field(
+        ge=1, description="The numeric account id: stops renamed or resurrected accounts."
+    )
+
+
+def _issuer_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    host = parts.hostname or ""
+    loopback = host == "localhost" or host.startswith("127.") or host == "::1"
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise ValueError(
+            f"expected an https:// issuer URL (http only for loopback test issuers), got {value!r}"
+        )
+    return value
+
+
+class TrustedIssuer(_Model):
+    """One OIDC issuer allowed to trigger builds, and the policy its tokens must satisfy."""
+
+    issuer: Annotated[str, BeforeValidator(lambda v: _issuer_url(v) if isinstance(v, str) else v)]
+    audience: str = Field(min_length=1)
+    jwks_uri: str | None = Field(default=None, description="Default: found through OIDC discovery.")
+    job_workflow_refs: tuple[str, ...] | Literal["any"] = Field(
+        description="Exact job_workflow_ref values, or 'any' for issuers that do not send the claim."
+    )
+    repository_owners: tuple[RepositoryOwner, ...] = Field(min_length=1)
+    events: tuple[str, ...] = Field(min_length=1)
+    signing_refs: tuple[str, ...] | None = Field(
+        default=None, description="Refs whose builds may be signed; '*' matches within the ref."
+    )
+    max_token_age: GoDuration = timedelta(minutes=10)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _explicit_workflow_refs(cls, data: Any) -> Any:
+        if (
+            isinstance(data, dict)
+            and "job-workflow-refs" not in data
+            and "job_workflow_refs" not in data
+        ):
+            raise ValueError(
+                "job-workflow-refs is required: list the trusted reusable-workflow refs, or write "
+                "'job-workflow-refs: any' for an issuer that does not send that claim"
+            )
+        return data
+
+
 DEFAULT_COMMIT_TAG = TagTemplate(
     name="default_tag",
     value="v{{ .Date }}-{{ .ShortSHA }}",
@@ -278,6 +329,10 @@ class Config(_Model):
     reproducible: bool = False
     sign_config: SignConfig = SignConfig()
     ado_config: AdoConfig | None = None
+    trust: tuple[TrustedIssuer, ...] = Field(
+        default=(),
+        description="Trusted OIDC issuers. When set, build and sign require a verified token.",
+    )
 
     @field_validator("tag_template_env")
     @classmethod

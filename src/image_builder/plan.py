@@ -145,6 +145,7 @@ def make_plan(
     now: datetime,
     commit_time: datetime | None,
     repo_override: str | None = None,
+    signing_block: str | None = None,
 ) -> BuildPlan:
     """Everything the backend needs, decided up front."""
     validate_name(name)
@@ -209,7 +210,9 @@ def make_plan(
         repository=repo_override or ctx.repository,
         commit_sha=ctx.commit_sha,
         ref=ctx.ref,
-        signers=select_signers(config, ctx, repo_override or ctx.repository) if push else (),
+        signers=select_signers(config, ctx, repo_override or ctx.repository, blocked=signing_block)
+        if push
+        else (),
     )
 
 

@@ -51,6 +51,12 @@ class Reporter:
         self._out.write(text + "\n")
         self._out.flush()
 
+    def mask(self, secret: str) -> None:
+        """Ask GitHub to hide ``secret`` in every later log line. The runner consumes this
+        directive; it is the only place the value is ever written."""
+        if self.github and secret:
+            self._line(f"::add-mask::{secret}")
+
     def stream(self, line: str) -> None:
         """A line of a tool's output, passed through as it arrives."""
         if self.json:

@@ -7,15 +7,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from image_builder.commands.inputs import load_inputs, resolve_tags
 from image_builder.config import Config
+from image_builder.context import CIContext
 from image_builder.envfile import effective
 from image_builder.errors import InputError
 from image_builder.plan import BuildPlan, make_plan, parse_build_args
 from image_builder.platforms import parse_platforms
 from image_builder.report import BuildReport
 from image_builder.reporter import Reporter
+
+if TYPE_CHECKING:
+    from image_builder.trust import VerifiedClaims
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,6 +37,7 @@ class BuildOptions:
     target: str | None = None
     export_tags: bool = False
     repo: str | None = None
+    oidc_token: str | None = None
     dry_run: bool = False
     no_push: bool = False
     build_report_path: Path | None = None
@@ -53,6 +59,11 @@ def prepare(
         env_file=options.env_file,
         env=env,
     )
+    signing_block = None
+    if inputs.config.trust:
+        claims = verify_caller(inputs.config, inputs.ctx, options.oidc_token, options.repo, env)
+        if not claims.signing_allowed:
+            signing_block = claims.signing_reason
     if not inputs.dockerfile.is_file():
         raise InputError(
             f"Dockerfile {options.dockerfile!r} does not exist in the build context {inputs.root}; "
@@ -85,8 +96,27 @@ def prepare(
         now=now,
         commit_time=commit_time,
         repo_override=options.repo,
+        signing_block=signing_block,
     )
     return plan, inputs.config
+
+
+def verify_caller(
+    config: Config, ctx: CIContext, flag: str | None, repo_flag: str | None, env: Mapping[str, str]
+) -> VerifiedClaims:
+    """With a trust policy configured, nothing happens before the caller's token is verified and
+    agrees with the CI context and the flags."""
+    from image_builder.trust import TrustError, check_context, make_verifier, token_from
+
+    token = token_from(flag, env)
+    if token is None:
+        raise TrustError(
+            "this config has a trust policy: pass the caller's OIDC token with --oidc-token or the "
+            "AUTHORIZATION variable"
+        )
+    claims = make_verifier(config.trust).verify(token)
+    check_context(claims, ctx, repo_flag)
+    return claims
 
 
 def run_build(
@@ -97,6 +127,9 @@ def run_build(
     now: datetime,
     host_platform: str,
 ) -> int:
+    from image_builder.trust import token_from
+
+    reporter.mask(token_from(options.oidc_token, env) or "")
     plan, config = prepare(options, env=env, now=now, host_platform=host_platform)
     reporter = reporter.with_format(config.log_format)
     if options.dry_run:

@@ -30,6 +30,7 @@ class SignOptions:
     images: tuple[str, ...]
     config: Path | None = None
     repo: str | None = None
+    oidc_token: str | None = None
 
 
 def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter) -> int:
@@ -41,8 +42,17 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
 
     if not options.images:
         raise InputError("--images-to-sign needs at least one image reference")
+    from image_builder.trust import token_from
+
+    reporter.mask(token_from(options.oidc_token, env) or "")
     config = load_config(options.config)
     ctx = detect_ci_context(env, Path("."))
+    if config.trust:
+        from image_builder.commands.build import verify_caller
+
+        claims = verify_caller(config, ctx, options.oidc_token, options.repo, env)
+        if not claims.signing_allowed:
+            raise InputError(f"signing refused by the trust policy: {claims.signing_reason}")
     repository = options.repo or ctx.repository
     choices = select_signers(config, ctx, repository)
     running = [c.name for c in choices if c.runs]
@@ -227,4 +237,25 @@ def run_rotate(
             }
         )
     )
+    return 0
+
+
+# --- verify-token -------------------------------------------------------------------------------
+
+
+def run_verify_token(
+    token_flag: str | None, config_path: Path | None, *, env: Mapping[str, str], reporter: Reporter
+) -> int:
+    """Check a token against the config's trust policy and print the claims that matter."""
+    from image_builder.trust import TrustError, make_verifier, token_from
+
+    token = token_from(token_flag, env)
+    reporter.mask(token or "")
+    if token is None:
+        raise TrustError("no token: pass it with --token or the AUTHORIZATION variable")
+    config = load_config(config_path)
+    if not config.trust:
+        raise InputError("the config has no trust section; add the trusted issuers to config.yaml")
+    claims = make_verifier(config.trust).verify(token)
+    reporter.result(claims.to_json())
     return 0

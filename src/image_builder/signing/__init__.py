@@ -60,10 +60,11 @@ class Signer(Protocol):
 
 
 def select_signers(
-    config: Config, ctx: CIContext, repository: str | None
+    config: Config, ctx: CIContext, repository: str | None, *, blocked: str | None = None
 ) -> tuple[SignerChoice, ...]:
     """The signers enabled under ``'*'`` plus those enabled for ``repository``, filtered by job
-    type. Pull-request and merge-group builds are never signed, whatever the config says."""
+    type. Pull-request and merge-group builds are never signed, whatever the config says.
+    ``blocked`` (from the trust policy's signing-refs) stops every signer, with that reason."""
     enabled = config.sign_config.enabled_signers
     wildcard = set(enabled.get("*", ()))
     for_repo = set(enabled.get(repository, ())) if repository else set()
@@ -83,6 +84,9 @@ def select_signers(
         enabled_text = f"enabled under {' and '.join(where)}"
         if ctx.job_type not in RELEASE_JOB_TYPES:
             reason = f"{enabled_text}, but {ctx.job_type} builds are never signed"
+            runs = False
+        elif blocked is not None:
+            reason = f"{enabled_text}, but {blocked}"
             runs = False
         elif signer.job_type is not None and ctx.job_type not in signer.job_type:
             reason = (

@@ -1,0 +1,353 @@
+"""OIDC token verification against the configured trust policy.
+
+Only a configured issuer's keys are ever fetched; ``jku``, ``x5u``, ``x5c`` and embedded ``jwk``
+headers are refused. Messages name the rule that failed with the expected and actual values,
+never the token."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import jwt
+
+from image_builder.config import TrustedIssuer
+from image_builder.context import CIContext
+from image_builder.errors import InputError
+
+log = logging.getLogger(__name__)
+
+LEEWAY_SECONDS = 60
+FORBIDDEN_HEADERS = ("jku", "x5u", "x5c", "jwk")
+KEY_TYPE_FOR_ALG = {"RS256": "RSA", "ES256": "EC"}
+# What each event may claim: the CI context's event (or ADO/Jenkins job type) → token events.
+EVENTS_FOR_CONTEXT = {
+    "pull_request": ("pull_request", "pull_request_target"),
+    "pull_request_target": ("pull_request_target",),
+}
+
+
+class TrustError(InputError):
+    """The token is not trusted. The message says which rule failed; it never holds the token."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifiedClaims:
+    issuer: str
+    repository: str
+    repository_owner: str
+    repository_owner_id: int
+    event_name: str
+    job_workflow_ref: str | None
+    workflow_ref: str | None
+    ref: str | None
+    sha: str | None
+    signing_allowed: bool
+    signing_reason: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+# --- keys -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _KeySet:
+    keys: dict[str, jwt.PyJWK]
+    fetched_at: float
+
+
+class JwksCache:
+    """Each issuer's key set, cached for ``ttl``. An unknown ``kid`` triggers at most one refetch
+    per ``min_refresh``; a failed fetch keeps the last good set; with nothing cached it fails
+    closed."""
+
+    def __init__(
+        self,
+        *,
+        http: httpx.Client,
+        ttl: float = 600.0,
+        min_refresh: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._http = http
+        self._ttl = ttl
+        self._min_refresh = min_refresh
+        self._clock = clock
+        self._sets: dict[str, _KeySet] = {}
+        self._last_attempt: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def key(self, issuer: TrustedIssuer, kid: str) -> jwt.PyJWK:
+        with self._lock:
+            current = self._sets.get(issuer.issuer)
+            now = self._clock()
+            if current is None or now - current.fetched_at > self._ttl:
+                current = self._refresh(issuer, now) or current
+            if current is not None and kid in current.keys:
+                return current.keys[kid]
+            last = self._last_attempt.get(issuer.issuer, float("-inf"))
+            if now - last >= self._min_refresh:
+                current = self._refresh(issuer, now) or current
+                if current is not None and kid in current.keys:
+                    return current.keys[kid]
+            if current is None:
+                raise TrustError(
+                    f"cannot fetch the signing keys of {issuer.issuer}, and none are cached; refusing "
+                    "the token (fail closed)"
+                )
+            raise TrustError(
+                f"token rejected: kid {kid!r} is not in the key set of {issuer.issuer} "
+                f"(known: {', '.join(sorted(current.keys)) or 'none'})"
+            )
+
+    def _refresh(self, issuer: TrustedIssuer, now: float) -> _KeySet | None:
+        self._last_attempt[issuer.issuer] = now
+        try:
+            keys = self._fetch(issuer)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, jwt.PyJWKSetError) as exc:
+            log.warning("fetching the keys of %s failed: %s", issuer.issuer, exc)
+            return None
+        entry = _KeySet(keys=keys, fetched_at=now)
+        self._sets[issuer.issuer] = entry
+        return entry
+
+    def _fetch(self, issuer: TrustedIssuer) -> dict[str, jwt.PyJWK]:
+        uri = issuer.jwks_uri
+        if uri is None:
+            discovery = self._http.get(
+                issuer.issuer.rstrip("/") + "/.well-known/openid-configuration"
+            )
+            discovery.raise_for_status()
+            document = discovery.json()
+            if document.get("issuer") != issuer.issuer:
+                raise ValueError(f"discovery names issuer {document.get('issuer')!r}")
+            uri = str(document["jwks_uri"])
+        response = self._http.get(uri)
+        response.raise_for_status()
+        keys: dict[str, jwt.PyJWK] = {}
+        for entry in response.json()["keys"]:
+            if not isinstance(entry, dict) or "kid" not in entry:
+                continue
+            try:
+                keys[str(entry["kid"])] = jwt.PyJWK(entry)
+            except (jwt.PyJWKError, jwt.InvalidKeyError):
+                continue  # a key type we do not use
+        return keys
+
+
+# --- verification ---------------------------------------------------------------------------------
+
+
+class TokenVerifier:
+    def __init__(
+        self,
+        trust: Sequence[TrustedIssuer],
+        jwks: JwksCache,
+        *,
+        leeway: int = LEEWAY_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._trust = {t.issuer: t for t in trust}
+        self._jwks = jwks
+        self._leeway = leeway
+        self._clock = clock
+
+    def verify(self, token: str) -> VerifiedClaims:
+        token = token.strip().removeprefix("Bearer ").strip()
+        if token.count(".") != 2:
+            raise TrustError(
+                "the token is not a JWT: expected three base64url parts separated by '.'"
+            )
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.DecodeError as exc:
+            raise TrustError(f"the token is malformed: {exc}") from None
+        for name in FORBIDDEN_HEADERS:
+            if name in header:
+                raise TrustError(
+                    f"token rejected: its header carries {name!r}; keys come only from the configured "
+                    "issuer's key set"
+                )
+        alg = header.get("alg")
+        if alg not in KEY_TYPE_FOR_ALG:
+            raise TrustError(
+                f"token rejected: alg must be RS256 (or ES256 for EC keys), got {alg!r}"
+            )
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise TrustError(
+                "token rejected: its header has no kid; the issuer's tokens always name their key"
+            )
+        issuer_name = unverified.get("iss")
+        policy = self._trust.get(issuer_name) if isinstance(issuer_name, str) else None
+        if policy is None:
+            raise TrustError(
+                f"token rejected: issuer {issuer_name!r} is not trusted; trusted: "
+                + ", ".join(repr(i) for i in self._trust)
+            )
+        key = self._jwks.key(policy, kid)
+        if key.key_type != KEY_TYPE_FOR_ALG[alg]:
+            raise TrustError(
+                f"token rejected: alg {alg} does not fit key {kid!r} of type {key.key_type}"
+            )
+        claims = self._decode(token, key, alg, policy)
+        return self._check_policy(claims, policy)
+
+    def _decode(
+        self, token: str, key: jwt.PyJWK, alg: str, policy: TrustedIssuer
+    ) -> dict[str, Any]:
+        now = self._clock()
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[alg],
+                issuer=policy.issuer,
+                leeway=self._leeway,
+                options={"verify_aud": False, "require": ["iss", "aud", "exp", "iat"]},
+            )
+        except jwt.ExpiredSignatureError:
+            exp = _time(jwt.decode(token, options={"verify_signature": False}).get("exp"))
+            raise TrustError(
+                f"token rejected: it expired at {exp} (leeway {self._leeway}s)"
+            ) from None
+        except jwt.ImmatureSignatureError:
+            raise TrustError(
+                f"token rejected: nbf or iat is in the future (leeway {self._leeway}s)"
+            ) from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise TrustError(f"token rejected: required claim {exc.claim!r} is missing") from None
+        except jwt.InvalidIssuerError:
+            raise TrustError(f"token rejected: iss must be exactly {policy.issuer!r}") from None
+        except jwt.InvalidSignatureError:
+            raise TrustError(
+                f"token rejected: the signature does not verify with the issuer's key {key.key_id!r}"
+            ) from None
+        except jwt.InvalidTokenError as exc:
+            raise TrustError(f"token rejected: {exc}") from None
+        audience = claims.get("aud")
+        if audience != policy.audience and audience != [policy.audience]:
+            raise TrustError(
+                f"token rejected: aud must be exactly {policy.audience!r}, got {audience!r}"
+            )
+        iat = claims.get("iat")
+        if not isinstance(iat, (int, float)):
+            raise TrustError("token rejected: iat must be a number")
+        if iat > now + self._leeway:
+            raise TrustError(f"token rejected: iat {_time(iat)} is in the future")
+        age = now - iat
+        limit = policy.max_token_age.total_seconds()
+        if age > limit + self._leeway:
+            raise TrustError(
+                f"token rejected: it was issued {int(age)}s ago, more than max-token-age {int(limit)}s"
+            )
+        return claims
+
+    def _check_policy(self, claims: Mapping[str, Any], policy: TrustedIssuer) -> VerifiedClaims:
+        required = ["repository", "repository_owner", "repository_owner_id", "event_name"]
+        if policy.job_workflow_refs != "any":
+            required.insert(0, "job_workflow_ref")
+        for name in required:
+            if claims.get(name) in (None, ""):
+                raise TrustError(f"token rejected: required claim {name!r} is missing")
+        workflow = claims.get("job_workflow_ref")
+        if policy.job_workflow_refs != "any" and workflow not in policy.job_workflow_refs:
+            raise TrustError(
+                f"token rejected: job_workflow_ref must be one of {list(policy.job_workflow_refs)}, "
+                f"got {workflow!r}"
+            )
+        owner = str(claims["repository_owner"])
+        owner_id = str(claims["repository_owner_id"])
+        if not any(o.name == owner and str(o.id) == owner_id for o in policy.repository_owners):
+            expected = [f"{o.name} ({o.id})" for o in policy.repository_owners]
+            raise TrustError(
+                f"token rejected: repository owner must be one of {expected}, got {owner} ({owner_id})"
+            )
+        event = str(claims["event_name"])
+        if event not in policy.events:
+            raise TrustError(
+                f"token rejected: event_name must be one of {list(policy.events)}, got {event!r}"
+            )
+        ref = claims.get("ref")
+        allowed, reason = _signing_allowed(
+            ref if isinstance(ref, str) else None, policy.signing_refs
+        )
+        return VerifiedClaims(
+            issuer=policy.issuer,
+            repository=str(claims["repository"]),
+            repository_owner=owner,
+            repository_owner_id=int(owner_id) if owner_id.isdecimal() else 0,
+            event_name=event,
+            job_workflow_ref=str(workflow) if workflow else None,
+            workflow_ref=str(claims["workflow_ref"]) if claims.get("workflow_ref") else None,
+            ref=ref if isinstance(ref, str) else None,
+            sha=str(claims["sha"]) if claims.get("sha") else None,
+            signing_allowed=allowed,
+            signing_reason=reason,
+        )
+
+
+def _signing_allowed(ref: str | None, patterns: Sequence[str] | None) -> tuple[bool, str]:
+    if patterns is None:
+        return True, "no signing-refs configured"
+    if ref and any(fnmatch.fnmatchcase(ref, p) for p in patterns):
+        return True, f"ref {ref} matches signing-refs"
+    return False, f"ref {ref!r} does not match signing-refs {list(patterns)}"
+
+
+def _time(value: object) -> str:
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return repr(value)
+
+
+def check_context(claims: VerifiedClaims, ctx: CIContext, repo_flag: str | None) -> None:
+    """The verified claims are the source of truth; refuse a CI context or flag that disagrees."""
+    if ctx.repository and ctx.repository != claims.repository:
+        raise TrustError(
+            f"the token is for repository {claims.repository}, but the CI context says {ctx.repository}"
+        )
+    if repo_flag and repo_flag != claims.repository:
+        raise TrustError(
+            f"the token is for repository {claims.repository}, but --repo says {repo_flag}"
+        )
+    allowed = EVENTS_FOR_CONTEXT.get(ctx.event, (ctx.event,))
+    if claims.event_name not in allowed:
+        raise TrustError(
+            f"the token is for event {claims.event_name}, but the CI context says {ctx.event}"
+        )
+    if (
+        ctx.job_type != "presubmit"
+        and claims.sha
+        and ctx.commit_sha
+        and claims.sha != ctx.commit_sha
+    ):
+        # Pull-request tokens carry the base or merge commit, not the PR head, so they are not compared.
+        raise TrustError(
+            f"the token is for commit {claims.sha}, but the build is for commit {ctx.commit_sha}"
+        )
+
+
+def make_verifier(trust: Sequence[TrustedIssuer]) -> TokenVerifier:
+    from image_builder.http import tls_context
+
+    http = httpx.Client(
+        verify=tls_context(), timeout=httpx.Timeout(5.0), trust_env=False, follow_redirects=False
+    )
+    return TokenVerifier(trust, JwksCache(http=http))
+
+
+def token_from(flag: str | None, env: Mapping[str, str]) -> str | None:
+    value = flag or env.get("AUTHORIZATION") or None
+    return value.strip() if value else None
