@@ -84,7 +84,7 @@ class JwksCache:
         self._min_refresh = min_refresh
         self._clock = clock
         self._sets: dict[str, _KeySet] = {}
-        self._last_attempt: dict[str, float] = {}
+        self._last_kid_refetch: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def key(self, issuer: TrustedIssuer, kid: str) -> jwt.PyJWK:
@@ -95,8 +95,9 @@ class JwksCache:
                 current = self._refresh(issuer, now) or current
             if current is not None and kid in current.keys:
                 return current.keys[kid]
-            last = self._last_attempt.get(issuer.issuer, float("-inf"))
+            last = self._last_kid_refetch.get(issuer.issuer, float("-inf"))
             if now - last >= self._min_refresh:
+                self._last_kid_refetch[issuer.issuer] = now
                 current = self._refresh(issuer, now) or current
                 if current is not None and kid in current.keys:
                     return current.keys[kid]
@@ -111,7 +112,6 @@ class JwksCache:
             )
 
     def _refresh(self, issuer: TrustedIssuer, now: float) -> _KeySet | None:
-        self._last_attempt[issuer.issuer] = now
         try:
             keys = self._fetch(issuer)
         except (httpx.HTTPError, ValueError, KeyError, TypeError, jwt.PyJWKSetError) as exc:

@@ -1,0 +1,428 @@
+"""Token verification against a local OIDC issuer, and its enforcement in build and sign."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from image_builder.config import parse_config
+from image_builder.context import CIContext
+from image_builder.trust import JwksCache, TokenVerifier, TrustError, VerifiedClaims, check_context
+from tests.conftest import EVENTS
+from tests.integration.conftest import Cli, Registry
+from tests.support.oidc import WORKFLOW, FakeIssuer
+
+
+@pytest.fixture
+def issuer() -> Iterator[FakeIssuer]:
+    server = FakeIssuer().start()
+    yield server
+    server.stop()
+
+
+def verifier(
+    issuer: FakeIssuer, *, ttl: float = 600.0, trust: dict[str, str] | None = None
+) -> TokenVerifier:
+    config = parse_config(issuer.trust_yaml(**(trust or {})))
+    return TokenVerifier(config.trust, JwksCache(http=httpx.Client(timeout=2.0), ttl=ttl))
+
+
+def rejected(issuer: FakeIssuer, token: str) -> str:
+    with pytest.raises(TrustError) as caught:
+        verifier(issuer).verify(token)
+    assert caught.value.exit_code == 2
+    message = str(caught.value)
+    assert token not in message
+    return message
+
+
+def test_a_good_token(issuer: FakeIssuer) -> None:
+    claims = verifier(issuer, trust={"signing-refs": "[refs/heads/main, refs/tags/v*]"}).verify(
+        issuer.token()
+    )
+    assert claims == VerifiedClaims(
+        issuer=issuer.issuer,
+        repository="org/app",
+        repository_owner="org",
+        repository_owner_id=123456,
+        event_name="push",
+        job_workflow_ref=WORKFLOW,
+        workflow_ref="org/app/.github/workflows/build.yml@refs/heads/main",
+        ref="refs/heads/main",
+        sha="6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+        signing_allowed=True,
+        signing_reason="ref refs/heads/main matches signing-refs",
+    )
+
+
+def unsigned(claims: dict[str, object], alg: str = "none", kid: str = "key-1") -> str:
+    def part(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': alg, 'kid': kid, 'typ': 'JWT'})}.{part(claims)}."
+
+
+def test_alg_none(issuer: FakeIssuer) -> None:
+    message = rejected(issuer, unsigned(issuer.claims()))
+    assert message == "token rejected: alg must be RS256 (or ES256 for EC keys), got 'none'"
+
+
+def test_hs256_signed_with_the_public_key(issuer: FakeIssuer) -> None:
+    public_pem = issuer.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = {"alg": "HS256", "kid": "key-1", "typ": "JWT"}
+
+    def part(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    import hashlib
+    import hmac
+
+    signing_input = f"{part(header)}.{part(issuer.claims())}"
+    mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+    token = f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    assert "got 'HS256'" in rejected(issuer, token)
+
+
+def test_wrong_key(issuer: FakeIssuer) -> None:
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    message = rejected(issuer, issuer.token(key=other))
+    assert message == "token rejected: the signature does not verify with the issuer's key 'key-1'"
+
+
+def test_unknown_kid_and_a_flood_of_them(issuer: FakeIssuer) -> None:
+    check = verifier(issuer)
+    check.verify(issuer.token())
+    assert issuer.jwks_fetches == 1
+    for n in range(50):
+        with pytest.raises(
+            TrustError, match=rf"kid 'unknown-{n}' is not in the key set of {issuer.issuer}"
+        ):
+            check.verify(issuer.token(headers={"kid": f"unknown-{n}"}))
+    assert (
+        issuer.jwks_fetches == 2
+    )  # one refetch for the first unknown kid, then none within a minute
+
+
+@pytest.mark.parametrize("name", ["jku", "x5u", "jwk", "x5c"])
+def test_key_location_headers_are_refused(issuer: FakeIssuer, name: str) -> None:
+    token = issuer.token(
+        headers={name: "https://attacker.example/keys" if name != "jwk" else {"kty": "RSA"}}
+    )
+    message = rejected(issuer, token)
+    assert message == (
+        f"token rejected: its header carries {name!r}; keys come only from the configured issuer's key set"
+    )
+    assert issuer.jwks_fetches == 0
+
+
+def test_expiry_and_leeway(issuer: FakeIssuer) -> None:
+    now = int(time.time())
+    assert "it expired at" in rejected(
+        issuer, issuer.token(exp=now - 120, iat=now - 200, nbf=now - 200)
+    )
+    verifier(issuer).verify(
+        issuer.token(exp=now - 30, iat=now - 200, nbf=now - 200)
+    )  # inside the leeway
+
+
+def test_not_yet_valid(issuer: FakeIssuer) -> None:
+    now = int(time.time())
+    assert rejected(issuer, issuer.token(nbf=now + 600)) == (
+        "token rejected: nbf or iat is in the future (leeway 60s)"
+    )
+    assert "is in the future" in rejected(issuer, issuer.token(iat=now + 600, nbf=None))
+
+
+def test_old_iat(issuer: FakeIssuer) -> None:
+    now = int(time.time())
+    message = rejected(issuer, issuer.token(iat=now - 700, nbf=now - 700, exp=now + 300))
+    assert message.startswith("token rejected: it was issued 70")
+    assert message.endswith("s ago, more than max-token-age 600s")
+
+
+@pytest.mark.parametrize(
+    "claim",
+    ["repository_owner_id", "repository", "event_name", "job_workflow_ref", "exp", "iat", "aud"],
+)
+def test_missing_claims(issuer: FakeIssuer, claim: str) -> None:
+    assert (
+        rejected(issuer, issuer.token(**{claim: None}))
+        == f"token rejected: required claim {claim!r} is missing"
+    )
+
+
+def test_job_workflow_refs_any_is_explicit(issuer: FakeIssuer) -> None:
+    verifier(issuer, trust={"job-workflow-refs": "any"}).verify(issuer.token(job_workflow_ref=None))
+
+
+@pytest.mark.parametrize("variant", ["{issuer}/", "{https}", "{issuer}/x", "{upper}"])
+def test_issuer_variants(issuer: FakeIssuer, variant: str) -> None:
+    value = variant.format(
+        issuer=issuer.issuer,
+        https=issuer.issuer.replace("http://", "https://"),
+        upper=issuer.issuer.replace("http", "HTTP"),
+    )
+    message = rejected(issuer, issuer.token(iss=value))
+    assert message == f"token rejected: issuer {value!r} is not trusted; trusted: {issuer.issuer!r}"
+    assert issuer.jwks_fetches == 0  # never fetch keys for an issuer that is not configured
+
+
+def test_audience(issuer: FakeIssuer) -> None:
+    assert rejected(issuer, issuer.token(aud="other")) == (
+        "token rejected: aud must be exactly 'image-builder', got 'other'"
+    )
+    assert rejected(issuer, issuer.token(aud=["image-builder", "other"])) == (
+        "token rejected: aud must be exactly 'image-builder', got ['image-builder', 'other']"
+    )
+    verifier(issuer).verify(issuer.token(aud=["image-builder"]))
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "org/builder/.github/workflows/image-builder.yml@refs/heads/feature",
+        "org/other/.github/workflows/image-builder.yml@refs/heads/main",
+        "fork/builder/.github/workflows/image-builder.yml@refs/heads/main",
+        "Org/Builder/.github/workflows/image-builder.yml@refs/heads/main",
+        "org/builder/.github/workflows/image-builder.yml@refs/heads/main ",
+    ],
+)
+def test_job_workflow_ref(issuer: FakeIssuer, ref: str) -> None:
+    message = rejected(issuer, issuer.token(job_workflow_ref=ref))
+    assert message == f"token rejected: job_workflow_ref must be one of {[WORKFLOW]}, got {ref!r}"
+
+
+def test_trusted_workflow_ref_with_untrusted_job_workflow_ref(issuer: FakeIssuer) -> None:
+    token = issuer.token(
+        workflow_ref=WORKFLOW, job_workflow_ref="evil/x/.github/workflows/y.yml@refs/heads/main"
+    )
+    assert "job_workflow_ref must be one of" in rejected(issuer, token)
+
+
+def test_owner_id_must_match(issuer: FakeIssuer) -> None:
+    assert rejected(issuer, issuer.token(repository_owner_id="999")) == (
+        "token rejected: repository owner must be one of ['org (123456)'], got org (999)"
+    )
+
+
+def test_disallowed_event(issuer: FakeIssuer) -> None:
+    assert rejected(issuer, issuer.token(event_name="issue_comment")) == (
+        "token rejected: event_name must be one of ['push', 'pull_request_target', 'merge_group', "
+        "'workflow_dispatch', 'schedule'], got 'issue_comment'"
+    )
+
+
+def test_signing_refs(issuer: FakeIssuer) -> None:
+    check = verifier(issuer, trust={"signing-refs": "[refs/heads/main, 'refs/tags/v*']"})
+    assert check.verify(issuer.token(ref="refs/tags/v1.2")).signing_allowed
+    claims = check.verify(issuer.token(ref="refs/heads/feature"))
+    assert not claims.signing_allowed
+    assert claims.signing_reason == (
+        "ref 'refs/heads/feature' does not match signing-refs ['refs/heads/main', 'refs/tags/v*']"
+    )
+
+
+def test_jwks_failures_with_and_without_a_cached_set(issuer: FakeIssuer) -> None:
+    issuer.failing = True
+    cold = verifier(issuer)
+    with pytest.raises(TrustError) as caught:
+        cold.verify(issuer.token())
+    assert str(caught.value) == (
+        f"cannot fetch the signing keys of {issuer.issuer}, and none are cached; refusing the token "
+        "(fail closed)"
+    )
+    issuer.failing = False
+    warm = verifier(issuer, ttl=0.0)  # every use tries to refresh
+    warm.verify(issuer.token())
+    issuer.failing = True
+    warm.verify(issuer.token())  # the last good key set is kept
+
+
+def test_malformed_tokens(issuer: FakeIssuer) -> None:
+    assert rejected(issuer, "not-a-token") == (
+        "the token is not a JWT: expected three base64url parts separated by '.'"
+    )
+    assert rejected(issuer, "a.b.c").startswith("the token is malformed:")
+
+
+def ctx(**values: object) -> CIContext:
+    base: dict[str, object] = {
+        "ci": "github",
+        "event": "push",
+        "job_type": "postsubmit",
+        "repo_owner": "org",
+        "repo_name": "app",
+        "commit_sha": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+    }
+    base.update(values)
+    return CIContext(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("context", "repo_flag", "message"),
+    [
+        (
+            ctx(repo_name="other"),
+            None,
+            "the token is for repository org/app, but the CI context says org/other",
+        ),
+        (ctx(), "org/other", "the token is for repository org/app, but --repo says org/other"),
+        (
+            ctx(event="schedule", job_type="schedule"),
+            None,
+            "the token is for event push, but the CI context says schedule",
+        ),
+        (
+            ctx(commit_sha="1" * 40),
+            None,
+            "the token is for commit 6113728f27ae82c7b1a177c8d03f9e96e0adf246, but the build is for commit "
+            + "1" * 40,
+        ),
+    ],
+)
+def test_claims_and_context_must_agree(
+    issuer: FakeIssuer, context: CIContext, repo_flag: str | None, message: str
+) -> None:
+    claims = verifier(issuer).verify(issuer.token())
+    with pytest.raises(TrustError) as caught:
+        check_context(claims, context, repo_flag)
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == message
+    check_context(claims, ctx(), "org/app")
+
+
+# --- through the CLI --------------------------------------------------------------------------------
+
+
+def config_file(tmp_path: Path, issuer: FakeIssuer, registry: Registry, extra: str = "") -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"registry: {registry.address}/trusted\n" + issuer.trust_yaml() + extra)
+    return str(path)
+
+
+def push_payload(tmp_path: Path) -> str:
+    payload = json.loads((EVENTS / "push.new-branch.json").read_text())
+    payload["repository"]["name"] = "app"
+    payload["repository"]["owner"]["login"] = "org"
+    payload["repository"]["html_url"] = "https://github.com/org/app"
+    path = tmp_path / "push.json"
+    path.write_text(json.dumps(payload))
+    return str(path)
+
+
+def test_verify_token_command(
+    cli: Cli, issuer: FakeIssuer, registry: Registry, tmp_path: Path
+) -> None:
+    cfg = config_file(tmp_path, issuer, registry)
+    token = issuer.token()
+    run = cli("verify-token", "--config", cfg, env={"AUTHORIZATION": token})
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["job_workflow_ref"] == WORKFLOW
+    bad = cli("verify-token", "--config", cfg, "--token", issuer.token(event_name="fork"))
+    assert bad.returncode == 2
+    assert "event_name must be one of" in bad.stderr
+    assert token not in run.stdout + run.stderr + bad.stdout + bad.stderr
+
+
+def test_build_requires_a_trusted_token(
+    cli: Cli, issuer: FakeIssuer, registry: Registry, base_image: str, tmp_path: Path
+) -> None:
+    ctx_dir = tmp_path / "ctx"
+    ctx_dir.mkdir()
+    (ctx_dir / "Dockerfile").write_text(f"FROM {base_image}\nCOPY a /a\n")
+    (ctx_dir / "a").write_text("a\n")
+    cfg = config_file(tmp_path, issuer, registry)
+    outputs = tmp_path / "outputs"
+    env = {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_EVENT_NAME": "push",
+        "GITHUB_EVENT_PATH": push_payload(tmp_path),
+        "GITHUB_OUTPUT": str(outputs),
+    }
+    args = ("build", "--name", "org/app", "--context", str(ctx_dir), "--config", cfg, "--tag", "t")
+
+    missing = cli(*args, env=env)
+    assert missing.returncode == 2
+    assert "this config has a trust policy: pass the caller's OIDC token" in missing.stderr
+    assert "STEP 1" not in missing.stderr  # nothing was built
+
+    forged = cli(*args, env={**env, "AUTHORIZATION": issuer.token(repository_owner_id="1")})
+    assert forged.returncode == 2
+    assert "repository owner must be one of" in forged.stderr
+
+    token = issuer.token()
+    accepted = cli(*args, "--oidc-token", token, env=env)
+    assert accepted.returncode == 0, accepted.stderr
+    assert accepted.report["pushed"] is True
+    # the token appears nowhere but in the ::add-mask:: directive the runner consumes
+    for text in (
+        accepted.stdout,
+        accepted.stderr,
+        outputs.read_text(),
+        json.dumps(accepted.report),
+    ):
+        lines = [line for line in text.splitlines() if token in line]
+        assert lines == [] or lines == [f"::add-mask::{token}"]
+    assert f"::add-mask::{token}" in accepted.stderr
+
+
+def test_signing_needs_a_signing_ref(
+    cli: Cli, issuer: FakeIssuer, registry: Registry, tmp_path: Path
+) -> None:
+    ctx_dir = tmp_path / "ctx"
+    ctx_dir.mkdir()
+    (ctx_dir / "Dockerfile").write_text("FROM scratch\n")
+    signer = (
+        "sign-config:\n  enabled-signers: {'*': [release-key]}\n  signers:\n"
+        "    - {name: release-key, type: cosign, config: {private-key: /nonexistent.key}}\n"
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"registry: {registry.address}/trusted\n"
+        + issuer.trust_yaml(**{"signing-refs": "[refs/heads/main]"})
+        + signer
+    )
+    env = {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_EVENT_NAME": "push",
+        "GITHUB_EVENT_PATH": push_payload(tmp_path),
+    }
+    args = (
+        "build",
+        "--name",
+        "org/app",
+        "--context",
+        str(ctx_dir),
+        "--config",
+        str(path),
+        "--dry-run",
+    )
+    on_main = cli(*args, env={**env, "AUTHORIZATION": issuer.token()})
+    assert on_main.returncode == 0, on_main.stderr
+    assert json.loads(on_main.stdout)["signers"][0]["runs"] is True
+    on_branch = cli(*args, env={**env, "AUTHORIZATION": issuer.token(ref="refs/heads/feature")})
+    assert on_branch.returncode == 0, on_branch.stderr
+    (choice,) = json.loads(on_branch.stdout)["signers"]
+    assert choice["runs"] is False
+    assert choice["reason"] == (
+        "enabled under '*', but ref 'refs/heads/feature' does not match signing-refs ['refs/heads/main']"
+    )
+    sign = cli(
+        "sign", "--config", str(path), "--images-to-sign", f"{registry.address}/trusted/org/app:t",
+        env={**env, "AUTHORIZATION": issuer.token(ref="refs/heads/feature")},
+    )  # fmt: skip
+    assert sign.returncode == 2
+    assert (
+        "signing refused by the trust policy: ref 'refs/heads/feature' does not match"
+        in sign.stderr
+    )

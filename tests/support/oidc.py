@@ -1,0 +1,109 @@
+"""A local fake of an OIDC issuer (GitHub's token service): discovery and JWKS over HTTP, RSA keys
+made here, and a token minter. It counts JWKS fetches and can be told to fail."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+WORKFLOW = "org/builder/.github/workflows/image-builder.yml@refs/heads/main"
+
+
+class FakeIssuer:
+    def __init__(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = "key-1"
+        self.jwks_fetches = 0
+        self.failing = False
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if fake.failing:
+                    self._send(500, {"error": "down"})
+                elif self.path == "/.well-known/openid-configuration":
+                    self._send(200, {"issuer": fake.issuer, "jwks_uri": f"{fake.issuer}/jwks"})
+                elif self.path == "/jwks":
+                    fake.jwks_fetches += 1
+                    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(fake.key.public_key()))
+                    self._send(
+                        200, {"keys": [{**public, "kid": fake.kid, "use": "sig", "alg": "RS256"}]}
+                    )
+                else:
+                    self._send(404, {})
+
+            def _send(self, status: int, body: object) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def issuer(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> FakeIssuer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def claims(self, **overrides: Any) -> dict[str, Any]:
+        """GitHub-shaped claims for a push to main of org/app, issued now."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": "image-builder",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 300,
+            "sub": "repo:org/app:ref:refs/heads/main",
+            "repository": "org/app",
+            "repository_owner": "org",
+            "repository_owner_id": "123456",
+            "event_name": "push",
+            "ref": "refs/heads/main",
+            "sha": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+            "workflow_ref": "org/app/.github/workflows/build.yml@refs/heads/main",
+            "job_workflow_ref": WORKFLOW,
+        }
+        claims.update(overrides)
+        return {k: v for k, v in claims.items() if v is not None}
+
+    def token(
+        self, *, headers: dict[str, Any] | None = None, key: Any = None, **claims: Any
+    ) -> str:
+        return jwt.encode(
+            self.claims(**claims),
+            key or self.key,
+            algorithm="RS256",
+            headers={"kid": self.kid, **(headers or {})},
+        )
+
+    def trust_yaml(self, **overrides: str) -> str:
+        values = {
+            "audience": "image-builder",
+            "job-workflow-refs": f"[{WORKFLOW}]",
+            "repository-owners": "[{name: org, id: 123456}]",
+            "events": "[push, pull_request_target, merge_group, workflow_dispatch, schedule]",
+            "max-token-age": "10m",
+        }
+        values.update(overrides)
+        lines = [f"  - issuer: {self.issuer}"] + [f"    {k}: {v}" for k, v in values.items() if v]
+        return "trust:\n" + "\n".join(lines) + "\n"
