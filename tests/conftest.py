@@ -44,3 +44,14 @@ CI_VARIABLES = (
 def _clean_ci_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in CI_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+
+
+def leaks(secret: str, *texts: str) -> list[str]:
+    """Lines that show ``secret``, apart from GitHub's ``::add-mask::`` directive, which the
+    runner consumes and never displays."""
+    return [
+        line
+        for text in texts
+        for line in text.splitlines()
+        if secret in line and line != f"::add-mask::{secret}"
+    ]

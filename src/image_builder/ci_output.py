@@ -40,11 +40,15 @@ def write_github_outputs(path: Path, report: BuildReport) -> None:
     append(path, format_outputs(github_outputs(report)))
 
 
-def step_summary(report: BuildReport) -> str:
+def step_summary(report: BuildReport | None, *, link: str | None = None) -> str:
+    run = [f"Azure DevOps run: {link}", ""] if link else []
+    if report is None:
+        return "\n".join(["### Image build — ❌ no build report", "", *run]) + "\n"
     status = "✅ Succeeded" if report.status == "Succeeded" else "❌ Failed"
     lines = [
         f"### Image build: {report.image_name} — {status}",
         "",
+        *run,
         "| Image | Digest | Architectures |",
         "|---|---|---|",
     ]

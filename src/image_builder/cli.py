@@ -87,6 +87,24 @@ def _cmd_build(args: argparse.Namespace, env: Mapping[str, str], reporter: Repor
         no_push=args.no_push,
         build_report_path=_path(args.build_report_path),
     )
+    backend = args.backend
+    if backend is None:
+        from image_builder.config import load_config
+
+        # As the Go tool did: a config with ado-config builds in Azure DevOps unless told otherwise.
+        backend = "ado" if load_config(options.config).ado_config is not None else "local"
+    if backend == "ado":
+        from image_builder.commands.ado_build import AdoOptions, run_ado_build
+
+        ado = AdoOptions(
+            client_id=args.azure_client_id,
+            client_secret=args.azure_client_secret,
+            tenant_id=args.azure_tenant_id,
+            pat=args.ado_pat,
+            preview=args.ado_preview_run,
+            preview_yaml=_path(args.ado_preview_run_yaml_path),
+        )
+        return run_ado_build(options, ado, env=env, reporter=reporter, now=datetime.now(UTC))
     return run_build(
         options,
         env=env,
@@ -326,7 +344,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="repository for choosing signers (default: the CI context's)",
     )
     _add_token_option(build)
-    build.add_argument("--dry-run", action="store_true", help="print the plan as JSON and stop")
+    build.add_argument(
+        "--backend",
+        choices=("local", "ado"),
+        help="build here (local) or in the trusted Azure DevOps pipeline (ado); default: ado when "
+        "config.yaml has ado-config, else local",
+    )
+    ado = build.add_argument_group("Azure DevOps backend")
+    ado.add_argument(
+        "--azure-client-id", metavar="ID", help="service principal (default: $AZURE_CLIENT_ID)"
+    )
+    ado.add_argument(
+        "--azure-client-secret",
+        metavar="SECRET",
+        help="prefer $AZURE_CLIENT_SECRET: flags are visible to other processes",
+    )
+    ado.add_argument("--azure-tenant-id", metavar="ID", help="default: $AZURE_TENANT_ID")
+    ado.add_argument(
+        "--ado-pat", metavar="PAT", help="personal access token (default: $AZURE_DEVOPS_EXT_PAT)"
+    )
+    ado.add_argument(
+        "--ado-preview-run", action="store_true", help="ask ADO for the final YAML only"
+    )
+    ado.add_argument(
+        "--ado-preview-run-yaml-path", metavar="FILE", help="pipeline YAML for the preview run"
+    )
+    build.add_argument(
+        "--dry-run", action="store_true", help="print the plan (ADO: the parameters) and stop"
+    )
     build.add_argument("--no-push", action="store_true", help="build only; push nothing")
     build.add_argument("--build-report-path", metavar="PATH", help="also write the report here")
     build.set_defaults(handler=_cmd_build)
@@ -515,20 +560,16 @@ def _add_tag_options(parser: argparse.ArgumentParser) -> None:
 
 # --- the Go tool's spellings ------------------------------------------------------------------
 
-_LEGACY_DROPPED_BOOL = {
-    "silent",
-    "ado-preview-run",
-    "use-go-internal-sap-modules",
-    "ado-state-output",
-}
-_LEGACY_BOOL = {"export-tags", "dry-run"}
+_LEGACY_DROPPED_BOOL = {"silent", "use-go-internal-sap-modules", "ado-state-output"}
+_LEGACY_BOOL = {"export-tags", "dry-run", "ado-preview-run"}
 _LEGACY_KEPT = {
     "images-to-sign",
     "config",
     "repo",
     "oidc-token",
 }  # the flags sign-only mode understands
-_LEGACY_DROPPED_VALUE = {"log-dir", "ado-preview-run-yaml-path"}
+_LEGACY_DROPPED_VALUE = {"log-dir"}
+_LEGACY_RENAMED = {"azure-access-token": "ado-pat"}
 
 
 def translate_legacy_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -559,6 +600,9 @@ def translate_legacy_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
             if not has_value or value.lower() in ("1", "t", "true"):
                 command = "sign"
             continue
+        if name in _LEGACY_RENAMED:
+            token = f"--{_LEGACY_RENAMED[name]}" + (f"={value}" if has_value else "")
+            name = _LEGACY_RENAMED[name]
         if name in _LEGACY_BOOL and has_value:  # Go accepts --flag=true / --flag=false
             if value.lower() in ("1", "t", "true"):
                 out.append(f"--{name}")

@@ -225,6 +225,9 @@ class AdoConfig(_Model):
     ado_pipeline_version: int | None = Field(default=None, ge=1)
     ado_retry_strategy: AdoRetryStrategy = AdoRetryStrategy()
     ado_refresh_interval: GoDuration = timedelta(seconds=30)
+    ado_timeout: GoDuration = Field(
+        default=timedelta(minutes=60), description="How long to follow a run before giving up."
+    )
 
 
 class RepositoryOwner(_Model):

@@ -166,10 +166,13 @@ class Cli:
     home: Path
     env: dict[str, str] = field(default_factory=dict)
 
-    def __call__(self, *args: str, env: Mapping[str, str] | None = None) -> Run:
+    def __call__(
+        self, *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> Run:
         done = subprocess.run(
             [sys.executable, "-m", "image_builder", *args],
             env=tool_env(self.storage, self.home, **{**self.env, **(env or {})}),
+            cwd=cwd,
             capture_output=True,
             text=True,
             check=False,

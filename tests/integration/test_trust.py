@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from image_builder.config import parse_config
 from image_builder.context import CIContext
 from image_builder.trust import JwksCache, TokenVerifier, TrustError, VerifiedClaims, check_context
-from tests.conftest import EVENTS
+from tests.conftest import EVENTS, leaks
 from tests.integration.conftest import Cli, Registry
 from tests.support.oidc import WORKFLOW, FakeIssuer
 
@@ -365,14 +365,8 @@ def test_build_requires_a_trusted_token(
     assert accepted.returncode == 0, accepted.stderr
     assert accepted.report["pushed"] is True
     # the token appears nowhere but in the ::add-mask:: directive the runner consumes
-    for text in (
-        accepted.stdout,
-        accepted.stderr,
-        outputs.read_text(),
-        json.dumps(accepted.report),
-    ):
-        lines = [line for line in text.splitlines() if token in line]
-        assert lines == [] or lines == [f"::add-mask::{token}"]
+    texts = (accepted.stdout, accepted.stderr, outputs.read_text(), json.dumps(accepted.report))
+    assert leaks(token, *texts) == []
     assert f"::add-mask::{token}" in accepted.stderr
 
 

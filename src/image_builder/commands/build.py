@@ -169,15 +169,28 @@ def run_build(
 
 
 def publish(
-    report: BuildReport, *, options: BuildOptions, env: Mapping[str, str], reporter: Reporter
+    report: BuildReport | None,
+    *,
+    options: BuildOptions,
+    env: Mapping[str, str],
+    reporter: Reporter,
+    extra_outputs: Mapping[str, str] | None = None,
+    link: str | None = None,
 ) -> None:
-    """The report on stdout between its markers, in the report file, and as CI outputs."""
+    """The report on stdout between its markers, in the report file, and as CI outputs.
+    ``extra_outputs`` (e.g. ``adoResult``) go to GitHub outputs even when there is no report."""
     from image_builder import ci_output
 
-    reporter.result(report.block())
-    if options.build_report_path is not None:
-        report.write(options.build_report_path)
-    if env.get("GITHUB_OUTPUT"):
-        ci_output.write_github_outputs(Path(env["GITHUB_OUTPUT"]), report)
-    if env.get("GITHUB_STEP_SUMMARY"):
-        ci_output.append(Path(env["GITHUB_STEP_SUMMARY"]), ci_output.step_summary(report))
+    values: dict[str, str] = {}
+    if report is not None:
+        reporter.result(report.block())
+        if options.build_report_path is not None:
+            report.write(options.build_report_path)
+        values.update(ci_output.github_outputs(report))
+    values.update(extra_outputs or {})
+    if env.get("GITHUB_OUTPUT") and values:
+        ci_output.append(Path(env["GITHUB_OUTPUT"]), ci_output.format_outputs(values))
+    if env.get("GITHUB_STEP_SUMMARY") and (report is not None or link):
+        ci_output.append(
+            Path(env["GITHUB_STEP_SUMMARY"]), ci_output.step_summary(report, link=link)
+        )

@@ -47,7 +47,8 @@ def load(env: Mapping[str, str]) -> CIContext:
         commit_sha=commit,
         ref=env.get("BASE_REF") or None,
         base_ref=env.get("BASE_REF") or None,
-        source_url=env.get("BUILD_REPOSITORY_URI") or f"https://github.com/{owner}/{name}",
+        # Not BUILD_REPOSITORY_URI: in the trusted pipeline that is the builder's own repository.
+        source_url=f"https://github.com/{owner}/{name}",
     )
 
 
