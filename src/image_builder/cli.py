@@ -11,11 +11,15 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from image_builder import __version__
 from image_builder.errors import ImageBuilderError, UsageError
 from image_builder.reporter import Reporter
+
+if TYPE_CHECKING:
+    from image_builder.commands.ado_build import AdoOptions
+    from image_builder.commands.build import BuildOptions
 
 PROG = "image-builder"
 
@@ -64,10 +68,8 @@ def _cmd_tags(args: argparse.Namespace, env: Mapping[str, str], reporter: Report
 
 
 def _cmd_build(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
-    import platform
-
-    from image_builder.commands.build import BuildOptions, run_build
-    from image_builder.platforms import host_platform
+    from image_builder.commands.ado_build import AdoOptions
+    from image_builder.commands.build import BuildOptions
 
     options = BuildOptions(
         name=args.name,
@@ -87,7 +89,29 @@ def _cmd_build(args: argparse.Namespace, env: Mapping[str, str], reporter: Repor
         no_push=args.no_push,
         build_report_path=_path(args.build_report_path),
     )
-    backend = args.backend
+    ado = AdoOptions(
+        client_id=args.azure_client_id,
+        client_secret=args.azure_client_secret,
+        tenant_id=args.azure_tenant_id,
+        pat=args.ado_pat,
+        preview=args.ado_preview_run,
+        preview_yaml=_path(args.ado_preview_run_yaml_path),
+    )
+    return _run_build_options(options, args.backend, ado, env, reporter)
+
+
+def _run_build_options(
+    options: BuildOptions,
+    backend: str | None,
+    ado: AdoOptions | None,
+    env: Mapping[str, str],
+    reporter: Reporter,
+) -> int:
+    import platform
+
+    from image_builder.commands.build import run_build
+    from image_builder.platforms import host_platform
+
     if backend is None:
         from image_builder.config import load_config
 
@@ -96,15 +120,9 @@ def _cmd_build(args: argparse.Namespace, env: Mapping[str, str], reporter: Repor
     if backend == "ado":
         from image_builder.commands.ado_build import AdoOptions, run_ado_build
 
-        ado = AdoOptions(
-            client_id=args.azure_client_id,
-            client_secret=args.azure_client_secret,
-            tenant_id=args.azure_tenant_id,
-            pat=args.ado_pat,
-            preview=args.ado_preview_run,
-            preview_yaml=_path(args.ado_preview_run_yaml_path),
+        return run_ado_build(
+            options, ado or AdoOptions(), env=env, reporter=reporter, now=datetime.now(UTC)
         )
-        return run_ado_build(options, ado, env=env, reporter=reporter, now=datetime.now(UTC))
     return run_build(
         options,
         env=env,
@@ -187,6 +205,23 @@ def _cmd_verify_token(args: argparse.Namespace, env: Mapping[str, str], reporter
     from image_builder.commands.signing import run_verify_token
 
     return run_verify_token(args.token, _path(args.config), env=env, reporter=reporter)
+
+
+def _cmd_github(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
+    from image_builder import github_actions
+
+    if args.action == "oidc-token":
+        token = github_actions.request_oidc_token(args.audience, env)
+        reporter.mask(token)
+        if not env.get("GITHUB_OUTPUT"):
+            raise UsageError("GITHUB_OUTPUT is not set: run this inside a GitHub Actions step")
+        github_actions.write_output(Path(env["GITHUB_OUTPUT"]), args.output, token)
+        reporter.info(
+            f"OIDC token written to output '{args.output}': {github_actions.claims_summary(token)}"
+        )
+        return 0
+    options, backend = github_actions.action_options(env)
+    return _run_build_options(options, backend, None, env, reporter)
 
 
 def _cmd_config_schema(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
@@ -276,6 +311,12 @@ SIGNIFY_EPILOG = """\
 examples:
   image-builder signify cert-status --config config.yaml    # exit 1 within 2 days of expiry
   image-builder signify rotate --config config.yaml
+"""
+
+GITHUB_EPILOG = """\
+examples:
+  image-builder github oidc-token --audience image-builder      # in a job with id-token: write
+  IB_INPUT_NAME=team/app IB_INPUT_TAGS=$'latest\\nv1' image-builder github action
 """
 
 REGISTRY_EPILOG = """\
@@ -375,6 +416,23 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--no-push", action="store_true", help="build only; push nothing")
     build.add_argument("--build-report-path", metavar="PATH", help="also write the report here")
     build.set_defaults(handler=_cmd_build)
+
+    github = sub.add_parser(
+        "github",
+        help="GitHub Actions helpers: the OIDC token, the composite action's build",
+        description="oidc-token: request an OIDC token from the runner, mask it and write it to a "
+        "step output. action: run the build from the composite action's IB_INPUT_* variables.",
+        epilog=GITHUB_EPILOG,
+        formatter_class=_formatter,
+    )
+    github.add_argument("action", choices=("oidc-token", "action"))
+    github.add_argument(
+        "--audience", default="image-builder", help="token audience (default: image-builder)"
+    )
+    github.add_argument(
+        "--output", default="token", metavar="NAME", help="step output name (default: token)"
+    )
+    github.set_defaults(handler=_cmd_github)
 
     registry = sub.add_parser(
         "registry",

@@ -107,3 +107,54 @@ class FakeIssuer:
         values.update(overrides)
         lines = [f"  - issuer: {self.issuer}"] + [f"    {k}: {v}" for k, v in values.items() if v]
         return "trust:\n" + "\n".join(lines) + "\n"
+
+
+class TokenEndpoint:
+    """The runner's token service (``ACTIONS_ID_TOKEN_REQUEST_URL``): answers
+    ``{"value": <JWT>}`` for the requested audience, signed by ``issuer``, when the request carries
+    the runner's request token."""
+
+    REQUEST_TOKEN = "runner-request-token"
+
+    def __init__(self, issuer: FakeIssuer, **claims: Any) -> None:
+        self.issuer = issuer
+        self.claims = claims
+        self.audiences: list[str] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                from urllib.parse import parse_qs, urlsplit
+
+                if self.headers.get("Authorization") != f"Bearer {TokenEndpoint.REQUEST_TOKEN}":
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                audience = parse_qs(urlsplit(self.path).query).get("audience", [""])[0]
+                endpoint.audiences.append(audience)
+                body = json.dumps(
+                    {"value": endpoint.issuer.token(aud=audience, **endpoint.claims)}
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/token?api-version=2.0"
+
+    def start(self) -> TokenEndpoint:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
