@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import time
@@ -58,6 +59,16 @@ def start(
     env: Mapping[str, str], address: str = DEFAULT_ADDRESS, wait: float = 15.0
 ) -> RegistryState:
     check_address(address)
+    folder = data_dir(env)
+    folder.mkdir(parents=True, exist_ok=True)
+    # Two `registry start` at once must give one registry: the second waits here, then finds
+    # the first one running.
+    with (folder / "start.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _start_locked(env, address, wait)
+
+
+def _start_locked(env: Mapping[str, str], address: str, wait: float) -> RegistryState:
     current = status(env)
     if current.running:
         if current.address != address:
