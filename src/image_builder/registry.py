@@ -439,6 +439,29 @@ def ping(base_url: str, *, timeout: float = 2.0) -> bool:
         return False
 
 
+def refuse_private_redirects(response: httpx.Response) -> None:
+    """An httpx response hook: a registry may redirect blob downloads to storage, but never to
+    another host's private, loopback or link-local address."""
+    if not response.is_redirect:
+        return
+    location = response.headers.get("location", "")
+    target = response.request.url.join(location)
+    source = response.request.url.host
+    if target.host == source:
+        return
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(target.host)
+    except ValueError:
+        return
+    if address.is_private or address.is_loopback or address.is_link_local:
+        raise RegistryError(
+            f"{source} redirected to {target.host}, a private or link-local address of another "
+            "host; refusing to follow"
+        )
+
+
 def make_client(env: Mapping[str, str], plain_http: Callable[[str], bool]) -> RegistryClient:
     from image_builder.http import tls_context
 
@@ -447,6 +470,7 @@ def make_client(env: Mapping[str, str], plain_http: Callable[[str], bool]) -> Re
         timeout=httpx.Timeout(30.0, connect=10.0),
         follow_redirects=True,
         trust_env=False,
+        event_hooks={"response": [refuse_private_redirects]},
     )
     return RegistryClient(
         http=http, credentials=credentials_from_auth_files(env), plain_http=plain_http

@@ -54,7 +54,7 @@ def execute(
             )
             return _report(plan, PushResults(), built_only=True)
         with reporter.step(f"push to {len(plan.references)} reference(s)"):
-            results = push_all(engine, image, plan)
+            results = push_all(engine, image, plan, registry)
         report = _report(plan, results)
         if report.pushed and report.digest and plan.running_signers:
             if registry is None or signers is None:
@@ -71,7 +71,9 @@ def execute(
             engine.cleanup(None)
 
 
-def push_all(engine: Engine, image: BuiltImage, plan: BuildPlan) -> PushResults:
+def push_all(
+    engine: Engine, image: BuiltImage, plan: BuildPlan, registry: RegistryClient | None = None
+) -> PushResults:
     """Push to every reference. Repositories are pushed concurrently; the tags of one repository
     one after another, because concurrent pushes into one repository race on its blobs (the
     registry can see a manifest before the other push's blob upload has finished). After the
@@ -84,10 +86,21 @@ def push_all(engine: Engine, image: BuiltImage, plan: BuildPlan) -> PushResults:
 
     def push_group(references: list[str]) -> list[tuple[str, str | None, str | None]]:
         out: list[tuple[str, str | None, str | None]] = []
-        for reference in references:
-            registry = next(r for r in plan.registries if reference.startswith(r + "/"))
+        for number, reference in enumerate(references):
+            if out and out[-1][1] is None:
+                # The repository just refused or vanished: say so for the rest instead of
+                # waiting through every retry again. A re-run pushes them.
+                failed = out[-1][0]
+                out += [
+                    (r, None, f"not attempted: the push of {failed} to the same repository failed")
+                    for r in references[number:]
+                ]
+                break
+            registry_name = next(r for r in plan.registries if reference.startswith(r + "/"))
             try:
-                digest = engine.push(image, reference, plain_http=registry in plain)
+                digest = engine.push(image, reference, plain_http=registry_name in plain)
+                if registry is not None:
+                    confirm_pushed(registry, reference, digest)
                 out.append((reference, digest, None))
             except ImageBuilderError as exc:
                 out.append((reference, None, str(exc)))
@@ -102,6 +115,20 @@ def push_all(engine: Engine, image: BuiltImage, plan: BuildPlan) -> PushResults:
                 else:
                     results.errors[reference] = error or "push failed"
     return results
+
+
+def confirm_pushed(registry: RegistryClient, reference: str, digest: str) -> None:
+    """A push counts only when the registry itself answers the reference with its digest."""
+    from image_builder.registry import RegistryError, parse_reference
+
+    try:
+        found = registry.manifest_digest(parse_reference(reference))
+    except RegistryError as exc:
+        raise RegistryError(f"pushed {reference}, but cannot confirm it: {exc}") from None
+    if found is None:
+        raise RegistryError(f"pushed {reference}, but the registry does not have it")
+    if found != digest:
+        raise RegistryError(f"pushed {reference} as {digest}, but the registry answers {found}")
 
 
 def sign_all(

@@ -17,6 +17,7 @@ from pathlib import Path
 from image_builder import proc
 from image_builder.engines import BuiltImage
 from image_builder.errors import ImageBuilderError, RuntimeFailure, ToolMissingError
+from image_builder.http import RetryableError, RetryPolicy
 from image_builder.plan import BuildPlan, registry_host
 from image_builder.platforms import BINFMT_NAME, QEMU_BINARY, arch_of
 
@@ -35,8 +36,8 @@ class BuildahEngine:
         host_platform: str,
         storage_driver: str | None = None,
         on_line: Callable[[str], None] | None = None,
-        retries: int = 3,
-        retry_delay: str = "2s",
+        retries: int = 2,
+        retry_delay: str = "1s",
         binfmt_dir: Path = Path("/proc/sys/fs/binfmt_misc"),
     ) -> None:
         self._env = dict(env)
@@ -111,13 +112,26 @@ class BuildahEngine:
                     self._retry_delay,
                 ]
                 args += ["--digestfile", str(digest_file)]
-            self._buildah(
-                *args,
-                image.local_name,
-                f"docker://{reference}",
-                what=f"push to {reference}",
-                prefix=f"[{reference}] ",
-            )
+            # buildah retries blob transfers itself (--retry); `manifest push` has no such flag, and
+            # a failed manifest upload is worth a second go too, so the whole push is retried.
+            policy = RetryPolicy(attempts=4, base_delay=1.0, max_delay=4.0, budget=120.0)
+
+            def attempt() -> None:
+                try:
+                    self._buildah(
+                        *args,
+                        image.local_name,
+                        f"docker://{reference}",
+                        what=f"push to {reference}",
+                        prefix=f"[{reference}] ",
+                    )
+                except RuntimeFailure as exc:
+                    raise RetryableError(str(exc)) from exc
+
+            try:
+                policy.run(attempt)
+            except RetryableError as exc:
+                raise RuntimeFailure(str(exc)) from None
             try:
                 digest = digest_file.read_text().strip()
             except OSError:
@@ -218,10 +232,10 @@ class BuildahEngine:
         """Plain-HTTP registries go into a private registries.conf, so TLS stays on for the rest."""
         if self._tmp is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="image-builder-"))
-        if not plan.insecure_registries:
+        hosts = sorted({registry_host(r) for r in plan.insecure_registries} | _loopback_hosts(plan))
+        if not hosts:
             return
         base = _effective_registries_conf(self._env)
-        hosts = sorted({registry_host(r) for r in plan.insecure_registries})
         entries = "".join(
             f'\n[[registry]]\nlocation = "{host}"\ninsecure = true\n'
             for host in hosts
@@ -255,6 +269,20 @@ class BuildahEngine:
                     "`mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && "
                     f"update-binfmts --enable {BINFMT_NAME[arch]}` (package binfmt-support)"
                 )
+
+
+_LOOPBACK_REGISTRY = re.compile(r"(?<![\w.-])((?:localhost|127(?:\.\d{1,3}){3}|\[::1\]):\d{1,5})/")
+
+
+def _loopback_hosts(plan: BuildPlan) -> set[str]:
+    """Loopback registries the build pulls from (FROM lines, ARG defaults, build args): like the
+    destinations, they may be plain HTTP; nothing else may."""
+    try:
+        text = plan.dockerfile.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    text += "\n" + "\n".join(value for _, value in plan.build_args)
+    return set(_LOOPBACK_REGISTRY.findall(text))
 
 
 def choose_storage_driver(env: Mapping[str, str]) -> str | None:

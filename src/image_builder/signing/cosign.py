@@ -74,6 +74,8 @@ class CosignSigner:
         for target in targets:
             repo = parse_reference(target.repository + ":latest")
             for digest in target.digests:
+                if verify_digest(self._registry, repo, digest, self._key.public_key()).ok:
+                    continue  # a re-run: this key already signed this digest here
                 body = payload(target.repository, digest, self._optional)
                 append_signature(
                     self._registry,

@@ -1,0 +1,187 @@
+"""Registry faults between Image Builder and the real registry: whatever happens, the report
+names exactly the references that are in the registry (checked with skopeo), the exit code is
+non-zero when anything is missing, and a re-run completes the job without duplicating anything."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EVENTS
+from tests.integration.conftest import Cli, Registry, Run, inspect_raw, manifest_digest
+from tests.support.fault_proxy import FaultProxy
+
+PUSH = {
+    "GITHUB_ACTIONS": "true",
+    "GITHUB_EVENT_NAME": "push",
+    "GITHUB_EVENT_PATH": str(EVENTS / "push.new-branch.json"),
+}
+
+
+@pytest.fixture
+def proxy(registry: Registry) -> Iterator[FaultProxy]:
+    server = FaultProxy(registry.address).start()
+    yield server
+    server.stop()
+
+
+def context(tmp_path: Path, base_image: str) -> Path:
+    root = tmp_path / "ctx"
+    root.mkdir(exist_ok=True)
+    (root / "Dockerfile").write_text(f"FROM {base_image}\nCOPY data /data\n")
+    (root / "data").write_bytes(secrets.token_bytes(256 * 1024))  # a blob worth cutting off
+    return root
+
+
+def build(
+    cli: Cli,
+    tmp_path: Path,
+    proxy: FaultProxy,
+    registry: Registry,
+    base_image: str,
+    name: str,
+    extra: str = "",
+) -> Run:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"registry: [{proxy.address}/faults, {registry.address}/direct]\n{extra}")
+    return cli(
+        "build", "--name", name, "--context", str(context(tmp_path, base_image)), "--config", str(config),
+        "--tag", "one", "--tag", "two", "--platform", "linux/amd64", env=PUSH,
+    )  # fmt: skip
+
+
+def assert_honest(run: Run, proxy: FaultProxy, registry: Registry) -> list[str]:
+    """Every reference the report lists is in the registry with the report's digest, and every
+    planned reference it does not list is absent or failed; returns the missing ones."""
+    report = run.report
+    listed = set(report["images_list"])
+    failed = {f["image"] for f in report["failed_images"]}
+    missing = []
+    for ref in listed | failed:
+        direct = ref.replace(proxy.address, registry.address)
+        found = manifest_digest(direct)
+        if ref in listed:
+            assert found == report["digest"], (
+                f"{ref} is reported pushed but the registry has {found}"
+            )
+        elif found is None:
+            missing.append(ref)
+    assert (run.returncode != 0) == bool(failed) or report["status"] == "Failed"
+    if missing or failed:
+        assert run.returncode == 1
+        assert report["pushed"] is False
+    return missing
+
+
+@pytest.mark.parametrize(
+    ("faults", "name"),
+    [
+        ({"burst_503": 4}, "team/f503"),
+        ({"burst_429": 2, "retry_after": "1"}, "team/f429"),
+        ({"delay": 0.2}, "team/fslow"),
+        ({"drop_uploads": 1}, "team/fdrop"),
+    ],
+)
+def test_transient_faults_are_survived(
+    cli: Cli,
+    proxy: FaultProxy,
+    registry: Registry,
+    base_image: str,
+    tmp_path: Path,
+    faults: dict[str, object],
+    name: str,
+) -> None:
+    for key, value in faults.items():
+        setattr(proxy.faults, key, value)
+    run = build(cli, tmp_path, proxy, registry, base_image, name)
+    assert proxy.faults.log or faults.get("delay"), "the fault was never injected"
+    assert_honest(run, proxy, registry)
+    assert run.returncode == 0, run.stderr
+    assert run.report["pushed"] is True
+    assert len(run.report["images_list"]) == 6  # 3 tags (default, one, two) x 2 registries
+
+
+@pytest.mark.parametrize("die_after", [3, 10, 20, 27])  # a clean push takes about 31 requests
+def test_registry_dying_mid_push_is_reported_exactly(
+    cli: Cli, proxy: FaultProxy, registry: Registry, base_image: str, tmp_path: Path, die_after: int
+) -> None:
+    name = f"team/die{die_after}"
+    proxy.faults.die_after = die_after
+    first = build(cli, tmp_path, proxy, registry, base_image, name)
+    missing = assert_honest(first, proxy, registry)
+    assert first.returncode == 1, first.stderr
+    assert missing, "a dead registry left nothing missing?"
+    assert all(ref.startswith(proxy.address) for ref in missing)
+
+    proxy.reset()
+    again = build(cli, tmp_path, proxy, registry, base_image, name)
+    assert again.returncode == 0, again.stderr
+    assert_honest(again, proxy, registry)
+    assert len(again.report["images_list"]) == 6
+    tags = json.loads(
+        __import__("subprocess").run(
+            ["skopeo", "list-tags", "--tls-verify=false", f"docker://{registry.address}/faults/{name}"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )["Tags"]  # fmt: skip
+    assert sorted(tags) == sorted(["one", "two", again.report["tags"][0]])  # nothing duplicated
+
+
+def test_a_refused_signature_is_never_reported_and_a_rerun_signs_once(
+    cli: Cli, proxy: FaultProxy, registry: Registry, base_image: str, tmp_path: Path
+) -> None:
+    keys = cli("keygen", "--output-key-prefix", str(tmp_path / "k"), env={"COSIGN_PASSWORD": "pw"})
+    assert keys.returncode == 0, keys.stderr
+    paths = json.loads(keys.stdout)
+    signer = (
+        "sign-config:\n  enabled-signers: {'*': [k]}\n  signers:\n"
+        f"    - {{name: k, type: cosign, config: {{private-key: {paths['private_key']}, password-env: COSIGN_PASSWORD}}}}\n"
+    )
+    proxy.faults.only_path = ".sig"
+    proxy.faults.burst_503 = 1000  # the registry refuses every signature upload through the proxy
+    env = {**PUSH, "COSIGN_PASSWORD": "pw", "SOURCE_DATE_EPOCH": "1700000000"}
+    config = tmp_path / "config.yaml"
+    # reproducible: every run pushes the same digest, so re-runs sign the same thing
+    config.write_text(f"registry: {proxy.address}/signed\nreproducible: true\n{signer}")
+    args = (
+        "build",
+        "--name",
+        "team/sigfault",
+        "--context",
+        str(context(tmp_path, base_image)),
+        "--config",
+        str(config),
+        "--tag",
+        "s",
+        "--platform",
+        "linux/amd64",
+    )
+    first = cli(*args, env=env)
+    assert first.returncode == 1
+    report = first.report
+    assert report["pushed"] is True, json.dumps(report)
+    assert report["signed"] is False
+    assert report["signing_errors"][0]["signer"] == "k"
+    digest = str(report["digest"])
+    sig_tag = f"{registry.address}/signed/team/sigfault:{digest.replace(':', '-')}.sig"
+    assert inspect_raw(sig_tag) is None
+    assert (
+        cli(
+            "verify", f"{registry.address}/signed/team/sigfault:s", "--key", paths["public_key"]
+        ).returncode
+        == 1
+    )
+
+    proxy.reset()
+    for _ in range(2):  # two re-runs: the second finds the signature and adds none
+        again = cli(*args, env=env)
+        assert again.returncode == 0, again.stderr
+        assert again.report["signed"] is True
+        assert again.report["digest"] == digest
+    sig = inspect_raw(sig_tag)
+    assert sig is not None
+    assert len(sig["layers"]) == 1
