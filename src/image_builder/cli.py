@@ -709,6 +709,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not debug:
+        logging.getLogger("azure").setLevel(logging.ERROR)  # its warnings repeat our one-line error
     reporter = Reporter(out=sys.stdout, err=sys.stderr, env=env)
     try:
         translated, dropped = translate_legacy_argv(args_in)

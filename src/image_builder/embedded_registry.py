@@ -87,8 +87,11 @@ def _start_locked(env: Mapping[str, str], address: str, wait: float) -> Registry
         f"http:\n  addr: {address}\n"
     )
     (folder / "address").write_text(address + "\n")
+    # docker-registry reads every REGISTRY_* variable as a config override; buildah users often
+    # have REGISTRY_AUTH_FILE set, which would make it refuse to start.
+    clean = {k: v for k, v in env.items() if not k.startswith("REGISTRY_")}
     pid = proc.spawn(
-        ["docker-registry", "serve", str(config)], log_path=folder / "registry.log", env=env
+        ["docker-registry", "serve", str(config)], log_path=folder / "registry.log", env=clean
     )
     (folder / "pid").write_text(f"{pid}\n")
     deadline = time.monotonic() + wait

@@ -142,6 +142,53 @@ def base_image(
     return ref
 
 
+# --- secrets must never leak ---------------------------------------------------------------------
+
+SECRETS: set[str] = set()  # every secret a test hands to the tool
+OUTPUTS: list[tuple[str, str]] = []  # (where, text) of everything the tool printed or wrote
+PLANTED_ENV: dict[str, str] = {}  # secrets planted in every run's environment
+
+
+def secret(value: str) -> str:
+    """Register ``value`` as a secret that must never appear in any output; returns it."""
+    SECRETS.add(value)
+    return value
+
+
+def record(where: str, text: str) -> None:
+    OUTPUTS.append((where, text))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_leaks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Plant a registry password in an auth file every CLI run reads, then, after the whole
+    session, check every captured stdout, stderr, report and GitHub output file for every secret
+    the tests used (tokens, keys, passwords, client secrets)."""
+    import base64
+
+    password = secret("planted-registry-password-3f9a1c")
+    auth = tmp_path_factory.mktemp("auth") / "auth.json"
+    encoded = base64.b64encode(f"robot:{password}".encode()).decode()
+    auth.write_text(json.dumps({"auths": {"registry.invalid:5000": {"auth": encoded}}}))
+    PLANTED_ENV["REGISTRY_AUTH_FILE"] = str(auth)
+    secret(encoded)
+    yield
+    from tests.conftest import leaks
+
+    found = [
+        f"{where}: {line[:200]}"
+        for where, text in OUTPUTS
+        for value in SECRETS
+        for line in leaks(value, text)
+    ]
+    stats = os.environ.get("IB_RELIABILITY_STATS")
+    if stats:  # figures for docs/reliability.md
+        Path(stats).write_text(
+            json.dumps({"secrets": len(SECRETS), "outputs_scanned": len(OUTPUTS), "leaks": len(found)})
+        )
+    assert not found, "secrets leaked:\n" + "\n".join(found)
+
+
 @dataclass(frozen=True)
 class Run:
     returncode: int
@@ -169,14 +216,24 @@ class Cli:
     def __call__(
         self, *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None
     ) -> Run:
+        full_env = tool_env(self.storage, self.home, **{**PLANTED_ENV, **self.env, **(env or {})})
         done = subprocess.run(
             [sys.executable, "-m", "image_builder", *args],
-            env=tool_env(self.storage, self.home, **{**self.env, **(env or {})}),
+            env=full_env,
             cwd=cwd,
             capture_output=True,
             text=True,
             check=False,
         )
+        where = " ".join(args[:2])
+        record(f"{where} stdout", done.stdout)
+        record(f"{where} stderr", done.stderr)
+        files = [full_env.get("GITHUB_OUTPUT"), full_env.get("GITHUB_STEP_SUMMARY")]
+        if "--build-report-path" in args:
+            files.append(args[args.index("--build-report-path") + 1])
+        for name in files:
+            if name and Path(name).is_file():
+                record(f"{where} {name}", Path(name).read_text(errors="replace"))
         return Run(done.returncode, done.stdout, done.stderr)
 
 

@@ -15,13 +15,13 @@ import yaml
 
 from image_builder.backends.ado import PARAMETER_NAMES
 from tests.conftest import EVENTS, leaks
-from tests.integration.conftest import REPO, Cli, Registry, tool_env
+from tests.integration.conftest import REPO, Cli, Registry, record, secret, tool_env
 from tests.support.fake_ado import FakeAdo, Fault
 from tests.support.oidc import FakeIssuer
 
-PAT = "ado-pat-very-secret"
+PAT = secret("ado-pat-very-secret")
 BASIC = "Basic " + base64.b64encode(f":{PAT}".encode()).decode()
-TOKEN = "header.payload.signature-of-the-caller"
+TOKEN = secret("header.payload.signature-of-the-caller")
 SHA = "abcdef0123456789abcdef0123456789abcdef01"
 
 
@@ -302,7 +302,7 @@ def test_pipeline_steps_end_to_end(
         )
         backend_cfg = tmp_path / "backend.yaml"
         backend_cfg.write_text(f"registry: {registry.address}/ado\n" + issuer.trust_yaml())
-        token = issuer.token(sha=SHA, event_name="push", ref="refs/heads/main")
+        token = secret(issuer.token(sha=SHA, event_name="push", ref="refs/heads/main"))
         params = {
             "AUTHORIZATION": token, "REPO_OWNER": "org", "REPO_NAME": "app", "JOB_TYPE": "postsubmit",
             "PULL_BASE_SHA": SHA, "PULL_NUMBER": "", "PULL_PULL_SHA": "", "BASE_REF": "refs/heads/main",
@@ -323,6 +323,8 @@ def test_pipeline_steps_end_to_end(
             text=True,
             check=False,
         )
+        record("pipeline build.sh stdout", step.stdout)
+        record("pipeline build.sh stderr", step.stderr)
         assert step.returncode == 0, step.stdout + step.stderr
         assert "##vso[task.setvariable variable=build_success;isOutput=true]true" in step.stdout
         assert "##vso[task.setvariable variable=signing_success;isOutput=true]false" in step.stdout
@@ -340,3 +342,27 @@ def test_pipeline_steps_end_to_end(
         assert client.report == local
     finally:
         issuer.stop()
+
+
+def test_service_principal_failure_names_no_secret(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
+    """azure-identity is used for a service principal; an authority it cannot reach is a clear
+    error before any ADO call, and the client secret appears nowhere."""
+    from tests.integration.conftest import free_port
+
+    client_secret = secret("planted-azure-client-secret-77a1")
+    _, cfg = workspace(tmp_path, ado)
+    env = {
+        **github("push", "push.new-branch.json"),
+        "AZURE_DEVOPS_EXT_PAT": "",
+        "AZURE_CLIENT_ID": "00000000-0000-0000-0000-000000000001",
+        "AZURE_CLIENT_SECRET": client_secret,
+        "AZURE_TENANT_ID": "00000000-0000-0000-0000-000000000002",
+        "AZURE_AUTHORITY_HOST": f"https://127.0.0.1:{free_port()}",
+    }
+    run = run_ado(cli, tmp_path, cfg, env=env)
+    assert run.returncode in (1, 2)
+    assert "Azure" in run.stderr
+    assert ado.requests == []
+    assert leaks(client_secret, run.stdout, run.stderr) == []
+    assert "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) <= 3  # masks and the one error line

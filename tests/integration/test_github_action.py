@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EVENTS, leaks
-from tests.integration.conftest import REPO, Cli, Registry, tool_env
+from tests.integration.conftest import REPO, Cli, Registry, record, secret, tool_env
 from tests.support.oidc import FakeIssuer, TokenEndpoint
 from tests.support.runner import ActionRun, parse_outputs, run_action
 
-PASSWORD = "action-key-password"
+PASSWORD = secret("action-key-password")
 OWNER_ID = 21031067  # Codertocat, the owner in GitHub's example payloads
 
 
@@ -68,7 +68,20 @@ def runner_env(
 
 
 def act(workspace: Path, runner_temp: Path, env: dict[str, str], **inputs: str) -> ActionRun:
-    return run_action(REPO, inputs=inputs, env=env, workspace=workspace, temp=runner_temp)
+    run = run_action(REPO, inputs=inputs, env=env, workspace=workspace, temp=runner_temp)
+    record("composite action log", run.log)
+    record("composite action outputs", json.dumps(run.outputs))
+    for number in range(len(run.steps)):
+        output = runner_temp / f"output-{number}"
+        if output.exists():
+            text = output.read_text()
+            token = parse_outputs(text).get("token")
+            if token:
+                secret(token)  # the token step's own output file is where the token belongs
+            else:
+                record(f"step {number} GITHUB_OUTPUT", text)
+    record("step summary", (runner_temp / "step_summary.md").read_text())
+    return run
 
 
 CLAIMS = {

@@ -33,3 +33,18 @@ def test_refuses_a_public_address(cli: Cli) -> None:
     run = cli("registry", "start", "--address", "0.0.0.0:5000")
     assert run.returncode == 2
     assert run.stderr.startswith("error: --address '0.0.0.0:5000' is not a loopback address")
+
+
+def test_registry_start_ignores_registry_auth_file(cli: Cli, tmp_path: Path) -> None:
+    """Defect found by the leak suite: docker-registry took REGISTRY_AUTH_FILE (buildah's auth
+    file variable) as a config override and refused to start."""
+    address = f"127.0.0.1:{free_port()}"
+    env = {
+        "XDG_DATA_HOME": str(tmp_path / "xdg"),
+        "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json"),
+    }
+    started = cli("registry", "start", "--address", address, env=env)
+    try:
+        assert started.returncode == 0, started.stderr
+    finally:
+        cli("registry", "stop", env=env)

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EVENTS
-from tests.integration.conftest import Cli, Registry, Run, inspect_raw, skopeo
+from tests.integration.conftest import Cli, Registry, Run, inspect_raw, secret, skopeo
 from tests.support.fake_signify import FakeSignify, Reply
 from tests.support.pki import CA, write_signify_secret
 
-PASSWORD = "correct horse battery staple"
+PASSWORD = secret("correct horse battery staple")
 PUSH = {
     "GITHUB_ACTIONS": "true",
     "GITHUB_EVENT_NAME": "push",
@@ -48,6 +48,7 @@ def keygen(cli: Cli, prefix: Path) -> tuple[Path, Path]:
     run = cli("keygen", "--output-key-prefix", str(prefix), env={"COSIGN_PASSWORD": PASSWORD})
     assert run.returncode == 0, run.stderr
     paths = json.loads(run.stdout)
+    secret(Path(paths["private_key"]).read_text().splitlines()[1])
     return Path(paths["private_key"]), Path(paths["public_key"])
 
 
@@ -332,6 +333,8 @@ def test_signer_failure_leaves_images_pushed_but_unsigned(
 @pytest.fixture
 def signify_secret(ca: CA, tmp_path: Path) -> Path:
     cert, key = ca.pair("image-builder-client")
+    secret(key.decode().splitlines()[1])
+    secret(base64.b64encode(key).decode())
     return write_signify_secret(tmp_path / "signify-secret.json", cert, key)
 
 

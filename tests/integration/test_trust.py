@@ -17,7 +17,7 @@ from image_builder.config import parse_config
 from image_builder.context import CIContext
 from image_builder.trust import JwksCache, TokenVerifier, TrustError, VerifiedClaims, check_context
 from tests.conftest import EVENTS, leaks
-from tests.integration.conftest import Cli, Registry
+from tests.integration.conftest import Cli, Registry, secret
 from tests.support.oidc import WORKFLOW, FakeIssuer
 
 
@@ -324,7 +324,7 @@ def test_verify_token_command(
     cli: Cli, issuer: FakeIssuer, registry: Registry, tmp_path: Path
 ) -> None:
     cfg = config_file(tmp_path, issuer, registry)
-    token = issuer.token()
+    token = secret(issuer.token())
     run = cli("verify-token", "--config", cfg, env={"AUTHORIZATION": token})
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["job_workflow_ref"] == WORKFLOW
@@ -360,7 +360,7 @@ def test_build_requires_a_trusted_token(
     assert forged.returncode == 2
     assert "repository owner must be one of" in forged.stderr
 
-    token = issuer.token()
+    token = secret(issuer.token())
     accepted = cli(*args, "--oidc-token", token, env=env)
     assert accepted.returncode == 0, accepted.stderr
     assert accepted.report["pushed"] is True

@@ -155,3 +155,24 @@ def test_config_parser_never_crashes(text: str) -> None:
         assert "\n" not in str(exc)
     else:
         assert isinstance(config, Config)
+
+
+@settings(max_examples=150)
+@given(st.lists(TEMPLATES, min_size=1, max_size=3))
+def test_the_tags_command_exits_0_or_2(templates: list[str]) -> None:
+    """Through the whole CLI: whatever the tags, the answer is a result or a one-line refusal."""
+    import contextlib
+    import io
+
+    from image_builder.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["tags", "--context", str(EVENTS.parent.parent.parent)]
+    for template in templates:
+        argv.append(f"--tag={template}")
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    assert code in (0, 2), err.getvalue()
+    assert "Traceback" not in err.getvalue()
+    if code == 2:
+        assert err.getvalue().startswith("error: ")
