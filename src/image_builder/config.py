@@ -16,7 +16,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -93,6 +92,9 @@ RegistryList = Annotated[
 
 class _Model(BaseModel):
     model_config = ConfigDict(
+        # Schemas are built on first use: `image-builder tags` with no config file never needs
+        # most of them, and building them all costs more than the rest of start-up.
+        defer_build=True,
         extra="forbid",
         frozen=True,
         populate_by_name=True,
@@ -223,7 +225,7 @@ class AdoConfig(_Model):
     ado_project_name: str = Field(min_length=1)
     ado_pipeline_id: int = Field(ge=1)
     ado_pipeline_version: int | None = Field(default=None, ge=1)
-    ado_retry_strategy: AdoRetryStrategy = AdoRetryStrategy()
+    ado_retry_strategy: AdoRetryStrategy = Field(default_factory=AdoRetryStrategy.model_construct)
     ado_refresh_interval: GoDuration = timedelta(seconds=30)
     ado_timeout: GoDuration = Field(
         default=timedelta(minutes=60), description="How long to follow a run before giving up."
@@ -281,15 +283,15 @@ class TrustedIssuer(_Model):
         return data
 
 
-DEFAULT_COMMIT_TAG = TagTemplate(
+DEFAULT_COMMIT_TAG = TagTemplate.model_construct(
     name="default_tag",
     value="v{{ .Date }}-{{ .ShortSHA }}",
     validation=r"^(v[0-9]{8}-[0-9a-f]{8})$",
 )
-DEFAULT_PR_TAG = TagTemplate(
+DEFAULT_PR_TAG = TagTemplate.model_construct(
     name="default_tag", value="PR-{{ .PRNumber }}", validation=r"^(PR-[0-9]+)$"
 )
-DEFAULT_MERGE_GROUP_TAG = TagTemplate(
+DEFAULT_MERGE_GROUP_TAG = TagTemplate.model_construct(
     name="default_tag", value="MG-{{ .ShortSHA }}", validation=r"^(MG-[0-9a-f]{8})$"
 )
 
@@ -301,7 +303,7 @@ class Config(_Model):
 
     registry: RegistryList = (DEFAULT_REGISTRY,)
     dev_registry: RegistryList | None = None
-    cache: CacheConfig = CacheConfig()
+    cache: CacheConfig = Field(default_factory=CacheConfig.model_construct)
     default_commit_tag: TagTemplate = DEFAULT_COMMIT_TAG
     default_pr_tag: TagTemplate = DEFAULT_PR_TAG
     default_merge_group_tag: TagTemplate = DEFAULT_MERGE_GROUP_TAG
@@ -330,7 +332,7 @@ class Config(_Model):
     )
     log_format: Literal["color", "text", "json"] = "text"
     reproducible: bool = False
-    sign_config: SignConfig = SignConfig()
+    sign_config: SignConfig = Field(default_factory=SignConfig.model_construct)
     ado_config: AdoConfig | None = None
     trust: tuple[TrustedIssuer, ...] = Field(
         default=(),
@@ -363,7 +365,7 @@ class Config(_Model):
 def load_config(path: Path | None) -> Config:
     """Read and validate config.yaml; ``None`` gives the built-in defaults."""
     if path is None:
-        return Config()
+        return Config.model_construct()  # the defaults are known to be valid
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -376,6 +378,8 @@ def load_config(path: Path | None) -> Config:
 
 
 def parse_config(text: str, *, source: str = "config.yaml") -> Config:
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

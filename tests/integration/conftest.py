@@ -184,7 +184,9 @@ def _no_secret_leaks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
     stats = os.environ.get("IB_RELIABILITY_STATS")
     if stats:  # figures for docs/reliability.md
         Path(stats).write_text(
-            json.dumps({"secrets": len(SECRETS), "outputs_scanned": len(OUTPUTS), "leaks": len(found)})
+            json.dumps(
+                {"secrets": len(SECRETS), "outputs_scanned": len(OUTPUTS), "leaks": len(found)}
+            )
         )
     assert not found, "secrets leaked:\n" + "\n".join(found)
 

@@ -24,7 +24,7 @@ SUPPORTED_EVENTS = (
 
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
 
 class _Owner(_Payload):
