@@ -56,7 +56,7 @@ def _cmd_tags(args: argparse.Namespace, env: Mapping[str, str], reporter: Report
 
     options = TagsOptions(
         config=_path(args.config),
-        tags=tuple(args.tag),
+        tags=_values(args.tag, "--tag"),
         tag_base64=args.tag_base64 or None,
         env_file=args.env_file or None,
         context=args.context,
@@ -76,11 +76,11 @@ def _cmd_build(args: argparse.Namespace, env: Mapping[str, str], reporter: Repor
         context=args.context,
         dockerfile=args.dockerfile,
         config=_path(args.config),
-        tags=tuple(args.tag),
+        tags=_values(args.tag, "--tag"),
         tag_base64=args.tag_base64 or None,
-        build_args=tuple(args.build_arg),
+        build_args=_values(args.build_arg, "--build-arg"),
         env_file=args.env_file or None,
-        platforms=tuple(args.platform),
+        platforms=_values(args.platform, "--platform"),
         target=args.target or None,
         export_tags=args.export_tags,
         repo=args.repo or None,
@@ -239,6 +239,16 @@ def _cmd_config_validate(
     load_config(Path(args.config))
     reporter.info(f"{args.config}: valid")
     return 0
+
+
+def _values(values: list[object], flag: str) -> tuple[str, ...]:
+    """argparse hands back a list instead of a string for a value like ``--tag=--``."""
+    out = []
+    for value in values:
+        if not isinstance(value, str):
+            raise UsageError(f"argument {flag}: {value!r} is not a value; pass {flag}=VALUE")
+        out.append(value)
+    return tuple(out)
 
 
 def _path(value: str | None) -> Path | None:

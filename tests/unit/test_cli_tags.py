@@ -361,3 +361,13 @@ def test_every_help_shows_an_example(path: list[str], capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "example" in out
     assert "image-builder " + " ".join(path) in out
+
+
+def test_double_dash_tag_value_is_refused_not_a_crash(capsys: pytest.CaptureFixture[str]) -> None:
+    """Defect found by hypothesis: argparse turns ``--tag=--`` into a list, which crashed the
+    tag parser with a TypeError instead of a one-line refusal."""
+    assert main(["tags", "--tag=--"]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: argument --tag: [] is not a value; pass --tag=VALUE"
+    )
