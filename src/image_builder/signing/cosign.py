@@ -71,20 +71,23 @@ class CosignSigner:
         self._sleep = sleep
 
     def sign(self, targets: Sequence[SignTarget]) -> None:
-        for target in targets:
-            repo = parse_reference(target.repository + ":latest")
-            for digest in target.digests:
-                if verify_digest(self._registry, repo, digest, self._key.public_key()).ok:
-                    continue  # a re-run: this key already signed this digest here
-                body = payload(target.repository, digest, self._optional)
-                append_signature(
-                    self._registry,
-                    repo,
-                    digest,
-                    body,
-                    sign_payload(self._key, body),
-                    sleep=self._sleep,
-                )
+        """Sign every digest of every target; different digests are signed concurrently (each
+        has its own signature tag, so they never contend)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        jobs = [(target, digest) for target in targets for digest in target.digests]
+        with ThreadPoolExecutor(max_workers=min(8, max(1, len(jobs)))) as pool:
+            for future in [pool.submit(self._sign_one, t, d) for t, d in jobs]:
+                future.result()
+
+    def _sign_one(self, target: SignTarget, digest: str) -> None:
+        repo = parse_reference(target.repository + ":latest")
+        if verify_digest(self._registry, repo, digest, self._key.public_key()).ok:
+            return  # a re-run: this key already signed this digest here
+        body = payload(target.repository, digest, self._optional)
+        append_signature(
+            self._registry, repo, digest, body, sign_payload(self._key, body), sleep=self._sleep
+        )
 
 
 def append_signature(
@@ -129,7 +132,7 @@ def _stays(
 ) -> bool:
     """Our layer is still there after two reads a short random pause apart."""
     for _ in range(2):
-        sleep(random.uniform(0.05, 0.25))  # noqa: S311 - jitter, not security
+        sleep(random.uniform(0.02, 0.1))  # noqa: S311 - jitter, not security
         if not any(_same_layer(layer, ours) for layer in _existing_layers(registry, tag_ref)):
             return False
     return True
