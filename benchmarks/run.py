@@ -534,7 +534,7 @@ def profile_p1(bench: Bench) -> str:
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
-    proc.run = timed_run  # type: ignore[assignment]
+    proc.run = timed_run
     profiler = cProfile.Profile()
     start = time.perf_counter()
     try:
@@ -557,7 +557,7 @@ def profile_p1(bench: Bench) -> str:
             )
             profiler.disable()
     finally:
-        proc.run = original  # type: ignore[assignment]
+        proc.run = original
         os.environ.clear()
         os.environ.update(saved)
     total = time.perf_counter() - start

@@ -61,9 +61,13 @@ class BuildahEngine:
         is_list = len(plan.platforms) > 1
         # One bud for all platforms: buildah builds them concurrently and pulls each base once
         # (separate concurrent buds race on the base image and record different base names).
-        built = f"{local_name}-unordered" if is_list else local_name
+        # buildah adds platforms to the list as they finish. Only a reproducible build needs a
+        # fixed order (its digest must not depend on which build won); re-ordering costs five
+        # buildah calls, so other builds keep buildah's order.
+        reorder = is_list and plan.timestamp is not None
+        built = f"{local_name}-unordered" if reorder else local_name
         self._bud(plan, built, is_list=is_list)
-        if is_list:
+        if reorder:
             self._ordered_list(built, local_name, plan.platforms)
         return BuiltImage(local_name=local_name, is_list=is_list, platforms=plan.platforms)
 
@@ -213,9 +217,13 @@ class BuildahEngine:
         )
 
     def _quiet(self, *args: str) -> None:
+        """Clean-up that nothing waits for: it runs on in the background."""
+        log_path = Path(tempfile.gettempdir()) / "image-builder-cleanup.log"
         try:
-            proc.run(["buildah", *self._global_args(), *args], env=self._child_env(), check=False)
-        except ImageBuilderError as exc:
+            proc.spawn(
+                ["buildah", *self._global_args(), *args], log_path=log_path, env=self._child_env()
+            )
+        except (ImageBuilderError, OSError) as exc:
             log.debug("cleanup step failed: %s", exc)
 
     def _global_args(self) -> list[str]:
