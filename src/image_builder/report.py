@@ -22,14 +22,14 @@ _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z\s", re
 
 
 class FailedImage(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     image: str
     error: str
 
 
 class SigningError(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     signer: str
     error: str
@@ -40,7 +40,7 @@ class BuildReport(BaseModel):
     names exactly the references that do. ``signed`` is true only when every chosen signer
     signed every reference; ``signed_by`` and ``signing_errors`` say which did and which not."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     version: int = REPORT_VERSION
     status: str  # "Succeeded" or "Failed"

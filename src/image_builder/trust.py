@@ -346,8 +346,3 @@ def make_verifier(trust: Sequence[TrustedIssuer]) -> TokenVerifier:
         verify=tls_context(), timeout=httpx.Timeout(5.0), trust_env=False, follow_redirects=False
     )
     return TokenVerifier(trust, JwksCache(http=http))
-
-
-def token_from(flag: str | None, env: Mapping[str, str]) -> str | None:
-    value = flag or env.get("AUTHORIZATION") or None
-    return value.strip() if value else None

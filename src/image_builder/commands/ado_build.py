@@ -45,10 +45,10 @@ def run_ado_build(
         template_parameters,
         vso_variables,
     )
+    from image_builder.commands.inputs import token_from
     from image_builder.http import tls_context
     from image_builder.plan import parse_build_args
     from image_builder.report import parse_from_logs
-    from image_builder.trust import token_from
 
     if ado.preview != (ado.preview_yaml is not None):
         raise InputError(

@@ -106,7 +106,8 @@ def verify_caller(
 ) -> VerifiedClaims:
     """With a trust policy configured, nothing happens before the caller's token is verified and
     agrees with the CI context and the flags."""
-    from image_builder.trust import TrustError, check_context, make_verifier, token_from
+    from image_builder.commands.inputs import token_from
+    from image_builder.trust import TrustError, check_context, make_verifier
 
     token = token_from(flag, env)
     if token is None:
@@ -127,7 +128,7 @@ def run_build(
     now: datetime,
     host_platform: str,
 ) -> int:
-    from image_builder.trust import token_from
+    from image_builder.commands.inputs import token_from
 
     reporter.mask(token_from(options.oidc_token, env) or "")
     plan, config = prepare(options, env=env, now=now, host_platform=host_platform)

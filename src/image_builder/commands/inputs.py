@@ -72,3 +72,10 @@ def resolve_tags(
         allowed_env=inputs.config.tag_template_env,
     )
     return render_tags(specs, values)
+
+
+def token_from(flag: str | None, env: Mapping[str, str]) -> str | None:
+    """The caller's OIDC token: ``--oidc-token``/``--token``, else ``AUTHORIZATION``. Lives here,
+    not in trust.py, so commands can mask it without importing the JWT stack."""
+    value = flag or env.get("AUTHORIZATION") or None
+    return value.strip() if value else None

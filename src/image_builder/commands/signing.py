@@ -42,7 +42,7 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
 
     if not options.images:
         raise InputError("--images-to-sign needs at least one image reference")
-    from image_builder.trust import token_from
+    from image_builder.commands.inputs import token_from
 
     reporter.mask(token_from(options.oidc_token, env) or "")
     config = load_config(options.config)
@@ -247,7 +247,8 @@ def run_verify_token(
     token_flag: str | None, config_path: Path | None, *, env: Mapping[str, str], reporter: Reporter
 ) -> int:
     """Check a token against the config's trust policy and print the claims that matter."""
-    from image_builder.trust import TrustError, make_verifier, token_from
+    from image_builder.commands.inputs import token_from
+    from image_builder.trust import TrustError, make_verifier
 
     token = token_from(token_flag, env)
     reporter.mask(token or "")
