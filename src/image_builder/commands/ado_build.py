@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from image_builder.commands.build import BuildOptions, publish
-from image_builder.commands.inputs import load_inputs, resolve_tags
+from image_builder.commands.inputs import load_inputs_for, resolve_tags
 from image_builder.errors import InputError, RuntimeFailure
 from image_builder.platforms import parse_platforms
 from image_builder.reporter import Reporter
@@ -63,13 +63,7 @@ def run_ado_build(
         env.get("AZURE_DEVOPS_EXT_PAT"),
     ):
         reporter.mask(secret or "")
-    inputs = load_inputs(
-        config=options.config,
-        context=options.context,
-        dockerfile=options.dockerfile,
-        env_file=options.env_file,
-        env=env,
-    )
+    inputs = load_inputs_for(options, env)
     config = inputs.config.ado_config
     if config is None:
         raise InputError(

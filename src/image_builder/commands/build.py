@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from image_builder.commands.inputs import load_inputs, resolve_tags
+from image_builder.commands.inputs import load_inputs_for, resolve_tags
 from image_builder.config import Config
 from image_builder.context import CIContext
 from image_builder.envfile import effective
@@ -52,13 +52,7 @@ def prepare(
 ) -> tuple[BuildPlan, Config]:
     """The plan and the config it came from. Reads files and runs nothing, except git for the
     commit time of reproducible builds."""
-    inputs = load_inputs(
-        config=options.config,
-        context=options.context,
-        dockerfile=options.dockerfile,
-        env_file=options.env_file,
-        env=env,
-    )
+    inputs = load_inputs_for(options, env)
     signing_block = None
     if inputs.config.trust:
         claims = verify_caller(inputs.config, inputs.ctx, options.oidc_token, options.repo, env)

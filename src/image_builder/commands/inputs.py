@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from image_builder.config import Config, load_config
 from image_builder.context import CIContext, detect_ci_context
@@ -48,6 +49,29 @@ def load_inputs(
         dockerfile=dockerfile_path,
         env_file=entries,
         ctx=detect_ci_context(env, root),
+    )
+
+
+class SourceOptions(Protocol):
+    """What every command's options say about where the build's inputs are."""
+
+    @property
+    def config(self) -> Path | None: ...
+    @property
+    def context(self) -> str: ...
+    @property
+    def dockerfile(self) -> str: ...
+    @property
+    def env_file(self) -> str | None: ...
+
+
+def load_inputs_for(options: SourceOptions, env: Mapping[str, str]) -> Inputs:
+    return load_inputs(
+        config=options.config,
+        context=options.context,
+        dockerfile=options.dockerfile,
+        env_file=options.env_file,
+        env=env,
     )
 
 

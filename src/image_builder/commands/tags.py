@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from image_builder.atomic import write_atomic
-from image_builder.commands.inputs import load_inputs, resolve_tags
+from image_builder.commands.inputs import load_inputs_for, resolve_tags
 from image_builder.tags import Tag
 
 
@@ -25,13 +25,7 @@ class TagsOptions:
 
 
 def compute_tags(options: TagsOptions, *, env: Mapping[str, str], now: datetime) -> list[Tag]:
-    inputs = load_inputs(
-        config=options.config,
-        context=options.context,
-        dockerfile=options.dockerfile,
-        env_file=options.env_file,
-        env=env,
-    )
+    inputs = load_inputs_for(options, env)
     return resolve_tags(inputs, tags=options.tags, tag_base64=options.tag_base64, env=env, now=now)
 
 
