@@ -53,6 +53,7 @@ class Registry:
     root: Path
     port: int = field(default_factory=free_port)
     read_only: bool = False
+    htpasswd: Path | None = None  # basic auth with these users
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -63,10 +64,15 @@ class Registry:
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "config.yml"
         readonly = "  maintenance:\n    readonly:\n      enabled: true\n" if self.read_only else ""
+        auth = (
+            f"auth:\n  htpasswd:\n    realm: test\n    path: {self.htpasswd}\n"
+            if self.htpasswd
+            else ""
+        )
         config.write_text(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n"
-            f"  delete:\n    enabled: true\n{readonly}"
+            f"  delete:\n    enabled: true\n{readonly}{auth}"
             f"http:\n  addr: {self.address}\n"
         )
         with (self.root / "registry.log").open("ab") as log:
@@ -77,6 +83,9 @@ class Registry:
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(f"http://{self.address}/v2/", timeout=1):
+                    return
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:  # up, and asking for credentials
                     return
             except (urllib.error.URLError, OSError):
                 time.sleep(0.05)
