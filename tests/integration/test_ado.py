@@ -366,3 +366,41 @@ def test_service_principal_failure_names_no_secret(cli: Cli, ado: FakeAdo, tmp_p
     assert leaks(client_secret, run.stdout, run.stderr) == []
     assert "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) <= 3  # masks and the one error line
+
+
+def test_service_principal_token_through_azure_identity(cli: Cli, tmp_path: Path) -> None:
+    """azure-identity gets a token for the Azure DevOps resource from (a local fake of) Azure AD;
+    the client then calls ADO with it as a Bearer token."""
+    from tests.support.fake_aad import FakeAad
+    from tests.support.pki import CA
+
+    ca = CA()
+    client_secret = secret("planted-sp-secret-5b7c")
+    access = secret("aad-access-token-for-ado")
+    aad = FakeAad(
+        ca, tmp_path, client_id="sp-client", client_secret=client_secret, access_token=access
+    ).start()
+    server = FakeAdo(f"Bearer {access}").start()
+    try:
+        server.log_lines = report_lines()
+        _, cfg = workspace(tmp_path, server)
+        env = {
+            **github("push", "push.new-branch.json"),
+            "AZURE_DEVOPS_EXT_PAT": "",
+            "AZURE_CLIENT_ID": "sp-client",
+            "AZURE_CLIENT_SECRET": client_secret,
+            "AZURE_TENANT_ID": "my-tenant",
+            "AZURE_AUTHORITY_HOST": aad.url,
+            "REQUESTS_CA_BUNDLE": str(ca.write(tmp_path)),
+        }
+        run = run_ado(cli, tmp_path, cfg, env=env)
+        assert run.returncode == 0, run.stderr
+        (grant,) = aad.grants
+        assert grant["grant_type"] == ["client_credentials"]
+        assert grant["scope"] == ["499b84ac-1321-427f-aa17-267ca6975798/.default"]
+        assert server.runs_created()[0].headers["Authorization"] == f"Bearer {access}"
+        assert leaks(client_secret, run.stdout, run.stderr) == []
+        assert leaks(access, run.stdout, run.stderr) == []
+    finally:
+        server.stop()
+        aad.stop()

@@ -1,0 +1,92 @@
+"""A local fake of Azure AD's token service for a tenant: OpenID discovery and the v2.0 token
+endpoint (client-credentials grant), over HTTPS with a certificate from the test CA."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs
+
+from tests.support.pki import CA
+
+
+class FakeAad:
+    def __init__(
+        self, ca: CA, folder: Path, *, client_id: str, client_secret: str, access_token: str
+    ) -> None:
+        self.grants: list[dict[str, list[str]]] = []
+        cert, key = ca.pair("127.0.0.1", server=True)
+        (folder / "aad.pem").write_bytes(cert)
+        (folder / "aad.key").write_bytes(key)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(folder / "aad.pem", folder / "aad.key")
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                tenant = self.path.strip("/").split("/")[0]
+                if self.path.endswith("/v2.0/.well-known/openid-configuration"):
+                    base = f"{fake.url}/{tenant}"
+                    self._send(200, {
+                        "issuer": f"{base}/v2.0",
+                        "token_endpoint": f"{base}/oauth2/v2.0/token",
+                        "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                        "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                    })  # fmt: skip
+                else:
+                    self._send(404, {"error": "not_found"})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                form = parse_qs(self.rfile.read(length).decode())
+                fake.grants.append(form)
+                if form.get("client_id") == [client_id] and form.get("client_secret") == [
+                    client_secret
+                ]:
+                    self._send(
+                        200,
+                        {
+                            "token_type": "Bearer",
+                            "expires_in": 3599,
+                            "ext_expires_in": 3599,
+                            "access_token": access_token,
+                        },
+                    )
+                else:
+                    self._send(
+                        401,
+                        {
+                            "error": "invalid_client",
+                            "error_description": "AADSTS7000215: Invalid client secret provided.",
+                        },
+                    )
+
+            def _send(self, status: int, body: object) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> FakeAad:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
