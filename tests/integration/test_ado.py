@@ -360,8 +360,11 @@ def test_service_principal_failure_names_no_secret(cli: Cli, ado: FakeAdo, tmp_p
         "AZURE_AUTHORITY_HOST": f"https://127.0.0.1:{free_port()}",
     }
     run = run_ado(cli, tmp_path, cfg, env=env)
-    assert run.returncode in (1, 2)
-    assert "Azure" in run.stderr
+    assert run.returncode == 2
+    assert (
+        "::error::the Azure service principal could not get a token for Azure DevOps: "
+        in run.stderr
+    )
     assert ado.requests == []
     assert leaks(client_secret, run.stdout, run.stderr) == []
     assert "Traceback" not in run.stderr

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 _RUN_INSTRUCTION = re.compile(r"^\s*RUN\s", re.IGNORECASE | re.MULTILINE)
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _LOCAL_PREFIX = "localhost/image-builder-local"
+# What buildah prints for a push the registry refused for good (401, 403, a bad manifest).
+_FINAL_PUSH_ERROR = re.compile(
+    r"unauthorized|authentication required|denied|manifest invalid", re.I
+)
 
 
 class BuildahEngine:
@@ -130,6 +134,8 @@ class BuildahEngine:
                         prefix=f"[{reference}] ",
                     )
                 except RuntimeFailure as exc:
+                    if _FINAL_PUSH_ERROR.search(str(exc)):
+                        raise  # refused credentials or content: another try changes nothing
                     raise RetryableError(str(exc)) from exc
 
             try:
