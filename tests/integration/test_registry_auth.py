@@ -97,4 +97,6 @@ def test_push_with_credentials_from_the_auth_file(
     first, second = wrong.report["failed_images"]
     assert first["error"].endswith("unauthorized: authentication required")
     assert second["error"].startswith("not attempted: the push of")
-    assert wrong.stderr.count("unauthorized: authentication required") == 1  # a 401 is never retried
+    assert (
+        wrong.stderr.count("unauthorized: authentication required") == 1
+    )  # a 401 is never retried

@@ -3,7 +3,6 @@ endpoint (client-credentials grant), over HTTPS with a certificate from the test
 
 from __future__ import annotations
 
-import json
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,6 +10,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 from tests.support.pki import CA
+from tests.support.replies import reply
 
 
 class FakeAad:
@@ -65,12 +65,7 @@ class FakeAad:
                     )
 
             def _send(self, status: int, body: object) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply(self, status, body)
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.replies import reply
+
 
 @dataclass
 class Request:
@@ -101,13 +103,13 @@ class FakeAdo:
         self.requests.append(Request(handler.command, path, query, dict(handler.headers), body))
         if self.faults:
             fault = self.faults.pop(0)
-            self._send(handler, fault.status, {"message": "fault"}, fault.headers)
+            reply(handler, fault.status, {"message": "fault"}, fault.headers)
             return
         if handler.headers.get("Authorization") != self.authorization:
-            self._send(handler, 401, {"message": "TF400813: not authorized"})
+            reply(handler, 401, {"message": "TF400813: not authorized"})
             return
         if "api-version=7.1" not in query:
-            self._send(handler, 400, {"message": "api-version 7.1 required"})
+            reply(handler, 400, {"message": "api-version 7.1 required"})
             return
         base = f"/{self.ORG}/{self.PROJECT}/_apis"
         if handler.command == "POST" and path == f"{base}/pipelines/{self.PIPELINE}/runs":
@@ -115,13 +117,13 @@ class FakeAdo:
             run = self._run("inProgress", None)
             if request.get("previewRun"):
                 run["finalYaml"] = self.final_yaml
-            self._send(handler, 200, run)
+            reply(handler, 200, run)
         elif (
             handler.command == "GET" and path == f"{base}/pipelines/{self.PIPELINE}/runs/{self.RUN}"
         ):
             self._polls += 1
             done = not self.never_finishes and self._polls >= self.polls_until_done
-            self._send(
+            reply(
                 handler,
                 200,
                 self._run("completed" if done else "inProgress", self.result if done else None),
@@ -131,7 +133,7 @@ class FakeAdo:
                 {"id": 1, "type": "Container", "lineCount": 2},
                 {"id": 2, "type": "Container", "lineCount": len(self.log_lines)},
             ]
-            self._send(handler, 200, {"count": len(logs), "value": logs})
+            reply(handler, 200, {"count": len(logs), "value": logs})
         elif handler.command == "GET" and (
             m := re.fullmatch(rf"{base}/build/builds/{self.RUN}/logs/(\d+)", path)
         ):
@@ -143,9 +145,9 @@ class FakeAdo:
             text = "".join(
                 f"2026-11-26T10:00:{i % 60:02d}.1234567Z {line}\n" for i, line in enumerate(lines)
             )
-            self._send_text(handler, text)
+            reply(handler, 200, text)
         else:
-            self._send(handler, 404, {"message": f"no route {handler.command} {path}"})
+            reply(handler, 404, {"message": f"no route {handler.command} {path}"})
 
     def _run(self, state: str, result: str | None) -> dict[str, Any]:
         run: dict[str, Any] = {
@@ -159,27 +161,3 @@ class FakeAdo:
         if result is not None:
             run["result"] = result
         return run
-
-    def _send(
-        self,
-        handler: BaseHTTPRequestHandler,
-        status: int,
-        body: object,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        data = json.dumps(body).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        for key, value in (headers or {}).items():
-            handler.send_header(key, value)
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
-
-    def _send_text(self, handler: BaseHTTPRequestHandler, text: str) -> None:
-        data = text.encode()
-        handler.send_response(200)
-        handler.send_header("Content-Type", "text/plain")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)

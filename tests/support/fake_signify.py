@@ -19,6 +19,7 @@ from typing import Any
 from cryptography import x509
 
 from tests.support.pki import CA, cert_pem
+from tests.support.replies import reply
 
 
 @dataclass
@@ -92,13 +93,8 @@ class FakeSignify:
                 ).encode()
                 self._send(Reply(200, {"Content-Type": "application/json"}, answer))
 
-            def _send(self, reply: Reply) -> None:
-                self.send_response(reply.status)
-                for key, value in reply.headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(reply.body)))
-                self.end_headers()
-                self.wfile.write(reply.body)
+            def _send(self, answer: Reply) -> None:
+                reply(self, answer.status, answer.body, answer.headers)
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

@@ -12,6 +12,8 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.support.replies import reply
+
 WORKFLOW = "org/builder/.github/workflows/image-builder.yml@refs/heads/main"
 
 
@@ -39,12 +41,7 @@ class FakeIssuer:
                     self._send(404, {})
 
             def _send(self, status: int, body: object) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply(self, status, body)
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
@@ -127,19 +124,11 @@ class TokenEndpoint:
                 from urllib.parse import parse_qs, urlsplit
 
                 if self.headers.get("Authorization") != f"Bearer {TokenEndpoint.REQUEST_TOKEN}":
-                    self.send_response(401)
-                    self.end_headers()
+                    reply(self, 401, {"message": "bad request token"})
                     return
                 audience = parse_qs(urlsplit(self.path).query).get("audience", [""])[0]
                 endpoint.audiences.append(audience)
-                body = json.dumps(
-                    {"value": endpoint.issuer.token(aud=audience, **endpoint.claims)}
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                reply(self, 200, {"value": endpoint.issuer.token(aud=audience, **endpoint.claims)})
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
