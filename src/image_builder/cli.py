@@ -48,6 +48,20 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
 
+def _command(
+    sub: argparse._SubParsersAction[_Parser],
+    name: str,
+    *,
+    help: str,
+    description: str | None = None,
+    epilog: str | None = None,
+) -> _Parser:
+    """A subcommand; every one shows its epilog (the examples) as written."""
+    return sub.add_parser(
+        name, help=help, description=description, epilog=epilog, formatter_class=_formatter
+    )
+
+
 # --- commands ---------------------------------------------------------------------------------
 
 
@@ -359,13 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    build = sub.add_parser(
+    build = _command(
+        sub,
         "build",
         help="build the image with buildah, push it to every registry, and report",
         description="Build a Dockerfile into OCI images, tag them from the CI event, push them "
         "to every configured registry and report exactly what was pushed.",
         epilog=BUILD_EPILOG,
-        formatter_class=_formatter,
     )
     build.add_argument("--name", required=True, help="image name, e.g. test-infra/ginkgo")
     _add_tag_options(build)
@@ -427,13 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--build-report-path", metavar="PATH", help="also write the report here")
     build.set_defaults(handler=_cmd_build)
 
-    github = sub.add_parser(
+    github = _command(
+        sub,
         "github",
         help="GitHub Actions helpers: the OIDC token, the composite action's build",
         description="oidc-token: request an OIDC token from the runner, mask it and write it to a "
         "step output. action: run the build from the composite action's IB_INPUT_* variables.",
         epilog=GITHUB_EPILOG,
-        formatter_class=_formatter,
     )
     github.add_argument("action", choices=("oidc-token", "action"))
     github.add_argument(
@@ -444,12 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     github.set_defaults(handler=_cmd_github)
 
-    registry = sub.add_parser(
+    registry = _command(
+        sub,
         "registry",
         help="run a local Distribution registry on loopback (the embedded default)",
         description="Start, stop or check the embedded registry the default config pushes to.",
         epilog=REGISTRY_EPILOG,
-        formatter_class=_formatter,
     )
     registry.add_argument("action", choices=("start", "stop", "status"))
     registry.add_argument(
@@ -459,13 +473,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     registry.set_defaults(handler=_cmd_registry)
 
-    sign = sub.add_parser(
+    sign = _command(
+        sub,
         "sign",
         help="sign images built elsewhere (sign-only mode)",
         description="Resolve each reference to its digest once and sign that digest with every "
         "signer that runs for this repository and job type.",
         epilog=SIGN_EPILOG,
-        formatter_class=_formatter,
     )
     sign.add_argument(
         "--images-to-sign",
@@ -480,13 +494,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_token_option(sign)
     sign.set_defaults(handler=_cmd_sign)
 
-    verify_token = sub.add_parser(
+    verify_token = _command(
+        sub,
         "verify-token",
         help="check an OIDC token against the config's trust policy",
         description="Verify the caller's OIDC token against the trust section of config.yaml and "
         "print the verified claims. Exit 0 only when the token is trusted.",
         epilog=CALLER_CHECK_EPILOG,
-        formatter_class=_formatter,
     )
     verify_token.add_argument("--token", metavar="JWT", help="the token (default: $AUTHORIZATION)")
     verify_token.add_argument(
@@ -494,25 +508,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify_token.set_defaults(handler=_cmd_verify_token)
 
-    verify = sub.add_parser(
+    verify = _command(
+        sub,
         "verify",
         help="check cosign signatures of an image (and each platform manifest) against a key",
         description="Resolve IMAGE to its digest and check that the digest, and for an index every "
         "platform manifest, has a signature that verifies with the public key.",
         epilog=VERIFY_EPILOG,
-        formatter_class=_formatter,
     )
     verify.add_argument("image", metavar="IMAGE", help="image reference, by tag or digest")
     verify.add_argument("--key", required=True, metavar="PUB", help="PEM public key (cosign.pub)")
     verify.add_argument("--config", metavar="PATH", help="config.yaml (for insecure-registries)")
     verify.set_defaults(handler=_cmd_verify)
 
-    keygen = sub.add_parser(
+    keygen = _command(
+        sub,
         "keygen",
         help="write a new cosign-compatible key pair",
         description="Write <prefix>.key (cosign's encrypted format) and <prefix>.pub.",
         epilog=KEYGEN_EPILOG,
-        formatter_class=_formatter,
     )
     keygen.add_argument(
         "--output-key-prefix", default="cosign", metavar="PREFIX", help="default: cosign"
@@ -525,12 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keygen.set_defaults(handler=_cmd_keygen)
 
-    signify = sub.add_parser(
+    signify = _command(
+        sub,
         "signify",
         help="the Signify client certificate: status and rotation",
         description="Check or rotate the client certificate of a notary (Signify) signer.",
         epilog=SIGNIFY_EPILOG,
-        formatter_class=_formatter,
     )
     signify.add_argument("action", choices=("cert-status", "rotate"))
     signify.add_argument("--config", metavar="PATH", help="config.yaml with the notary signer")
@@ -546,12 +560,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     signify.set_defaults(handler=_cmd_signify)
 
-    tags = sub.add_parser(
+    tags = _command(
+        sub,
         "tags",
         help="compute the image tags for this CI event and print them as JSON",
         description="Compute the tags for this CI event (the Go tool's --parse-tags-only).",
         epilog=TAGS_EPILOG,
-        formatter_class=_formatter,
     )
     _add_tag_options(tags)
     tags.add_argument(
@@ -560,29 +574,29 @@ def build_parser() -> argparse.ArgumentParser:
     tags.add_argument("--name", help=argparse.SUPPRESS)  # accepted from the Go tool's callers
     tags.set_defaults(handler=_cmd_tags)
 
-    config = sub.add_parser(
+    config = _command(
+        sub,
         "config",
         help="config.yaml helpers: JSON Schema, validation",
         description="Work with config.yaml.",
         epilog=CONFIG_EPILOG,
-        formatter_class=_formatter,
     )
     config_sub = config.add_subparsers(
         dest="config_command", metavar="ACTION", parser_class=_Parser
     )
     config_sub.required = True
-    schema = config_sub.add_parser(
+    schema = _command(
+        config_sub,
         "schema",
         help="print the JSON Schema of config.yaml, for editors",
         epilog="example:\n  image-builder config schema > image-builder.schema.json\n",
-        formatter_class=_formatter,
     )
     schema.set_defaults(handler=_cmd_config_schema)
-    validate = config_sub.add_parser(
+    validate = _command(
+        config_sub,
         "validate",
         help="check a config.yaml and report the first problem",
         epilog="example:\n  image-builder config validate --config config.yaml\n",
-        formatter_class=_formatter,
     )
     validate.add_argument("--config", required=True, metavar="PATH", help="config.yaml to check")
     validate.set_defaults(handler=_cmd_config_validate)
