@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -218,58 +217,6 @@ def test_wrong_key_moved_tag_and_copied_signature(
     forged = verify(cli, ref, pub)
     assert forged.returncode == 1
     assert f"payload for another digest ({first.report['digest']})" in forged.stderr
-
-
-def test_concurrent_signers_keep_both_signatures(
-    cli: Cli, registry: Registry, base_image: str, tmp_path: Path
-) -> None:
-    key_a, pub_a = keygen(cli, tmp_path / "a")
-    key_b, pub_b = keygen(cli, tmp_path / "b")
-    unsigned = tmp_path / "unsigned.yaml"
-    unsigned.write_text(f"registry: {registry.address}/signed\n")
-    built = build(
-        cli,
-        context(tmp_path, base_image, "both"),
-        str(unsigned),
-        "team/both",
-        "--platform",
-        "linux/amd64,linux/arm64",
-        "--tag",
-        "t",
-    )
-    assert built.returncode == 0, built.stderr
-    ref = f"{registry.address}/signed/team/both:t"
-    configs = [
-        cosign_config(tmp_path, registry, k, name=n) for k, n in ((key_a, "a"), (key_b, "b"))
-    ]
-    results: list[Run] = []
-
-    def sign(cfg: str) -> None:
-        results.append(
-            cli(
-                "sign",
-                "--config",
-                cfg,
-                "--images-to-sign",
-                ref,
-                env={**PUSH, "COSIGN_PASSWORD": PASSWORD},
-            )
-        )
-
-    threads = [threading.Thread(target=sign, args=(cfg,)) for cfg in configs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
-    for pub in (pub_a, pub_b):
-        checked = verify(cli, ref, pub)
-        assert checked.returncode == 0, checked.stderr
-    sig = inspect_raw(
-        f"{registry.address}/signed/team/both:{str(built.report['digest']).replace(':', '-')}.sig"
-    )
-    assert sig is not None
-    assert len(sig["layers"]) == 2
 
 
 def test_openssl_agrees_with_the_verifier(
