@@ -150,8 +150,13 @@ class Bench:
     # --- measuring ----------------------------------------------------------------------------
 
     def run(self, argv: list[str], env: dict[str, str]) -> float:
+        if "--context" in argv:  # the context is named relative to the checkout: the work folder
+            at = argv.index("--context") + 1
+            argv = [*argv[:at], str(Path(argv[at]).relative_to(self.work)), *argv[at + 1 :]]
         start = time.perf_counter()
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            argv, env=env, cwd=self.work, capture_output=True, text=True, check=False
+        )
         elapsed = time.perf_counter() - start
         settle()
         if done.returncode != 0:
@@ -543,7 +548,8 @@ def profile_p1(bench: Bench) -> str:
         finally:
             waited.append(time.perf_counter() - start)
 
-    saved = dict(os.environ)
+    saved, saved_cwd = dict(os.environ), Path.cwd()
+    os.chdir(bench.work)
     os.environ.clear()
     os.environ.update(env)
     proc.run = timed_run
@@ -558,7 +564,7 @@ def profile_p1(bench: Bench) -> str:
                     "--name",
                     "bench/profiled",
                     "--context",
-                    str(ctx),
+                    ctx.name,
                     "--config",
                     str(cfg),
                     "--tag",
@@ -569,6 +575,7 @@ def profile_p1(bench: Bench) -> str:
             )
             profiler.disable()
     finally:
+        os.chdir(saved_cwd)
         proc.run = original
         os.environ.clear()
         os.environ.update(saved)

@@ -61,7 +61,11 @@ def _registry_list(value: object) -> object:
     return value
 
 
-def _check_registry(value: str) -> str:
+def _check_registry(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(
+            f"expected a registry host and optional path such as ghcr.io/org, got {value!r}"
+        )
     if "://" in value:
         raise ValueError(
             f"expected a registry host and optional path such as ghcr.io/org, "
@@ -329,6 +333,12 @@ class Config(_Model):
         default=None,
         description="buildah storage driver; default: what storage.conf says, else overlay "
         "unless the storage sits on overlayfs or already uses vfs.",
+    )
+    build_user: str = Field(
+        default="ib-sandbox",
+        pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+        description="The unprivileged account that runs the Dockerfile's steps when image-builder "
+        "runs as root (made by scripts/setup, with a subuid range). It must own nothing secret.",
     )
     log_format: Literal["color", "text", "json"] = "text"
     reproducible: bool = False

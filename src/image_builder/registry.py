@@ -138,10 +138,8 @@ class Credentials:
     password: str = field(repr=False)
 
 
-def credentials_from_auth_files(env: Mapping[str, str]) -> Callable[[str], Credentials | None]:
-    """Look up credentials the way buildah and docker do: ``$REGISTRY_AUTH_FILE``,
-    ``$XDG_RUNTIME_DIR/containers/auth.json``, then ``$DOCKER_CONFIG``/``~/.docker/config.json``;
-    ``credHelpers``/``credsStore`` run ``docker-credential-<helper> get``."""
+def auth_files(env: Mapping[str, str]) -> list[Path]:
+    """Where buildah, skopeo and docker look for registry credentials, in their order."""
     files = []
     if env.get("REGISTRY_AUTH_FILE"):
         files.append(Path(env["REGISTRY_AUTH_FILE"]))
@@ -153,6 +151,14 @@ def credentials_from_auth_files(env: Mapping[str, str]) -> Callable[[str], Crede
         else Path(env.get("HOME", "/root")) / ".docker"
     )
     files.append(docker_dir / "config.json")
+    return files
+
+
+def credentials_from_auth_files(env: Mapping[str, str]) -> Callable[[str], Credentials | None]:
+    """Look up credentials the way buildah and docker do: ``$REGISTRY_AUTH_FILE``,
+    ``$XDG_RUNTIME_DIR/containers/auth.json``, then ``$DOCKER_CONFIG``/``~/.docker/config.json``;
+    ``credHelpers``/``credsStore`` run ``docker-credential-<helper> get``."""
+    files = auth_files(env)
 
     def lookup(host: str) -> Credentials | None:
         for path in files:

@@ -12,7 +12,10 @@ from image_builder.engines.buildah import (
     choose_storage_driver,
 )
 from image_builder.errors import ToolMissingError
+from image_builder.sandbox import BuildAccount
 from tests.unit.test_plan import plan
+
+ACCOUNT = BuildAccount(name="builder", uid=1000, gid=1000, dedicated=True)
 
 
 def test_storage_driver(tmp_path: Path) -> None:
@@ -42,7 +45,9 @@ def test_foreign_run_steps_need_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyP
     dockerfile.write_text("FROM scratch\nRUN true\n")
     monkeypatch.setenv("PATH", str(tmp_path))  # no qemu-aarch64-static here
     built = plan(platforms=("linux/amd64", "linux/arm64"), dockerfile=dockerfile)
-    engine = BuildahEngine(env={}, host_platform="linux/amd64", binfmt_dir=tmp_path)
+    engine = BuildahEngine(
+        env={}, host_platform="linux/amd64", accounts=[ACCOUNT], binfmt_dir=tmp_path
+    )
     with pytest.raises(ToolMissingError) as caught:
         engine._check_emulation(built)
     assert str(caught.value) == (
@@ -66,4 +71,6 @@ def test_copy_only_foreign_builds_need_no_qemu(
     dockerfile.write_text("FROM scratch\nCOPY a /a\n")
     monkeypatch.setenv("PATH", str(tmp_path))
     built = plan(platforms=("linux/arm64",), dockerfile=dockerfile)
-    BuildahEngine(env={}, host_platform="linux/amd64", binfmt_dir=tmp_path)._check_emulation(built)
+    BuildahEngine(
+        env={}, host_platform="linux/amd64", accounts=[ACCOUNT], binfmt_dir=tmp_path
+    )._check_emulation(built)

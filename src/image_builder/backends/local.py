@@ -3,9 +3,10 @@ landed. This is also what runs inside the trusted CI backend."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from image_builder.engines import BuiltImage, Engine
 from image_builder.errors import ImageBuilderError
@@ -28,17 +29,26 @@ class PushResults:
 SignerFactory = Callable[[str], Signer]
 
 
+class Publisher(Protocol):
+    def push(self, image: BuiltImage, reference: str, *, plain_http: bool) -> str:
+        """Copy ``image`` to ``reference`` and return the digest the copy itself reported."""
+        ...
+
+
 def execute(
     plan: BuildPlan,
     engine: Engine,
+    publisher: Publisher,
     reporter: Reporter,
     *,
     registry: RegistryClient | None = None,
     signers: SignerFactory | None = None,
+    sign: bool = True,
 ) -> BuildReport:
     """Run ``plan``; never raises for build, push or signing failures: they end up in the report.
 
-    Signing happens only when every reference was pushed with one digest, and signs that digest."""
+    Signing happens only when every reference was pushed with one digest, and signs that digest;
+    without ``sign`` it is left to a later ``sign --from-report``."""
     image: BuiltImage | None = None
     try:
         try:
@@ -54,25 +64,25 @@ def execute(
             )
             return _report(plan, PushResults(), built_only=True)
         with reporter.step(f"push to {len(plan.references)} reference(s)"):
-            results = push_all(engine, image, plan, registry)
+            results = push_all(publisher, image, plan, registry)
         report = _report(plan, results)
-        if report.pushed and report.digest and plan.running_signers:
+        if sign and report.pushed and report.digest and plan.running_signers:
             if registry is None or signers is None:
                 raise ValueError(
                     "signers are planned but no registry client or signer factory was given"
                 )
             with reporter.step(f"sign with {', '.join(plan.running_signers)}"):
-                report = sign_all(plan, report, report.digest, registry, signers)
+                report = sign_all(plan.running_signers, report, report.digest, registry, signers)
         return report
     finally:
-        if plan.push:
-            engine.cleanup(image)
-        else:
-            engine.cleanup(None)
+        engine.cleanup(image)
 
 
 def push_all(
-    engine: Engine, image: BuiltImage, plan: BuildPlan, registry: RegistryClient | None = None
+    publisher: Publisher,
+    image: BuiltImage,
+    plan: BuildPlan,
+    registry: RegistryClient | None = None,
 ) -> PushResults:
     """Push to every reference. Repositories are pushed concurrently; the tags of one repository
     one after another, because concurrent pushes into one repository race on its blobs (the
@@ -98,7 +108,7 @@ def push_all(
                 break
             registry_name = next(r for r in plan.registries if reference.startswith(r + "/"))
             try:
-                digest = engine.push(image, reference, plain_http=registry_name in plain)
+                digest = publisher.push(image, reference, plain_http=registry_name in plain)
                 if registry is not None:
                     confirm_pushed(registry, reference, digest)
                 out.append((reference, digest, None))
@@ -132,7 +142,7 @@ def confirm_pushed(registry: RegistryClient, reference: str, digest: str) -> Non
 
 
 def sign_all(
-    plan: BuildPlan,
+    names: Sequence[str],
     report: BuildReport,
     digest: str,
     registry: RegistryClient,
@@ -146,7 +156,7 @@ def sign_all(
         return report.model_copy(update={"status": "Failed", "error": error})
     signed_by: list[str] = []
     errors: list[SigningError] = []
-    for name in plan.running_signers:
+    for name in names:
         try:
             signers(name).sign(targets)
             signed_by.append(name)

@@ -5,25 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from image_builder.layout import LayoutImage
 from image_builder.plan import BuildPlan
 
 
 @dataclass(frozen=True, kw_only=True)
 class BuiltImage:
-    """What a build left in local storage: one image, or a manifest list of per-platform images."""
+    """What a build hands to the publishing side: a verified OCI layout, read as data."""
 
-    local_name: str
-    is_list: bool
+    layout: LayoutImage
     platforms: tuple[str, ...]
 
 
 class Engine(Protocol):
     def build(self, plan: BuildPlan) -> BuiltImage:
-        """Build every platform of ``plan`` once; raise an ImageBuilderError on failure."""
-        ...
-
-    def push(self, image: BuiltImage, reference: str, *, plain_http: bool) -> str:
-        """Push ``image`` to ``reference`` and return the digest the push itself reported."""
+        """Build every platform of ``plan`` once, in the sandbox; raise an ImageBuilderError on
+        failure."""
         ...
 
     def tag(self, image: BuiltImage, references: tuple[str, ...]) -> None:

@@ -1,57 +1,58 @@
-"""buildah: the only module that runs it. Builds each platform once, assembles a manifest list
-for multi-platform builds, and pushes with the digest taken from the push itself."""
+"""buildah: the only module that runs it. Builds every platform once, in the sandbox, and hands
+the image over as a verified OCI layout. It holds no credentials and no keys."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
+import secrets
 import shutil
 import tempfile
 import threading
 import tomllib
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from image_builder import proc
+from image_builder import layout, proc, sandbox
 from image_builder.engines import BuiltImage
 from image_builder.errors import ImageBuilderError, RuntimeFailure, ToolMissingError
-from image_builder.http import RetryableError, RetryPolicy
 from image_builder.plan import BuildPlan, registry_host
 from image_builder.platforms import BINFMT_NAME, QEMU_BINARY, arch_of
+from image_builder.sandbox import BuildAccount
 
 log = logging.getLogger(__name__)
 
 _RUN_INSTRUCTION = re.compile(r"^\s*RUN\s", re.IGNORECASE | re.MULTILINE)
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _LOCAL_PREFIX = "localhost/image-builder-local"
-# What buildah prints for a push the registry refused for good (401, 403, a bad manifest).
-_FINAL_PUSH_ERROR = re.compile(
-    r"unauthorized|authentication required|denied|manifest invalid", re.I
-)
 
 
 class BuildahEngine:
+    """Builds in the sandbox (see :mod:`image_builder.sandbox`): buildah runs as the build account
+    with storage, a home and a temp folder of its own, made fresh for each build and removed
+    after it, so nothing one build leaves behind reaches the next. The image comes back as a
+    verified OCI layout in a folder only image-builder can read."""
+
     def __init__(
         self,
         *,
         env: Mapping[str, str],
         host_platform: str,
+        accounts: Sequence[BuildAccount],
         storage_driver: str | None = None,
         on_line: Callable[[str], None] | None = None,
-        retries: int = 2,
-        retry_delay: str = "1s",
         binfmt_dir: Path = Path("/proc/sys/fs/binfmt_misc"),
     ) -> None:
         self._env = dict(env)
         self._host_platform = host_platform
+        self._accounts = tuple(accounts)
+        self._account = self._accounts[0]
         self._storage_driver = storage_driver
         self._on_line = on_line
-        self._retries = retries
-        self._retry_delay = retry_delay
         self._binfmt_dir = binfmt_dir
-        self._tmp: Path | None = None
+        self._work: Path | None = None
         self._lock = threading.Lock()
 
     # --- public -------------------------------------------------------------------------------
@@ -59,121 +60,132 @@ class BuildahEngine:
     def build(self, plan: BuildPlan) -> BuiltImage:
         proc.which("buildah")
         self._check_emulation(plan)
-        self._prepare(plan)
-        slug = re.sub(r"[^a-z0-9]+", "-", plan.name)
-        local_name = f"{_LOCAL_PREFIX}/{slug}:{uuid.uuid4().hex[:12]}"
-        is_list = len(plan.platforms) > 1
+        with sandbox.claim(self._accounts, on_wait=self._say) as account:
+            self._account = account
+            work = self._prepare(plan)
+            try:
+                self._build_in(work / "sandbox", plan)
+            finally:
+                # From here on no build account can reach the sandbox, not even the next build
+                # of this account: the build's processes died with its PID namespace, and the
+                # folder above is image-builder's alone.
+                work.chmod(0o700)
+        image = layout.take(
+            work / "sandbox" / "layout", work / "image", plan.platforms, per_platform=True
+        )
+        return BuiltImage(layout=image, platforms=plan.platforms)
+
+    def _build_in(self, box: Path, plan: BuildPlan) -> None:
+        """Build, and leave each platform's image uncompressed in ``box/layout/p<n>``. The trusted
+        side writes the index in plan order (so its digest never depends on which platform
+        finished first) and compresses while pushing, where its blob cache skips layers that a
+        registry already has."""
+        out = box / "layout"
+        if len(plan.platforms) == 1 and plan.cache is None:
+            # Straight into the layout (a remote cache needs a named image in storage).
+            self._bud(plan, box, f"oci:{out / 'p0'}:{layout.REF_NAME}", is_list=False)
+            return
         # One bud for all platforms: buildah builds them concurrently and pulls each base once
         # (separate concurrent buds race on the base image and record different base names).
-        # buildah adds platforms to the list as they finish. Only a reproducible build needs a
-        # fixed order (its digest must not depend on which build won); re-ordering costs five
-        # buildah calls, so other builds keep buildah's order.
-        reorder = is_list and plan.timestamp is not None
-        built = f"{local_name}-unordered" if reorder else local_name
-        self._bud(plan, built, is_list=is_list)
-        if reorder:
-            self._ordered_list(built, local_name, plan.platforms)
-        return BuiltImage(local_name=local_name, is_list=is_list, platforms=plan.platforms)
+        local_name = f"{_LOCAL_PREFIX}/{uuid.uuid4().hex[:12]}"
+        is_list = len(plan.platforms) > 1
+        self._bud(plan, box, local_name, is_list=is_list)
+        images = (
+            self._platform_images(box, local_name) if is_list else {plan.platforms[0]: local_name}
+        )
+        missing = [p for p in plan.platforms if p not in images]
+        if missing:
+            raise RuntimeFailure(f"the build produced no image for {', '.join(missing)}")
 
-    def _ordered_list(self, source: str, target: str, platforms: tuple[str, ...]) -> None:
-        """Copy ``source`` into ``target`` in plan order. buildah adds platforms as they finish,
-        so the index digest would otherwise depend on which build won the race."""
+        def export(number: int) -> None:
+            platform = plan.platforms[number]
+            self._sandboxed(
+                box,
+                "push",
+                "--disable-compression",
+                "--quiet",
+                images[platform],
+                f"oci:{out / f'p{number}'}:{layout.REF_NAME}",
+                what=f"export of the {platform} image",
+            )
+
+        with ThreadPoolExecutor(max_workers=len(plan.platforms)) as pool:
+            list(pool.map(export, range(len(plan.platforms))))
+
+    def _say(self, message: str) -> None:
+        if self._on_line is not None:
+            self._on_line(message)
+
+    def _platform_images(self, box: Path, manifest_list: str) -> dict[str, str]:
+        """Platform → image id of each image in the manifest list buildah built."""
         try:
             index = json.loads(
-                self._buildah("manifest", "inspect", source, what="buildah manifest inspect").output
+                self._sandboxed(
+                    box, "manifest", "inspect", manifest_list, what="buildah manifest inspect"
+                ).output
             )
             images = json.loads(
-                self._buildah("images", "--all", "--json", what="buildah images").output
+                self._sandboxed(box, "images", "--all", "--json", what="buildah images").output
             )
             by_digest = {i.get("digest"): i["id"] for i in images if i.get("id")}
-            by_platform = {}
+            out = {}
             for entry in index.get("manifests", []):
                 p = entry.get("platform", {})
                 key = "/".join(
                     x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x
                 )
-                by_platform[key] = by_digest[entry["digest"]]
-            self._buildah("manifest", "create", target, what="buildah manifest create")
-            for platform in platforms:
-                self._buildah(
-                    "manifest", "add", target, by_platform[platform], what="buildah manifest add"
-                )
-        except (ValueError, KeyError, TypeError) as exc:
+                out[key] = by_digest[entry["digest"]]
+            return out
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RuntimeFailure(f"cannot read the manifest list buildah built: {exc!r}") from None
-        finally:
-            self._quiet("manifest", "rm", source)
-
-    def push(self, image: BuiltImage, reference: str, *, plain_http: bool) -> str:
-        digest_dir = Path(tempfile.mkdtemp(prefix="image-builder-digest-"))
-        digest_file = digest_dir / "digest"
-        try:
-            tls = ["--tls-verify=false"] if plain_http else []
-            if image.is_list:
-                args = ["manifest", "push", "--all", *tls, "--digestfile", str(digest_file)]
-            else:
-                args = [
-                    "push",
-                    *tls,
-                    "--retry",
-                    str(self._retries),
-                    "--retry-delay",
-                    self._retry_delay,
-                ]
-                args += ["--digestfile", str(digest_file)]
-            # buildah retries blob transfers itself (--retry); `manifest push` has no such flag, and
-            # a failed manifest upload is worth a second go too, so the whole push is retried.
-            policy = RetryPolicy(attempts=4, base_delay=1.0, max_delay=4.0, budget=120.0)
-
-            def attempt() -> None:
-                try:
-                    self._buildah(
-                        *args,
-                        image.local_name,
-                        f"docker://{reference}",
-                        what=f"push to {reference}",
-                        prefix=f"[{reference}] ",
-                    )
-                except RuntimeFailure as exc:
-                    if _FINAL_PUSH_ERROR.search(str(exc)):
-                        raise  # refused credentials or content: another try changes nothing
-                    raise RetryableError(str(exc)) from exc
-
-            try:
-                policy.run(attempt)
-            except RetryableError as exc:
-                raise RuntimeFailure(str(exc)) from None
-            try:
-                digest = digest_file.read_text().strip()
-            except OSError:
-                raise RuntimeFailure(
-                    f"push to {reference} reported success but wrote no digest"
-                ) from None
-            if not _DIGEST.fullmatch(digest):
-                raise RuntimeFailure(
-                    f"push to {reference} reported an unexpected digest {digest[:80]!r}"
-                )
-            return digest
-        finally:
-            shutil.rmtree(digest_dir, ignore_errors=True)
 
     def tag(self, image: BuiltImage, references: tuple[str, ...]) -> None:
-        if references:
-            self._buildah("tag", image.local_name, *references, what="buildah tag")
+        """Import the verified image into image-builder's own local storage under ``references``."""
+        if not references:
+            return
+        source = image.layout.source
+        if image.layout.is_list:
+            first = references[0]
+            self._buildah("manifest", "create", first, what="buildah manifest create")
+            for platform in image.platforms:
+                pulled = (
+                    self._buildah(
+                        "pull", "--quiet", "--platform", platform, source, what="buildah pull"
+                    )
+                    .output.strip()
+                    .splitlines()[-1]
+                )
+                self._buildah("manifest", "add", first, pulled, what="buildah manifest add")
+        else:
+            pulled = self._buildah("pull", "--quiet", source, what="buildah pull").output
+            first = pulled.strip().splitlines()[-1]
+        self._buildah("tag", first, *references, what="buildah tag")
 
     def cleanup(self, image: BuiltImage | None) -> None:
-        if image is not None:
-            if image.is_list:
-                self._quiet("manifest", "rm", image.local_name)
-            else:
-                self._quiet("rmi", "--force", image.local_name)
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+        """Remove this build's sandbox and layout; runs on in the background."""
+        del image  # everything of the build lives in its work folder
+        if self._work is None:
+            return
+        work, self._work = self._work, None
+        if self._account.dedicated:
+            command = ["rm", "-rf", str(work)]
+        else:  # rootless storage holds files of the account's subordinate ids
+            command = ["buildah", "unshare", "rm", "-rf", str(work)]
+        try:
+            proc.spawn(
+                command,
+                log_path=Path(tempfile.gettempdir()) / "image-builder-cleanup.log",
+                env=self._box_env(work / "sandbox"),
+            )
+        except (ImageBuilderError, OSError) as exc:
+            log.debug("cleanup failed: %s", exc)
 
     # --- internals ----------------------------------------------------------------------------
 
-    def _bud(self, plan: BuildPlan, name: str, *, is_list: bool) -> None:
+    def _bud(self, plan: BuildPlan, box: Path, name: str, *, is_list: bool) -> None:
         platforms = ",".join(plan.platforms)
+        context = box / "context" if self._account.dedicated else plan.context_dir
+        dockerfile = context / plan.dockerfile.relative_to(plan.context_dir)
         args = [
             "bud",
             "--isolation",
@@ -181,7 +193,7 @@ class BuildahEngine:
             "--platform",
             platforms,
             "--file",
-            str(plan.dockerfile),
+            str(dockerfile),
         ]
         args += ["--manifest" if is_list else "--tag", name]
         args += ["--format", "oci", "--identity-label=false"]
@@ -199,63 +211,75 @@ class BuildahEngine:
                 args += ["--cache-to", plan.cache.cache_to]
         else:
             args += ["--layers=false"]
-        args.append(str(plan.context_dir))
-        try:
-            self._buildah(*args, what=f"build for {platforms}")
-        except ImageBuilderError:
-            self.cleanup(BuiltImage(local_name=name, is_list=is_list, platforms=plan.platforms))
-            raise
+        args.append(str(context))
+        binds = [(plan.context_dir, context)] if self._account.dedicated else []
+        self._sandboxed(box, *args, what=f"build for {platforms}", binds=binds)
 
-    def _buildah(self, *args: str, what: str, prefix: str = "") -> proc.Result:
+    def _sandboxed(
+        self, box: Path, *args: str, what: str, binds: list[tuple[Path, Path]] | None = None
+    ) -> proc.Result:
+        """buildah as the build account, with the sandbox's environment only."""
+        argv = sandbox.wrap(["buildah", *args], self._account, binds=binds or [])
+        return self._run(argv, env=self._box_env(box), what=what)
+
+    def _buildah(self, *args: str, what: str) -> proc.Result:
+        """buildah as image-builder itself, on verified data only (never a build)."""
+        return self._run(["buildah", *self._global_args(), *args], env=self._env, what=what)
+
+    def _run(self, argv: list[str], *, env: Mapping[str, str], what: str) -> proc.Result:
         on_line = None
         if self._on_line is not None:
             emit = self._on_line
 
             def on_line(line: str) -> None:
                 with self._lock:
-                    emit(prefix + line)
+                    emit(line)
 
-        return proc.run(
-            ["buildah", *self._global_args(), *args],
-            env=self._child_env(),
-            on_line=on_line,
-            what=what,
-        )
-
-    def _quiet(self, *args: str) -> None:
-        """Clean-up that nothing waits for: it runs on in the background."""
-        log_path = Path(tempfile.gettempdir()) / "image-builder-cleanup.log"
-        try:
-            proc.spawn(
-                ["buildah", *self._global_args(), *args], log_path=log_path, env=self._child_env()
-            )
-        except (ImageBuilderError, OSError) as exc:
-            log.debug("cleanup step failed: %s", exc)
+        return proc.run(argv, env=env, on_line=on_line, what=what)
 
     def _global_args(self) -> list[str]:
         driver = self._storage_driver or choose_storage_driver(self._env)
         return ["--storage-driver", driver] if driver else []
 
-    def _child_env(self) -> dict[str, str]:
-        env = dict(self._env)
-        if self._tmp is not None and (self._tmp / "registries.conf").exists():
-            env["CONTAINERS_REGISTRIES_CONF"] = str(self._tmp / "registries.conf")
-        return env
+    def _box_env(self, box: Path) -> dict[str, str]:
+        extra = {"CONTAINERS_STORAGE_CONF": str(box / "storage.conf")}
+        if (box / "registries.conf").exists():
+            extra["CONTAINERS_REGISTRIES_CONF"] = str(box / "registries.conf")
+        return sandbox.child_env(box, extra, self._env)
 
-    def _prepare(self, plan: BuildPlan) -> None:
-        """Plain-HTTP registries go into a private registries.conf, so TLS stays on for the rest."""
-        if self._tmp is None:
-            self._tmp = Path(tempfile.mkdtemp(prefix="image-builder-"))
-        hosts = sorted({registry_host(r) for r in plan.insecure_registries} | _loopback_hosts(plan))
-        if not hosts:
-            return
-        base = _effective_registries_conf(self._env)
-        entries = "".join(
-            f'\n[[registry]]\nlocation = "{host}"\ninsecure = true\n'
-            for host in hosts
-            if f'"{host}"' not in base
+    def _prepare(self, plan: BuildPlan) -> Path:
+        """A fresh work folder: ``sandbox/`` belongs to the build account (its storage, home, temp
+        folder, registries.conf and the read-only view of the context); the verified image goes
+        next to it, where only image-builder can read."""
+        # Not mkdtemp: its names may hold "_", which buildah refuses in an oci: reference.
+        self._work = Path(tempfile.gettempdir()) / f"image-builder-{secrets.token_hex(6)}"
+        self._work.mkdir(mode=0o700)
+        if self._account.dedicated:
+            self._work.chmod(0o711)  # the build account may pass through, not list
+        box = self._work / "sandbox"
+        for folder in (box, *(box / name for name in ("tmp", "run", "config", "data", "layout"))):
+            folder.mkdir(mode=0o700)
+            sandbox.give_to(folder, self._account)
+        if self._account.dedicated:
+            (box / "context").mkdir(mode=0o755)
+        driver = self._storage_driver or ("vfs" if _on_overlayfs(box) else "overlay")
+        conf = box / "storage.conf"
+        conf.write_text(
+            f'[storage]\ndriver = "{driver}"\ngraphroot = "{box / "storage"}"\n'
+            f'runroot = "{box / "run" / "storage"}"\n'
         )
-        (self._tmp / "registries.conf").write_text(base + entries)
+        conf.chmod(0o644)
+        hosts = sorted({registry_host(r) for r in plan.insecure_registries} | _loopback_hosts(plan))
+        if hosts:
+            base = _effective_registries_conf(self._env)
+            entries = "".join(
+                f'\n[[registry]]\nlocation = "{host}"\ninsecure = true\n'
+                for host in hosts
+                if f'"{host}"' not in base
+            )
+            (box / "registries.conf").write_text(base + entries)
+            (box / "registries.conf").chmod(0o644)
+        return self._work
 
     def _check_emulation(self, plan: BuildPlan) -> None:
         host_arch = arch_of(self._host_platform)

@@ -1,0 +1,280 @@
+"""The image leaves the sandbox as data: an OCI image layout. The build account wrote it, so it is
+hostile. The trusted side copies only what the layout's index reaches, opening each file without
+following symlinks, checking its size and sha256 on the way, into a folder of its own. Nothing the
+build account can still change is read again after that."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from image_builder.errors import RuntimeFailure
+
+REF_NAME = "image"  # the one name in every layout this project writes
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_INDEX_ENTRIES = 64
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+_INDEX_TYPES = {
+    _OCI_INDEX,
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+}
+_MANIFEST_TYPES = {
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+}
+
+
+class LayoutError(RuntimeFailure):
+    """The layout the build produced is not a well-formed image: the build is not trusted."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayoutImage:
+    """A verified copy of the built image: ``path`` holds an OCI layout whose ``index.json`` names
+    exactly one image or index, ``digest``; each platform manifest is in ``platforms``."""
+
+    path: Path
+    digest: str
+    is_list: bool
+    platforms: dict[str, str]  # "linux/arm64" → manifest digest
+
+    @property
+    def source(self) -> str:
+        """The reference skopeo and buildah read the image from."""
+        return f"oci:{self.path}:{REF_NAME}"
+
+
+def take(
+    untrusted: Path, dest: Path, platforms: Sequence[str], *, per_platform: bool = False
+) -> LayoutImage:
+    """Copy the image in the layout at ``untrusted`` into the new folder ``dest``, verified.
+
+    With ``per_platform`` the layout holds one image per platform, named ``p0``, ``p1``, ... in
+    the order of ``platforms``, and the index is written here, by the trusted side, in that
+    order. Otherwise it holds one image or index named ``image``, which is kept as it is. Either
+    way every platform must be there, and ``dest`` names the result ``image``."""
+    if untrusted.is_symlink():
+        raise LayoutError(f"the build's layout {untrusted} is a symlink")
+    (dest / "blobs" / "sha256").mkdir(parents=True, mode=0o700)
+    found: dict[str, str] = {}
+    if per_platform:
+        manifests = []
+        for number, platform in enumerate(platforms):
+            part = untrusted / f"p{number}"
+            descriptor = _named(_entries(untrusted, part), REF_NAME)
+            if descriptor["mediaType"] not in _MANIFEST_TYPES:
+                raise LayoutError(
+                    f"the build's image for {platform} is a {descriptor['mediaType']!r}"
+                )
+            found[_take_manifest(untrusted, part, dest, descriptor)] = descriptor["digest"]
+            manifests.append({**descriptor, "platform": _platform_fields(platform)})
+        if len(manifests) == 1:
+            top = manifests[0]
+            del top["platform"]
+        else:
+            index = json.dumps(
+                {"schemaVersion": 2, "mediaType": _OCI_INDEX, "manifests": manifests},
+                separators=(",", ":"),
+            ).encode()
+            top = {"mediaType": _OCI_INDEX, **_write_blob(dest, index)}
+    else:
+        top = _named(_entries(untrusted, untrusted), REF_NAME)
+        if top["mediaType"] in _INDEX_TYPES:
+            data = _copy_blob(
+                untrusted, untrusted, dest, top["digest"], top["size"], MAX_MANIFEST_BYTES
+            )
+            children = _list(_load_json(data, top["digest"]), "manifests", top["digest"])
+            if len(children) > MAX_INDEX_ENTRIES:
+                raise LayoutError(
+                    f"the index has {len(children)} entries; at most {MAX_INDEX_ENTRIES}"
+                )
+            for child in children:
+                descriptor = _descriptor(child, top["digest"])
+                if descriptor["mediaType"] not in _MANIFEST_TYPES:
+                    raise LayoutError(f"the index holds a {descriptor['mediaType']!r}")
+                found[_take_manifest(untrusted, untrusted, dest, descriptor)] = descriptor["digest"]
+        elif top["mediaType"] in _MANIFEST_TYPES:
+            found[_take_manifest(untrusted, untrusted, dest, top)] = top["digest"]
+        else:
+            raise LayoutError(f"the layout holds a {top['mediaType']!r}")
+    missing = [p for p in platforms if p not in found]
+    if missing:
+        raise LayoutError(f"the build produced no image for {', '.join(missing)}")
+    (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    named = {**top, "annotations": {"org.opencontainers.image.ref.name": REF_NAME}}
+    (dest / "index.json").write_text(
+        json.dumps({"schemaVersion": 2, "manifests": [named]}, separators=(",", ":"))
+    )
+    return LayoutImage(
+        path=dest, digest=top["digest"], is_list=top["mediaType"] in _INDEX_TYPES, platforms=found
+    )
+
+
+def _entries(root: Path, layout: Path) -> list[dict[str, Any]]:
+    index = _load_json(_read_file(root, layout / "index.json", MAX_MANIFEST_BYTES), "index.json")
+    entries = _list(index, "manifests", "index.json")
+    if len(entries) > MAX_INDEX_ENTRIES:
+        raise LayoutError(f"the layout names {len(entries)} images; at most {MAX_INDEX_ENTRIES}")
+    return entries
+
+
+def _named(entries: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    matches = [e for e in entries if _ref_name(e) == name]
+    if len(matches) != 1:
+        raise LayoutError(f"the layout names {len(matches)} images called {name!r}")
+    return _descriptor(matches[0], "index.json")
+
+
+def _take_manifest(root: Path, src: Path, dest: Path, descriptor: dict[str, Any]) -> str:
+    """Copy one image (manifest, config, layers); returns its platform from its config."""
+    data = _copy_blob(root, src, dest, descriptor["digest"], descriptor["size"], MAX_MANIFEST_BYTES)
+    config = _copy_image(root, src, dest, _load_json(data, descriptor["digest"]))
+    return _platform({"platform": config})
+
+
+def _write_blob(dest: Path, data: bytes) -> dict[str, Any]:
+    digest = hashlib.sha256(data).hexdigest()
+    (dest / "blobs" / "sha256" / digest).write_bytes(data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def _platform_fields(platform: str) -> dict[str, str]:
+    os_, _, rest = platform.partition("/")
+    arch, _, variant = rest.partition("/")
+    return {"architecture": arch, "os": os_, **({"variant": variant} if variant else {})}
+
+
+def _copy_image(root: Path, src: Path, dest: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Copy one image's config and layers; returns its config."""
+    config = _descriptor(_field(manifest, "config", dict), "manifest")
+    config_doc = _load_json(
+        _copy_blob(root, src, dest, config["digest"], config["size"], MAX_MANIFEST_BYTES), "config"
+    )
+    for layer in _list(manifest, "layers", "manifest"):
+        descriptor = _descriptor(layer, "manifest")
+        _copy_blob(root, src, dest, descriptor["digest"], descriptor["size"], None)
+    return config_doc
+
+
+def _copy_blob(
+    root: Path, src: Path, dest: Path, digest: str, size: int, limit: int | None
+) -> bytes:
+    """Copy one blob, refusing links, other sizes and other contents. Returns the bytes of small
+    blobs (``limit`` given), ``b""`` for layers."""
+    if limit is not None and size > limit:
+        raise LayoutError(f"blob {digest} is {size} bytes; at most {limit}")
+    hex_ = digest.split(":", 1)[1]
+    target = dest / "blobs" / "sha256" / hex_
+    if target.exists():
+        return target.read_bytes() if limit is not None else b""
+    fd = _open(root, src / "blobs" / "sha256" / hex_)
+    hasher = hashlib.sha256()
+    kept = bytearray()
+    written = 0
+    try:
+        with os.fdopen(fd, "rb") as source, target.open("xb") as out:
+            while chunk := source.read(1 << 20):
+                written += len(chunk)
+                if written > size:
+                    break
+                hasher.update(chunk)
+                out.write(chunk)
+                if limit is not None:
+                    kept += chunk
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    if written != size or "sha256:" + hasher.hexdigest() != digest:
+        target.unlink(missing_ok=True)
+        raise LayoutError(f"blob {digest} in the build's layout does not match its descriptor")
+    return bytes(kept)
+
+
+def _open(root: Path, path: Path) -> int:
+    """Open ``path`` for reading: a regular file, reached without any symlink below ``root``."""
+    try:
+        inside = path.parent.resolve(strict=True).is_relative_to(root.resolve())
+    except (OSError, RuntimeError):
+        inside = False
+    if not inside:
+        raise LayoutError(f"{path.name} of the build's layout is not inside it (a symlink?)")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LayoutError(f"{path.name} in the build's layout is a symlink") from None
+        raise LayoutError(
+            f"cannot read {path.name} of the build's layout: {exc.strerror}"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LayoutError(f"{path.name} in the build's layout is not a regular file")
+    return fd
+
+
+def _read_file(root: Path, path: Path, limit: int) -> bytes:
+    with os.fdopen(_open(root, path), "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise LayoutError(f"{path.name} of the build's layout is larger than {limit} bytes")
+    return data
+
+
+def _load_json(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise LayoutError(f"{what} in the build's layout is not JSON") from None
+    if not isinstance(doc, dict):
+        raise LayoutError(f"{what} in the build's layout is not a JSON object")
+    return doc
+
+
+def _field(doc: dict[str, Any], key: str, kind: type) -> Any:
+    value = doc.get(key)
+    if not isinstance(value, kind):
+        raise LayoutError(f"the build's layout has no valid {key!r}")
+    return value
+
+
+def _list(doc: dict[str, Any], key: str, what: str) -> list[dict[str, Any]]:
+    items = doc.get(key)
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise LayoutError(f"{what} in the build's layout has no valid {key!r} list")
+    return items
+
+
+def _descriptor(doc: dict[str, Any], what: str) -> dict[str, Any]:
+    digest, size, media = doc.get("digest"), doc.get("size"), doc.get("mediaType")
+    if not (isinstance(digest, str) and _DIGEST.fullmatch(digest)):
+        raise LayoutError(f"{what} in the build's layout names a bad digest")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise LayoutError(f"{what} in the build's layout names a bad size")
+    if not isinstance(media, str):
+        media = ""
+    return {"digest": digest, "size": size, "mediaType": media}
+
+
+def _ref_name(entry: dict[str, Any]) -> str | None:
+    annotations = entry.get("annotations")
+    if isinstance(annotations, dict):
+        name = annotations.get("org.opencontainers.image.ref.name")
+        return name if isinstance(name, str) else None
+    return None
+
+
+def _platform(entry: dict[str, Any]) -> str:
+    platform = entry.get("platform")
+    if not isinstance(platform, dict):
+        return "unknown"
+    parts = [platform.get("os"), platform.get("architecture"), platform.get("variant")]
+    return "/".join(p for p in parts if isinstance(p, str) and p)

