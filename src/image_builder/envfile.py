@@ -1,10 +1,9 @@
-"""The env file: ``KEY=value`` lines next to the Dockerfile. Entries become build arguments and
-values that tag templates may read; they never override variables that are already set."""
+"""The env file: ``KEY=value`` lines next to the Dockerfile. It is data from the repository being
+built: its entries become build arguments with the file's values, never the environment's."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path
 
 from image_builder.errors import InputError
@@ -54,8 +53,3 @@ def read_env_file(root: Path, dockerfile: Path, env_file: str) -> dict[str, str]
     except UnicodeDecodeError:
         raise InputError(f"--env-file {env_file!r} is not UTF-8 text") from None
     return parse_env_file(text, source=env_file)
-
-
-def effective(env: Mapping[str, str], entries: Mapping[str, str]) -> dict[str, str]:
-    """Each entry's value, unless the variable is already set in ``env``."""
-    return {key: env.get(key, value) for key, value in entries.items()}

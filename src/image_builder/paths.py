@@ -1,4 +1,5 @@
-"""Paths the caller names must stay inside the build context, through ``..`` or symlinks alike."""
+"""Paths the caller names stay inside the checkout, and the Dockerfile and env file inside the
+build context, through ``..`` or symlinks alike."""
 
 from __future__ import annotations
 
@@ -7,21 +8,50 @@ from pathlib import Path
 from image_builder.errors import InputError
 
 
-def context_root(context: str) -> Path:
-    """The build context, resolved; it must be an existing folder."""
-    path = Path(context)
-    try:
-        root = path.resolve(strict=True)
-    except (OSError, RuntimeError):
+def checkout_root(checkout: str | None, cwd: Path) -> Path:
+    """The checkout the build may read: ``--checkout``, else the git work tree holding the current
+    folder, else the current folder."""
+    if checkout:
+        path = Path(checkout)
+        try:
+            root = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise InputError(
+                f"checkout {checkout!r} does not exist; pass a folder with --checkout"
+            ) from None
+        if not root.is_dir():
+            raise InputError(
+                f"checkout {checkout!r} is not a folder; pass a folder with --checkout"
+            )
+        return root
+    here = cwd.resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".git").exists():
+            return folder
+    return here
+
+
+def context_root(context: str, checkout: Path) -> Path:
+    """The build context, resolved: an existing folder inside ``checkout``, named relative to it
+    (or to the current folder inside it)."""
+    if Path(context).is_absolute():
+        raise InputError(
+            f"build context {context!r} is an absolute path; pass it relative to the checkout "
+            f"{checkout}"
+        )
+    root = inside(checkout, Path.cwd(), context, "build context", "the checkout")
+    if not root.exists():
         raise InputError(
             f"build context {context!r} does not exist; pass an existing folder with --context"
-        ) from None
+        )
     if not root.is_dir():
         raise InputError(f"build context {context!r} is not a folder; pass a folder with --context")
     return root
 
 
-def inside(root: Path, base: Path, relative: str, what: str) -> Path:
+def inside(
+    root: Path, base: Path, relative: str, what: str, where: str = "the build context"
+) -> Path:
     """Resolve ``relative`` against ``base`` and refuse a result that escapes ``root``.
 
     Symlinks are followed before the check, so a link pointing out of the context is refused
@@ -36,7 +66,7 @@ def inside(root: Path, base: Path, relative: str, what: str) -> Path:
         raise InputError(f"{what} {relative!r} cannot be resolved (a symlink loop?)") from None
     if not resolved.is_relative_to(root):
         raise InputError(
-            f"{what} {relative!r} resolves to {resolved}, outside the build context {root}; "
-            "keep it inside the context"
+            f"{what} {relative!r} resolves to {resolved}, outside {where} {root}; keep it inside "
+            f"{where}"
         )
     return resolved

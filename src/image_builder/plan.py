@@ -80,8 +80,11 @@ def validate_name(name: str) -> str:
     return name
 
 
-def parse_build_args(values: Sequence[str], env: Mapping[str, str]) -> list[tuple[str, str]]:
-    """``K=V`` pairs; a bare ``K`` takes its value from the environment, as docker build does."""
+def parse_build_args(
+    values: Sequence[str], env: Mapping[str, str], *, trusted_side: bool = False
+) -> list[tuple[str, str]]:
+    """``K=V`` pairs; a bare ``K`` takes its value from the environment, as docker build does,
+    except on the trusted side, whose environment holds secrets that no caller may ask for."""
     out: list[tuple[str, str]] = []
     for value in values:
         key, sep, val = value.partition("=")
@@ -90,6 +93,11 @@ def parse_build_args(values: Sequence[str], env: Mapping[str, str]) -> list[tupl
                 f"--build-arg {value!r}: expected KEY=value with KEY made of letters, digits and '_'"
             )
         if not sep:
+            if trusted_side:
+                raise InputError(
+                    f"--build-arg {key} has no value; with a trust policy, build arguments never "
+                    f"come from this machine's environment: pass {key}=value"
+                )
             if key not in env:
                 raise InputError(
                     f"--build-arg {key} has no value and {key} is not set; use {key}=value"

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 
 from image_builder.config import Config, TagTemplate
 from image_builder.context import CIContext
-from image_builder.envfile import effective
 from image_builder.errors import TagError, TemplateError
 
 FIELDS = ("CommitSHA", "ShortSHA", "PRNumber", "Date")
@@ -193,7 +192,8 @@ def _env_value(name: str, template: str, values: TemplateValues) -> str:
     if name not in values.allowed_env:
         raise TemplateError(
             f'tag template {template!r} reads .Env "{name}", which tag templates may not read; '
-            f"define {name} in the env file or list it under 'tag-template-env' in config.yaml"
+            f"list it under 'tag-template-env' in config.yaml (an env file gives values, it "
+            "never makes a name readable)"
         )
     value = values.env.get(name)
     if value is None:
@@ -313,10 +313,15 @@ def template_values(
     env_file: Mapping[str, str],
     allowed_env: Iterable[str],
 ) -> TemplateValues:
-    """Values for templates. Env-file entries never override variables already set."""
-    allowed = frozenset(allowed_env) | frozenset(env_file)
-    visible = effective(env, env_file)
-    visible.update({name: env[name] for name in allowed if name in env})
+    """Values for templates. ``.Env`` serves only the names that the config allows: the variable
+    if it is set, else the env file's entry. An env file can give a value to an allowed name; it
+    can never make a name readable, so a caller cannot ask for a secret of this machine."""
+    allowed = frozenset(allowed_env)
+    visible = {
+        name: env[name] if name in env else env_file[name]
+        for name in allowed
+        if name in env or name in env_file
+    }
     return TemplateValues(
         commit_sha=ctx.commit_sha,
         pr_number=ctx.pr_number,

@@ -228,6 +228,7 @@ class Cli:
         self, *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None
     ) -> Run:
         full_env = tool_env(self.storage, self.home, **{**PLANTED_ENV, **self.env, **(env or {})})
+        args, cwd = as_checkout(args, cwd)
         done = subprocess.run(
             [sys.executable, "-m", "image_builder", *args],
             env=full_env,
@@ -253,6 +254,18 @@ def cli(storage_conf: Path, tmp_path: Path) -> Cli:
     home = tmp_path / "home"
     home.mkdir()
     return Cli(storage=storage_conf, home=home)
+
+
+def as_checkout(args: tuple[str, ...], cwd: Path | None) -> tuple[tuple[str, ...], Path | None]:
+    """Tests keep their contexts in temporary folders; run the CLI from the folder holding the
+    context, as from a checkout, since the context must be a path inside the checkout."""
+    if cwd is not None or "--context" not in args:
+        return args, cwd
+    at = args.index("--context") + 1
+    context = Path(args[at])
+    if not context.is_absolute():
+        return args, cwd
+    return (*args[:at], context.name, *args[at + 1 :]), context.parent
 
 
 def skopeo(*args: str) -> subprocess.CompletedProcess[str]:

@@ -33,7 +33,8 @@ def test_entry_points_compute_tags(command: list[str], tmp_path: Path) -> None:
         GITHUB_EVENT_PATH=str(EVENTS / "pull_request.opened.json"),
     )
     done = subprocess.run(
-        [*command, "tags", "--context", str(tmp_path), "--tag", "latest"],
+        [*command, "tags", "--context", ".", "--tag", "latest"],
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,

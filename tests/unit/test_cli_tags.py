@@ -19,6 +19,12 @@ def today() -> str:
     return datetime.now(UTC).strftime("%Y%m%d")
 
 
+@pytest.fixture(autouse=True)
+def _in_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The context is a path inside the checkout: each test's folder is its checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 def run(
     capsys: pytest.CaptureFixture[str], *argv: str
 ) -> tuple[int, list[dict[str, str]] | None, str]:
@@ -89,9 +95,7 @@ def test_github_events(
     tmp_path: Path,
 ) -> None:
     set_github(monkeypatch, event, payload, **extra)
-    code, tags, err = run(
-        capsys, "tags", "--config", GO_CONFIG, "--context", str(tmp_path), *USER_TAGS
-    )
+    code, tags, err = run(capsys, "tags", "--config", GO_CONFIG, "--context", ".", *USER_TAGS)
     assert (code, err) == (0, "")
     assert tags == [{"name": n, "value": v.format(today=today())} for n, v in expected]
 
@@ -122,7 +126,7 @@ def test_azure_devops(
         **env,
     }.items():
         monkeypatch.setenv(key, value)
-    code, tags, _ = run(capsys, "tags", "--context", str(tmp_path), "--tag", "latest")
+    code, tags, _ = run(capsys, "tags", "--context", ".", "--tag", "latest")
     assert code == 0
     assert tags == [
         {"name": "default_tag", "value": expected_default.format(today=today())},
@@ -151,7 +155,7 @@ def test_jenkins(
         **env,
     }.items():
         monkeypatch.setenv(key, value)
-    code, tags, _ = run(capsys, "tags", "--context", str(tmp_path), "--tag", "x={{ .ShortSHA }}")
+    code, tags, _ = run(capsys, "tags", "--context", ".", "--tag", "x={{ .ShortSHA }}")
     assert code == 0
     assert tags == [
         {"name": "default_tag", "value": expected_default.format(today=today())},
@@ -166,14 +170,14 @@ def test_env_file_and_tag_template_env(
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "envs").write_text("VERSION=1.4\nCHANNEL=beta\n")
     config = tmp_path / "config.yaml"
-    config.write_text("tag-template-env: [BUILD_NUMBER]\n")
+    config.write_text("tag-template-env: [BUILD_NUMBER, VERSION, CHANNEL]\n")
     monkeypatch.setenv("BUILD_NUMBER", "88")
-    monkeypatch.setenv("CHANNEL", "stable")  # already set: the env file does not override it
+    monkeypatch.setenv("CHANNEL", "stable")  # allowed and set: the env file does not override it
     code, tags, _ = run(
         capsys,
         "tags",
         "--config", str(config),
-        "--context", str(tmp_path),
+        "--context", ".",
         "--dockerfile", "app/Dockerfile",
         "--env-file", "envs",
         "--tag", 'v={{ .Env "VERSION" }}-{{ .Env "CHANNEL" }}-{{ .Env "BUILD_NUMBER" }}',
@@ -185,6 +189,27 @@ def test_env_file_and_tag_template_env(
     ]
 
 
+def test_an_env_file_cannot_make_a_secret_readable_by_a_template(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The attack: the repository's env file lists COSIGN_PASSWORD, and a tag template reads it,
+    which used to hand the machine's password to the caller's tag."""
+    set_github(monkeypatch, "pull_request", "pull_request.opened.json")
+    (tmp_path / "envs").write_text("COSIGN_PASSWORD=x\n")
+    monkeypatch.setenv("COSIGN_PASSWORD", "machine-secret-3b7e")
+    code, tags, err = run(
+        capsys, "tags", "--context", ".", "--env-file", "envs",
+        "--tag", 'leak={{ .Env "COSIGN_PASSWORD" }}',
+    )  # fmt: skip
+    assert (code, tags) == (2, None)
+    assert "machine-secret-3b7e" not in err
+    assert err.strip().endswith(
+        'tag template \'{{ .Env "COSIGN_PASSWORD" }}\' reads .Env "COSIGN_PASSWORD", which tag '
+        "templates may not read; list it under 'tag-template-env' in config.yaml (an env file "
+        "gives values, it never makes a name readable)"
+    )
+
+
 def test_tag_base64_and_output_file(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -192,7 +217,7 @@ def test_tag_base64_and_output_file(
     encoded = base64.b64encode(b"one=1,two=2").decode()
     out = tmp_path / "tags.json"
     code, tags, _ = run(
-        capsys, "tags", "--context", str(tmp_path), "--tag-base64", encoded,
+        capsys, "tags", "--context", ".", "--tag-base64", encoded,
         "--tags-output-file", str(out),
     )  # fmt: skip
     assert code == 0
@@ -212,7 +237,7 @@ def test_go_tool_spellings(
     code, tags, err = run(
         capsys,
         "--parse-tags-only", "--name", "test-infra/ginkgo", "-config", GO_CONFIG,
-        "-context", str(tmp_path), "-tag", "v{{ .ShortSHA }}", "--tag=latest",
+        "-context", ".", "-tag", "v{{ .ShortSHA }}", "--tag=latest",
         "-log-dir", "/logs/artifacts", "--silent",
     )  # fmt: skip
     assert code == 0

@@ -67,6 +67,16 @@ def test_registry_takes_a_string_or_a_list() -> None:
     assert both.dev_registries == ("ghcr.io/dev",)
 
 
+def test_an_empty_registry_entry_is_refused_in_one_line() -> None:
+    """Found by the config property test: ``registry: [null]`` crashed with a TypeError."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config("registry:\n-\n")
+    assert caught.value.exit_code == 2
+    assert "expected a registry host and optional path such as ghcr.io/org, got None" in str(
+        caught.value
+    )
+
+
 def test_partial_config_keeps_other_defaults() -> None:
     config = parse_config("default-pr-tag:\n  name: pr\n  value: pr-{{ .PRNumber }}\n")
     assert config.default_pr_tag.name == "pr"

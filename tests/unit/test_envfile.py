@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from image_builder.envfile import effective, parse_env_file, read_env_file
+from image_builder.envfile import parse_env_file, read_env_file
 from image_builder.errors import InputError
 
 
@@ -43,10 +43,6 @@ def test_parse_refusals(text: str, message: str) -> None:
     assert message in str(caught.value)
 
 
-def test_effective_never_overrides_set_variables() -> None:
-    assert effective({"A": "env"}, {"A": "file", "B": "file"}) == {"A": "env", "B": "file"}
-
-
 def context_with_dockerfile(tmp_path: Path) -> tuple[Path, Path]:
     root = tmp_path / "ctx"
     (root / "images" / "app").mkdir(parents=True)
@@ -71,7 +67,7 @@ def test_escape_through_dotdot_is_refused(tmp_path: Path) -> None:
     assert caught.value.exit_code == 2
     assert str(caught.value) == (
         f"--env-file '../../../outside.env' resolves to {tmp_path.resolve() / 'outside.env'}, "
-        f"outside the build context {root}; keep it inside the context"
+        f"outside the build context {root}; keep it inside the build context"
     )
 
 

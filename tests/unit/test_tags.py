@@ -103,8 +103,8 @@ def test_env_is_secure_by_default() -> None:
     message = str(caught.value)
     assert message == (
         'tag template \'{{ .Env "AZURE_CLIENT_SECRET" }}\' reads .Env "AZURE_CLIENT_SECRET", '
-        "which tag templates may not read; define AZURE_CLIENT_SECRET in the env file or list it "
-        "under 'tag-template-env' in config.yaml"
+        "which tag templates may not read; list it under 'tag-template-env' in config.yaml (an "
+        "env file gives values, it never makes a name readable)"
     )
     assert "s3cret" not in message
 
@@ -114,17 +114,19 @@ def test_allowed_env_that_is_unset() -> None:
         render_template('{{ .Env "BUILD" }}', values(allowed=frozenset({"BUILD"})))
 
 
-def test_template_values_env_file_never_overrides_env() -> None:
+def test_template_values_serve_allowed_names_only() -> None:
+    """An env file gives values to allowed names; it never makes a name readable. An allowed
+    variable that is set wins over the file."""
     ctx = CIContext(ci="local", event="push", job_type="postsubmit", commit_sha=SHA)
     vals = template_values(
         ctx,
         now=NOW,
         env={"A": "from-env", "LISTED": "listed", "SECRET": "x"},
-        env_file={"A": "from-file", "B": "file-only"},
-        allowed_env=["LISTED"],
+        env_file={"A": "from-file", "B": "file-only", "FILE_ALLOWED": "f", "SECRET": "y"},
+        allowed_env=["LISTED", "FILE_ALLOWED", "A"],
     )
-    assert vals.env == {"A": "from-env", "B": "file-only", "LISTED": "listed"}
-    assert "SECRET" not in vals.allowed_env
+    assert vals.env == {"A": "from-env", "FILE_ALLOWED": "f", "LISTED": "listed"}
+    assert vals.allowed_env == frozenset({"LISTED", "FILE_ALLOWED", "A"})
     assert vals.date == "20261126"
 
 

@@ -11,7 +11,7 @@ from typing import Protocol
 from image_builder.config import Config, load_config
 from image_builder.context import CIContext, detect_ci_context
 from image_builder.envfile import read_env_file
-from image_builder.paths import context_root, inside
+from image_builder.paths import checkout_root, context_root, inside
 from image_builder.tags import (
     Tag,
     decode_tags_base64,
@@ -38,9 +38,10 @@ def load_inputs(
     dockerfile: str,
     env_file: str | None,
     env: Mapping[str, str],
+    checkout: str | None = None,
 ) -> Inputs:
     loaded = load_config(config)
-    root = context_root(context)
+    root = context_root(context, checkout_root(checkout, Path.cwd()))
     dockerfile_path = inside(root, root, dockerfile, "--dockerfile")
     entries = read_env_file(root, dockerfile_path, env_file) if env_file else {}
     return Inputs(
@@ -63,6 +64,8 @@ class SourceOptions(Protocol):
     def dockerfile(self) -> str: ...
     @property
     def env_file(self) -> str | None: ...
+    @property
+    def checkout(self) -> str | None: ...
 
 
 def load_inputs_for(options: SourceOptions, env: Mapping[str, str]) -> Inputs:
@@ -72,6 +75,7 @@ def load_inputs_for(options: SourceOptions, env: Mapping[str, str]) -> Inputs:
         dockerfile=options.dockerfile,
         env_file=options.env_file,
         env=env,
+        checkout=options.checkout,
     )
 
 

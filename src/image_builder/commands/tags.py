@@ -19,6 +19,7 @@ class TagsOptions:
     tags: tuple[str, ...] = ()
     tag_base64: str | None = None
     env_file: str | None = None
+    checkout: str | None = None
     context: str = "."
     dockerfile: str = "Dockerfile"
     tags_output_file: Path | None = None
