@@ -16,7 +16,11 @@ BEGIN = "---IMAGE BUILD REPORT---"
 END = "---END OF IMAGE BUILD REPORT---"
 REPORT_VERSION = 1
 
-_BLOCK = re.compile(re.escape(BEGIN) + r"(.*?)" + re.escape(END), re.DOTALL)
+# Markers count only alone on their line: tool output is streamed with such lines made inert.
+_BLOCK = re.compile(
+    "^" + re.escape(BEGIN) + r"$\n(.*?)\n^" + re.escape(END) + "$", re.DOTALL | re.MULTILINE
+)
+_AZURE_COMMAND = re.compile(r"##(vso)?\[", re.IGNORECASE)
 # Remote logs (Azure DevOps) prefix every line with a timestamp.
 _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z\s", re.MULTILINE)
 
@@ -62,8 +66,11 @@ class BuildReport(BaseModel):
         return self.model_dump_json()
 
     def block(self) -> str:
-        """The report between its marker lines."""
-        return f"{BEGIN}\n{self.to_json()}\n{END}"
+        """The report between its marker lines. Text in it may come from a build (an error
+        message), so a ``[`` that Azure DevOps would read as a logging command is written as the
+        JSON escape ``\\u005b``: the same JSON, inert in a log."""
+        text = _AZURE_COMMAND.sub(lambda m: m.group(0)[:-1] + "\\u005b", self.to_json())
+        return f"{BEGIN}\n{text}\n{END}"
 
     def write(self, path: Path) -> None:
         write_atomic(path, self.to_json() + "\n")

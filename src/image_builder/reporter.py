@@ -9,12 +9,29 @@ JSON lines.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TextIO
 
 _RED, _YELLOW, _BOLD, _DIM, _RESET = "\x1b[31m", "\x1b[33m", "\x1b[1m", "\x1b[2m", "\x1b[0m"
+
+
+# What a CI agent would act on in a log line: Azure DevOps' logging commands and formatting
+# (honoured anywhere in a line), GitHub's workflow commands (at the start of a line), and this
+# tool's report markers, which callers parse out of logs.
+_AZURE_COMMAND = re.compile(r"##(vso)?\[", re.IGNORECASE)
+_LINE_START_COMMAND = re.compile(r"^\s*(::|##|---(END OF )?IMAGE BUILD REPORT---)")
+
+
+def inert(text: str) -> str:
+    """``text`` with nothing a CI agent would act on: ``##vso[`` and ``##[`` are broken apart
+    wherever they occur, and a line that starts like a command or a report marker is prefixed."""
+    text = _AZURE_COMMAND.sub(lambda m: m.group(0)[:-1] + " [", text)
+    return "\n".join(
+        "| " + line if _LINE_START_COMMAND.match(line) else line for line in text.split("\n")
+    )
 
 
 def _gh_escape(text: str) -> str:
@@ -58,16 +75,19 @@ class Reporter:
             self._line(f"::add-mask::{secret}")
 
     def stream(self, line: str) -> None:
-        """A line of a tool's output, passed through as it arrives."""
+        """A line of a tool's output as it arrives. It may come from the repository being built
+        (a RUN step), so it is made inert first: it can never drive the CI agent or fake a
+        report."""
         if self.json:
             self._json("info", line, event="output")
         else:
-            self._line(line)
+            self._line(inert(line))
 
     def info(self, message: str) -> None:
-        self._emit("info", message, "", "")
+        self._emit("info", inert(message), "", "")
 
     def warning(self, message: str) -> None:
+        message = inert(message)
         if self.github and not self.json:
             self._line(f"::warning::{_gh_escape(message)}")
         elif self.azure and not self.json:
@@ -76,6 +96,7 @@ class Reporter:
             self._emit("warning", f"warning: {message}", _YELLOW, _RESET)
 
     def error(self, message: str) -> None:
+        message = inert(message)
         if self.github and not self.json:
             self._line(f"::error::{_gh_escape(message)}")
         elif self.azure and not self.json:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from image_builder.ci_output import format_outputs, github_outputs, step_summary
 from image_builder.errors import RuntimeFailure
 from image_builder.report import BuildReport, FailedImage, parse_from_logs
+from image_builder.reporter import Reporter, inert
 
 REPORT = BuildReport(
     status="Succeeded",
@@ -70,3 +72,33 @@ def test_step_summary_names_failures() -> None:
     assert "| `r.example/team/app:v1` |" in text
     assert "| `r2.example/team/app:v1` | not pushed: refused | - |" in text
     assert "**Error:** 1 of 2 reference(s) were not pushed" in text
+
+
+def test_build_output_cannot_drive_the_ci_agent_or_fake_a_report() -> None:
+    """The attack: a RUN step prints logging commands and a report block of its own."""
+    out, err = io.StringIO(), io.StringIO()
+    reporter = Reporter(out=out, err=err, env={"TF_BUILD": "True"})
+    fake = BuildReport(status="Succeeded", pushed=True, signed=True, image_name="team/app")
+    for line in [
+        "##vso[task.setvariable variable=signing_success]true",
+        "  ##vso[task.uploadfile]/etc/cosign.key",
+        "see ##vso[task.complete result=Succeeded] here",
+        "##[error]fake",
+        "::set-output name=digest::sha256:evil",
+        *fake.block().splitlines(),
+    ]:
+        reporter.stream(line)
+    logged = err.getvalue()
+    assert "##vso[" not in logged
+    assert "##[" not in logged
+    assert not any(line.lstrip().startswith("::") for line in logged.splitlines())
+    real = BuildReport(status="Failed", pushed=False, signed=False, image_name="team/app")
+    with pytest.raises(RuntimeFailure, match="no build report between the marker lines"):
+        parse_from_logs(logged)
+    assert parse_from_logs(logged + real.block() + "\n") == real
+
+
+def test_inert_keeps_ordinary_lines() -> None:
+    assert inert("STEP 1/3: FROM scratch") == "STEP 1/3: FROM scratch"
+    assert inert("##vso[task.setvariable variable=x]1") == "| ##vso [task.setvariable variable=x]1"
+    assert inert("a ##[group]b") == "a ## [group]b"
