@@ -113,12 +113,15 @@ def append_signature(
         "digest": payload_digest,
         "annotations": {SIGNATURE_ANNOTATION: signature},
     }
-    for _ in range(_APPEND_ATTEMPTS):
+    for attempt in range(_APPEND_ATTEMPTS):
         layers = _existing_layers(registry, tag_ref)
         if not any(_same_layer(layer, ours) for layer in layers):
             _write(registry, repo, tag_ref, [*layers, ours])
         if _stays(registry, tag_ref, ours, sleep):
             return
+        # Writers that keep colliding back off, each by its own random time, until one at a
+        # time gets through (a loaded machine stretches every read-modify-write).
+        sleep(random.uniform(0, min(0.05 * 2**attempt, 2.0)))  # noqa: S311 - jitter
     raise RuntimeFailure(
         f"could not store the signature for {repo.name}@{digest}: another writer kept replacing it"
     )
