@@ -75,6 +75,7 @@ def _cmd_tags(args: argparse.Namespace, env: Mapping[str, str], reporter: Report
         env_file=args.env_file or None,
         context=args.context,
         dockerfile=args.dockerfile,
+        checkout=args.checkout or None,
         tags_output_file=_path(args.tags_output_file),
     )
     reporter.result(run_tags(options, env=env, now=datetime.now(UTC)))
@@ -89,7 +90,11 @@ def _cmd_build(args: argparse.Namespace, env: Mapping[str, str], reporter: Repor
         name=args.name,
         context=args.context,
         dockerfile=args.dockerfile,
+        checkout=args.checkout or None,
         config=_path(args.config),
+        layout_out=_path(args.layout_out),
+        from_layout=_path(args.from_layout),
+        no_sign=args.no_sign,
         tags=_values(args.tag, "--tag"),
         tag_base64=args.tag_base64 or None,
         build_args=_values(args.build_arg, "--build-arg"),
@@ -143,6 +148,7 @@ def _run_build_options(
         reporter=reporter,
         now=datetime.now(UTC),
         host_platform=host_platform(platform.machine()),
+        euid=os.geteuid(),
     )
 
 
@@ -178,6 +184,8 @@ def _cmd_sign(args: argparse.Namespace, env: Mapping[str, str], reporter: Report
         config=_path(args.config),
         repo=args.repo or None,
         oidc_token=args.oidc_token or None,
+        from_report=_path(args.from_report),
+        build_report_path=_path(args.build_report_path),
     )
     return run_sign(options, env=env, reporter=reporter)
 
@@ -218,7 +226,9 @@ def _cmd_signify(args: argparse.Namespace, env: Mapping[str, str], reporter: Rep
 def _cmd_verify_token(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
     from image_builder.commands.signing import run_verify_token
 
-    return run_verify_token(args.token, _path(args.config), env=env, reporter=reporter)
+    return run_verify_token(
+        args.token, _path(args.config), env=env, reporter=reporter, ado_outputs=args.ado_outputs
+    )
 
 
 def _cmd_github(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
@@ -439,6 +449,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--no-push", action="store_true", help="build only; push nothing")
     build.add_argument("--build-report-path", metavar="PATH", help="also write the report here")
+    build.add_argument(
+        "--layout-out",
+        metavar="DIR",
+        help="build stage only: build in the sandbox and write the image as an OCI layout to DIR; "
+        "verifies no token, pushes and signs nothing",
+    )
+    build.add_argument(
+        "--from-layout",
+        metavar="DIR",
+        help="publish stage: build nothing, verify the OCI layout in DIR (from --layout-out) and "
+        "push it",
+    )
+    build.add_argument(
+        "--no-sign",
+        action="store_true",
+        help="push without signing; sign later with `image-builder sign --from-report`",
+    )
     build.set_defaults(handler=_cmd_build)
 
     github = _command(
@@ -485,9 +512,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--images-to-sign",
         action="append",
         default=[],
-        required=True,
         metavar="REF[,REF...]",
         help="image references to sign; repeatable or comma-separated",
+    )
+    sign.add_argument(
+        "--from-report",
+        metavar="PATH",
+        help="sign the references and digest of a build report (from `build --no-sign`), and "
+        "print the report with what was signed",
+    )
+    sign.add_argument(
+        "--build-report-path", metavar="PATH", help="with --from-report: write the report here"
     )
     sign.add_argument("--config", metavar="PATH", help="config.yaml with sign-config")
     sign.add_argument("--repo", metavar="ORG/REPO", help="repository for choosing signers")
@@ -505,6 +540,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify_token.add_argument("--token", metavar="JWT", help="the token (default: $AUTHORIZATION)")
     verify_token.add_argument(
         "--config", required=True, metavar="PATH", help="config.yaml with trust"
+    )
+    verify_token.add_argument(
+        "--ado-outputs",
+        action="store_true",
+        help="in the trusted Azure DevOps pipeline: check the token against the run's parameters "
+        "and set the verified repository, commit, job type and signing decision as output "
+        "variables",
     )
     verify_token.set_defaults(handler=_cmd_verify_token)
 
@@ -631,7 +673,18 @@ def _add_tag_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--env-file", metavar="PATH", help="KEY=value file, relative to the Dockerfile's folder"
     )
-    parser.add_argument("--context", default=".", metavar="DIR", help="build context (default: .)")
+    parser.add_argument(
+        "--context",
+        default=".",
+        metavar="DIR",
+        help="build context, relative to the current folder and inside the checkout (default: .)",
+    )
+    parser.add_argument(
+        "--checkout",
+        metavar="DIR",
+        help="the checkout the build may read; context, Dockerfile and env file stay inside it "
+        "(default: the git work tree holding the current folder, else the current folder)",
+    )
     parser.add_argument(
         "--dockerfile",
         default="Dockerfile",

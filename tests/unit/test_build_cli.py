@@ -63,6 +63,16 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             ["--dockerfile", "app/Dockerfile", "--build-arg", "no spaces=1"],
             "--build-arg 'no spaces=1': expected KEY=value",
         ),
+        (
+            ["--context", "/etc", "--dockerfile", "passwd"],
+            "build context '/etc' is an absolute path; pass it relative to the checkout",
+        ),
+        (["--context", ".."], "resolves to"),
+        (["--context", ".."], "outside the checkout"),
+        (
+            ["--layout-out", "out", "--from-layout", "in"],
+            "--layout-out builds only; it cannot be combined with --from-layout or --no-push",
+        ),
     ],
 )
 def test_refused_before_building(
@@ -118,3 +128,43 @@ def test_embedded_registry_address_form() -> None:
     assert check_address("[::1]:5000") == "[::1]:5000"
     with pytest.raises(InputError, match="expected host:port"):
         check_address("127.0.0.1")
+
+
+TRUST = """trust:
+  - issuer: https://token.actions.githubusercontent.com
+    audience: image-builder
+    job-workflow-refs: [org/builder/.github/workflows/image-builder.yml@refs/heads/main]
+    repository-owners: [{name: org, id: 1}]
+    events: [push]
+"""
+
+
+def test_bare_build_arg_is_refused_on_the_trusted_side(
+    workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attack: a caller names a variable of the trusted machine as a bare build argument."""
+    (workspace / "config.yaml").write_text(TRUST)
+    monkeypatch.setenv("COSIGN_PASSWORD", "machine-secret-0c1d")
+    code = main(
+        ["build", "--name", "team/app", "--dockerfile", "app/Dockerfile", "--config",
+         "config.yaml", "--layout-out", "out", "--dry-run", "--build-arg", "COSIGN_PASSWORD"]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "machine-secret-0c1d" not in captured.out + captured.err
+    assert captured.err.strip().endswith(
+        "--build-arg COSIGN_PASSWORD has no value; with a trust policy, build arguments never "
+        "come from this machine's environment: pass COSIGN_PASSWORD=value"
+    )
+
+
+def test_bare_build_arg_takes_the_environment_locally(
+    workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VERSION", "1.2")
+    code = main(
+        ["build", "--name", "team/app", "--dockerfile", "app/Dockerfile", "--dry-run",
+         "--build-arg", "VERSION"]
+    )  # fmt: skip
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["build_args"]["VERSION"] == "1.2"

@@ -37,11 +37,14 @@ PARAMETER_NAMES = (
     "ExportTags",
     "BuildArgs",
     "Tags",
-    "Authorization",
     "Platforms",
     "Target",
     "EnvFile",
 )
+
+
+# The pipeline variable (secret, settable at queue time) that carries the caller's OIDC token.
+TOKEN_VARIABLE = "AUTHORIZATION"  # noqa: S105 (a variable name)
 
 
 class AdoError(RuntimeFailure):
@@ -66,7 +69,6 @@ class AdoRequest:
     target: str | None
     export_tags: bool
     env_file: str | None
-    token: str | None
 
 
 def template_parameters(ctx: CIContext, request: AdoRequest) -> dict[str, str]:
@@ -76,11 +78,6 @@ def template_parameters(ctx: CIContext, request: AdoRequest) -> dict[str, str]:
         raise InputError(
             "the ADO backend needs the repository owner and name from the CI context; run in a "
             "supported CI or a git checkout with an origin remote"
-        )
-    if not request.token:
-        raise InputError(
-            "the ADO backend needs the caller's OIDC token (the trusted pipeline verifies it): pass "
-            "--oidc-token or set AUTHORIZATION"
         )
     commit = ctx.commit_sha
     base = ctx.base_sha if ctx.job_type == "presubmit" else commit
@@ -106,7 +103,6 @@ def template_parameters(ctx: CIContext, request: AdoRequest) -> dict[str, str]:
         "Dockerfile": request.dockerfile,
         "Context": request.context,
         "ExportTags": "true" if request.export_tags else "false",
-        "Authorization": request.token,
         "Platforms": ",".join(request.platforms) or DEFAULT_PLATFORMS,
     }
     if ctx.job_type == "presubmit":
@@ -125,10 +121,6 @@ def template_parameters(ctx: CIContext, request: AdoRequest) -> dict[str, str]:
     if request.env_file:
         params["EnvFile"] = request.env_file
     return params
-
-
-def masked(params: Mapping[str, str]) -> dict[str, str]:
-    return {k: ("***" if k == "Authorization" else v) for k, v in params.items()}
 
 
 # --- authentication ---------------------------------------------------------------------------------
@@ -243,9 +235,14 @@ class AdoClient:
         )
 
     def run_pipeline(
-        self, parameters: Mapping[str, str], *, preview_yaml: str | None = None
+        self, parameters: Mapping[str, str], *, token: str, preview_yaml: str | None = None
     ) -> Run:
-        body: dict[str, Any] = {"templateParameters": dict(parameters)}
+        """Queue a run. The caller's token travels as a secret variable, never as a template
+        parameter: parameters can be read back from the run by anyone who can read runs."""
+        body: dict[str, Any] = {
+            "templateParameters": dict(parameters),
+            "variables": {TOKEN_VARIABLE: {"value": token, "isSecret": True}},
+        }
         if self._version is not None:
             body["pipeline"] = {"version": self._version}
         if preview_yaml is not None:
@@ -343,4 +340,4 @@ def vso_variables(values: Mapping[str, str]) -> Sequence[str]:
 
 
 def parameters_json(params: Mapping[str, str]) -> str:
-    return json.dumps(masked(params), indent=2, sort_keys=True)
+    return json.dumps(dict(params), indent=2, sort_keys=True)

@@ -86,12 +86,16 @@ def run_ado_build(
         target=options.target,
         export_tags=options.export_tags,
         env_file=options.env_file,
-        token=token,
     )
     from image_builder.plan import validate_name
 
     validate_name(options.name)
     params = template_parameters(inputs.ctx, request)
+    if not token:
+        raise InputError(
+            "the ADO backend needs the caller's OIDC token (the trusted pipeline verifies it): pass "
+            "--oidc-token or set AUTHORIZATION"
+        )
     if options.dry_run:
         reporter.result(parameters_json(params))
         return 0
@@ -111,14 +115,14 @@ def run_ado_build(
             raise InputError(
                 f"cannot read --ado-preview-run-yaml-path {ado.preview_yaml}: {exc.strerror}"
             ) from None
-        preview = client.run_pipeline(params, preview_yaml=yaml_text)
+        preview = client.run_pipeline(params, token=token, preview_yaml=yaml_text)
         reporter.result(preview.final_yaml or "")
         if not preview.final_yaml:
             reporter.warning("the preview run returned no finalYaml")
         return 0
 
     with reporter.step("trigger the ADO pipeline"):
-        run = client.run_pipeline(params)
+        run = client.run_pipeline(params, token=token)
         reporter.info(f"ADO run {run.id}: {run.web_url or 'no web link in the answer'}")
     with reporter.step(f"wait for ADO run {run.id}"):
         run = follow(

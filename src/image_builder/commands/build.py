@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 from image_builder.commands.inputs import load_inputs_for, resolve_tags
 from image_builder.config import Config
 from image_builder.context import CIContext
-from image_builder.envfile import effective
 from image_builder.errors import InputError
 from image_builder.plan import BuildPlan, make_plan, parse_build_args
 from image_builder.platforms import parse_platforms
@@ -20,6 +19,8 @@ from image_builder.report import BuildReport
 from image_builder.reporter import Reporter
 
 if TYPE_CHECKING:
+    from image_builder.engines import Engine
+    from image_builder.sandbox import BuildAccount
     from image_builder.trust import VerifiedClaims
 
 
@@ -33,6 +34,7 @@ class BuildOptions:
     tag_base64: str | None = None
     build_args: tuple[str, ...] = ()
     env_file: str | None = None
+    checkout: str | None = None
     platforms: tuple[str, ...] = ()
     target: str | None = None
     export_tags: bool = False
@@ -41,6 +43,11 @@ class BuildOptions:
     dry_run: bool = False
     no_push: bool = False
     build_report_path: Path | None = None
+    # The stages of a split pipeline: build only (no secrets) into an OCI layout; publish a
+    # layout that a build job made; leave signing to a later `sign --from-report`.
+    layout_out: Path | None = None
+    from_layout: Path | None = None
+    no_sign: bool = False
 
 
 def prepare(
@@ -49,12 +56,14 @@ def prepare(
     env: Mapping[str, str],
     now: datetime,
     host_platform: str,
+    verify: bool = True,
 ) -> tuple[BuildPlan, Config]:
     """The plan and the config it came from. Reads files and runs nothing, except git for the
-    commit time of reproducible builds."""
+    commit time of reproducible builds. Without ``verify`` the caller's token is not checked:
+    only for the build stage, which publishes nothing and holds no secret."""
     inputs = load_inputs_for(options, env)
     signing_block = None
-    if inputs.config.trust:
+    if inputs.config.trust and verify:
         claims = verify_caller(inputs.config, inputs.ctx, options.oidc_token, options.repo, env)
         if not claims.signing_allowed:
             signing_block = claims.signing_reason
@@ -82,8 +91,10 @@ def prepare(
         context_dir=inputs.root,
         dockerfile=inputs.dockerfile,
         platforms=platforms,
-        build_args=parse_build_args(options.build_args, env),
-        env_file_args=effective(env, inputs.env_file),
+        build_args=parse_build_args(
+            options.build_args, env, trusted_side=bool(inputs.config.trust)
+        ),
+        env_file_args=inputs.env_file,
         export_tags=options.export_tags,
         target=options.target,
         push=not options.no_push,
@@ -121,45 +132,112 @@ def run_build(
     reporter: Reporter,
     now: datetime,
     host_platform: str,
+    euid: int,
 ) -> int:
     from image_builder.commands.inputs import token_from
 
     reporter.mask(token_from(options.oidc_token, env) or "")
-    plan, config = prepare(options, env=env, now=now, host_platform=host_platform)
+    check_stages(options)
+    plan, config = prepare(
+        options,
+        env=env,
+        now=now,
+        host_platform=host_platform,
+        verify=options.layout_out is None,
+    )
     reporter = reporter.with_format(config.log_format)
     if options.dry_run:
         reporter.result(json.dumps(plan.to_json(), indent=2))
         return 0
 
     from image_builder.backends.local import execute
-    from image_builder.engines.buildah import BuildahEngine
     from image_builder.plan import plain_http_registries, registry_host
     from image_builder.registry import make_client
     from image_builder.signing.factory import make_signers, provenance
+    from image_builder.skopeo import SkopeoPublisher
 
+    engine: Engine
+    if options.from_layout is not None:
+        from image_builder.engines.prebuilt import PrebuiltEngine
+
+        engine = PrebuiltEngine(options.from_layout)
+    else:
+        from image_builder.engines.buildah import BuildahEngine
+
+        engine = BuildahEngine(
+            env=env,
+            host_platform=host_platform,
+            accounts=build_accounts(config, env=env, reporter=reporter, euid=euid),
+            storage_driver=config.storage_driver,
+            on_line=reporter.stream,
+        )
+    if options.layout_out is not None:
+        return build_stage(plan, engine, options.layout_out, reporter)
     plain = {registry_host(r) for r in plain_http_registries(plan.registries, config)}
     registry = make_client(env, plain_http=lambda host: host in plain)
     signers = make_signers(
         config,
-        plan.running_signers,
+        () if options.no_sign else plan.running_signers,
         registry=registry,
         env=env,
         optional=provenance(plan.repository, plan.ref, plan.commit_sha),
         on_retry=reporter.warning,
     )
-    engine = BuildahEngine(
-        env=env,
-        host_platform=host_platform,
-        storage_driver=config.storage_driver,
-        on_line=reporter.stream,
+    publisher = SkopeoPublisher(env=env, on_line=reporter.stream)
+    report = execute(
+        plan,
+        engine,
+        publisher,
+        reporter,
+        registry=registry,
+        signers=signers.__getitem__,
+        sign=not options.no_sign,
     )
-    report = execute(plan, engine, reporter, registry=registry, signers=signers.__getitem__)
     publish(report, options=options, env=env, reporter=reporter)
     if report.status != "Succeeded":
         reporter.error(report.error or "the build failed")
         return 1
     for image in report.images_list:
         reporter.info(f"pushed {image}@{report.digest}")
+    if options.no_sign and plan.running_signers:
+        reporter.info(
+            f"--no-sign: {', '.join(plan.running_signers)} did not sign; run `image-builder sign "
+            "--from-report` with the report"
+        )
+    return 0
+
+
+def check_stages(options: BuildOptions) -> None:
+    if options.layout_out is not None and (options.from_layout is not None or options.no_push):
+        raise InputError(
+            "--layout-out builds only; it cannot be combined with --from-layout or --no-push"
+        )
+    if options.from_layout is not None and options.no_push:
+        raise InputError("--from-layout publishes; it cannot be combined with --no-push")
+
+
+def build_stage(plan: BuildPlan, engine: Engine, target: Path, reporter: Reporter) -> int:
+    """Build only, and leave the image as an OCI layout at ``target`` for a publishing job."""
+    import shutil
+
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise InputError(f"--layout-out {target} exists and is not an empty folder; remove it")
+    image = None
+    try:
+        with reporter.step(f"build {plan.name} for {', '.join(plan.platforms)}"):
+            image = engine.build(plan)
+        shutil.copytree(image.layout.path, target, dirs_exist_ok=True)
+    finally:
+        engine.cleanup(image)
+    reporter.result(
+        json.dumps(
+            {
+                "layout": str(target),
+                "layout_digest": image.layout.digest,
+                "platforms": image.layout.platforms,
+            }
+        )
+    )
     return 0
 
 
@@ -189,3 +267,54 @@ def publish(
         ci_output.append(
             Path(env["GITHUB_STEP_SUMMARY"]), ci_output.step_summary(report, link=link)
         )
+
+
+def build_accounts(
+    config: Config, *, env: Mapping[str, str], reporter: Reporter, euid: int
+) -> list[BuildAccount]:
+    """The accounts that may run the Dockerfile's steps, once nothing secret is within reach of
+    any of them."""
+    from image_builder import sandbox
+
+    accounts = sandbox.choose_accounts(config.build_user, euid=euid)
+    check_reach(accounts, config, env)
+    if not accounts[0].dedicated:
+        reporter.info(
+            f"notice: RUN steps run as {accounts[0].name} in a user namespace: image-builder is "
+            "not root, so there is no separate build account"
+        )
+    return accounts
+
+
+def check_reach(accounts: Sequence[BuildAccount], config: Config, env: Mapping[str, str]) -> None:
+    """Refuse to build while any build account could read a key, a credential file, or (when
+    the build runs as image-builder's own account) a secret variable."""
+    from image_builder import sandbox
+    from image_builder.registry import auth_files
+
+    files = list(auth_files(env))
+    secret_env = list(sandbox.SECRET_VARIABLES)
+    for signer in config.sign_config.signers:
+        if signer.type == "cosign":
+            cosign = signer.cosign()
+            files.append(Path(cosign.private_key))
+            if cosign.password_env:
+                secret_env.append(cosign.password_env)
+        else:
+            files.append(Path(signer.notary().secret.path))
+    exposed = sorted(
+        {f for a in accounts for f in sandbox.exposed_secrets(a, files, env, secret_env)}
+    )
+    if not exposed:
+        return
+    if accounts[0].dedicated:
+        raise sandbox.SandboxError(
+            f"the build account {config.build_user} could read {', '.join(exposed)}; make each "
+            "readable by root only (chown root, chmod 600, and no world-searchable folder "
+            "leading to it)"
+        )
+    raise sandbox.SandboxError(
+        f"image-builder runs as {accounts[0].name}, and RUN steps would run as the same account, "
+        f"which can read {', '.join(exposed)}; run image-builder as root, so that the build runs "
+        f"as the account {config.build_user!r}, or build where no key or credential is present"
+    )

@@ -7,11 +7,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from image_builder.config import Config, SignerConfig, load_config
 from image_builder.errors import InputError, RuntimeFailure
 from image_builder.registry import RegistryClient, parse_reference
+from image_builder.report import BuildReport
 from image_builder.reporter import Reporter
+
+if TYPE_CHECKING:
+    from image_builder.trust import VerifiedClaims
 
 
 def _client(config: Config, hosts: Sequence[str], env: Mapping[str, str]) -> RegistryClient:
@@ -27,10 +32,12 @@ def _client(config: Config, hosts: Sequence[str], env: Mapping[str, str]) -> Reg
 
 @dataclass(frozen=True, kw_only=True)
 class SignOptions:
-    images: tuple[str, ...]
+    images: tuple[str, ...] = ()
     config: Path | None = None
     repo: str | None = None
     oidc_token: str | None = None
+    from_report: Path | None = None  # sign what a publishing job's build report lists
+    build_report_path: Path | None = None
 
 
 def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter) -> int:
@@ -40,8 +47,11 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
     from image_builder.signing import select_signers, sign_targets
     from image_builder.signing.factory import make_signers, provenance
 
-    if not options.images:
-        raise InputError("--images-to-sign needs at least one image reference")
+    if bool(options.images) == (options.from_report is not None):
+        raise InputError(
+            "name what to sign: --images-to-sign with at least one reference, or --from-report "
+            "with a build report (not both)"
+        )
     from image_builder.commands.inputs import token_from
 
     reporter.mask(token_from(options.oidc_token, env) or "")
@@ -61,7 +71,9 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
         raise InputError(
             f"no signer runs for {repository or 'this repository'} ({ctx.job_type}): {reasons}"
         )
-    refs = [parse_reference(text) for text in options.images]
+    report = _published_report(options.from_report) if options.from_report else None
+    texts = report.images_list if report is not None else options.images
+    refs = [parse_reference(text) for text in texts]
     registry = _client(config, [r.name for r in refs], env)
     signers = make_signers(
         config,
@@ -71,6 +83,17 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
         optional=provenance(repository, ctx.ref, ctx.commit_sha),
         on_retry=reporter.warning,
     )
+    if report is not None and report.digest is not None:
+        from image_builder.backends.local import sign_all
+
+        report = sign_all(running, report, report.digest, registry, signers.__getitem__)
+        reporter.result(report.block())
+        if options.build_report_path is not None:
+            report.write(options.build_report_path)
+        if report.status != "Succeeded":
+            reporter.error(report.error or "signing failed")
+            return 1
+        return 0
     pushed = []
     for ref in refs:
         digest = ref.digest or registry.manifest_digest(ref)
@@ -101,6 +124,24 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
         reporter.error("; ".join(errors))
         return 1
     return 0
+
+
+def _published_report(path: Path) -> BuildReport:
+    """A build report of a publishing job: it must say that every reference holds one digest."""
+    try:
+        report = BuildReport.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise InputError(f"cannot read --from-report {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise InputError(f"--from-report {path} is not a build report: {exc}") from None
+    if report.status != "Succeeded" or not report.pushed or report.digest is None:
+        raise InputError(
+            f"--from-report {path} reports a build that did not push (status {report.status}); "
+            "nothing to sign"
+        )
+    if not report.images_list:
+        raise InputError(f"--from-report {path} lists no pushed image")
+    return report
 
 
 # --- verify -------------------------------------------------------------------------------------
@@ -244,7 +285,12 @@ def run_rotate(
 
 
 def run_verify_token(
-    token_flag: str | None, config_path: Path | None, *, env: Mapping[str, str], reporter: Reporter
+    token_flag: str | None,
+    config_path: Path | None,
+    *,
+    env: Mapping[str, str],
+    reporter: Reporter,
+    ado_outputs: bool = False,
 ) -> int:
     """Check a token against the config's trust policy and print the claims that matter."""
     from image_builder.commands.inputs import token_from
@@ -259,4 +305,35 @@ def run_verify_token(
         raise InputError("the config has no trust section; add the trusted issuers to config.yaml")
     claims = make_verifier(config.trust).verify(token)
     reporter.result(claims.to_json())
+    if ado_outputs:
+        for line in verified_job_variables(claims, env):
+            reporter.result(line)
     return 0
+
+
+def verified_job_variables(claims: VerifiedClaims, env: Mapping[str, str]) -> list[str]:
+    """Azure DevOps output variables for the later jobs of the trusted pipeline: what they build
+    and whether it may be signed, taken from the verified token wherever the token says it. Only a
+    pull request's number and head commit come from the caller (a token does not carry them);
+    such builds go to the dev registry, unsigned."""
+    from image_builder.backends.ado import vso_variables
+    from image_builder.context import azure
+    from image_builder.trust import check_context
+
+    ctx = azure.load(env)
+    check_context(claims, ctx, None)
+    owner, _, name = claims.repository.partition("/")
+    release = ctx.job_type not in ("presubmit", "merge_group")
+    commit = claims.sha if release and claims.sha else ctx.commit_sha
+    values = {
+        "REPO_OWNER": owner,
+        "REPO_NAME": name,
+        "JOB_TYPE": ctx.job_type,
+        "COMMIT": commit or "",
+        "PULL_BASE_SHA": commit if release and commit else ctx.base_sha or "",
+        "PULL_PULL_SHA": "" if release else ctx.head_sha or "",
+        "PULL_NUMBER": "" if ctx.pr_number is None else str(ctx.pr_number),
+        "BASE_REF": (claims.ref if release else ctx.base_ref) or "",
+        "SIGN": "true" if release and claims.signing_allowed else "false",
+    }
+    return list(vso_variables(values))

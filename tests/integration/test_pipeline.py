@@ -1,0 +1,315 @@
+"""The trusted Azure DevOps pipeline, executed job by job with Azure DevOps' rules
+(tests/support/ado_runner.py) against the real registry, real buildah and a local OIDC issuer.
+A caller controls only the pipeline's parameters and the content of its repository; each attack
+it can make from there is a named test."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from image_builder.backends.ado import PARAMETER_NAMES
+from image_builder.report import parse_from_logs
+from tests.integration.conftest import REPO, Cli, Registry, inspect_raw, record, secret, tool_env
+from tests.integration.test_sandbox import static_escape
+from tests.support.ado_runner import AdoRunner, RunResult, compile_pipeline
+from tests.support.oidc import FakeIssuer
+
+PIPELINE = REPO / "pipelines" / "azure" / "oci-image-builder.yml"
+PASSWORD = secret("pipeline cosign password 81c4")
+JOB_TOKEN = secret("system-access-token-of-the-job-5d02")
+REGISTRY_PASSWORD = secret("registry-robot-password-7e3a")
+
+
+@pytest.fixture
+def issuer() -> Iterator[FakeIssuer]:
+    server = FakeIssuer().start()
+    yield server
+    server.stop()
+
+
+def caller_repo(root: Path, files: dict[str, str | bytes]) -> str:
+    """The caller's repository org/app, served as ``<root>/org/app.git``; returns its commit.
+    Bytes are committed as executables."""
+    work = root / "work"
+    work.mkdir(parents=True)
+    for name, content in files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            (work / name).write_bytes(content)
+            (work / name).chmod(0o755)
+        else:
+            (work / name).write_text(content)
+
+    def git(*args: str, cwd: Path = work) -> str:
+        done = subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+            cwd=cwd, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return done.stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    git("add", "-A")
+    git("commit", "-q", "-m", "caller")
+    bare = root / "org" / "app.git"
+    git("clone", "-q", "--bare", str(work), str(bare), cwd=root)
+    git("config", "uploadpack.allowAnySHA1InWant", "true", cwd=bare)
+    return git("rev-parse", "HEAD")
+
+
+class Pipeline:
+    def __init__(self, cli: Cli, registry: Registry, issuer: FakeIssuer, tmp_path: Path) -> None:
+        self.cli, self.registry, self.issuer, self.tmp = cli, registry, issuer, tmp_path
+        keys = cli("keygen", "--output-key-prefix", str(tmp_path / "release"),
+                   env={"COSIGN_PASSWORD": PASSWORD})  # fmt: skip
+        assert keys.returncode == 0, keys.stderr
+        paths = json.loads(keys.stdout)
+        self.key, self.pub = Path(paths["private_key"]), Path(paths["public_key"])
+        secret(self.key.read_text().splitlines()[1])
+        self.config = tmp_path / "trusted-config.yaml"
+        self.config.write_text(
+            f"registry: {registry.address}/prod\ndev-registry: {registry.address}/dev\n"
+            f"sign-config:\n  enabled-signers:\n    '*': [release]\n  signers:\n"
+            f"    - name: release\n      type: cosign\n"
+            f"      config: {{private-key: {self.key}, password-env: COSIGN_PASSWORD}}\n"
+            + issuer.trust_yaml()
+        )
+        auth = base64.b64encode(f"robot:{REGISTRY_PASSWORD}".encode()).decode()
+        self.registry_auth = json.dumps({"auths": {"registry.invalid:5000": {"auth": auth}}})
+        secret(auth)
+
+    def run(
+        self,
+        files: dict[str, str | bytes],
+        *,
+        event: str = "push",
+        params: dict[str, str] | None = None,
+        token: Callable[[str], str] | None = None,
+    ) -> tuple[RunResult, str]:
+        commit = caller_repo(self.tmp / "git", files)
+        if token is None:
+            claims: dict[str, Any] = {"sha": commit, "event_name": event}
+            if event == "pull_request_target":
+                claims.update(ref="refs/heads/main", sha="ab" * 20)
+            value = secret(self.issuer.token(**claims))
+        else:
+            value = secret(token(commit))
+        presubmit = event == "pull_request_target"
+        parameters = {
+            "RepoOwner": "org", "RepoName": "app",
+            "JobType": "presubmit" if presubmit else "postsubmit",
+            "PullBaseSHA": "ab" * 20 if presubmit else commit,
+            "BaseRef": "refs/heads/main", "Name": "org/app", "Context": ".",
+            "Platforms": "linux/amd64", "Tags": base64.b64encode(b"latest").decode(),
+            **({"PullNumber": "7", "PullPullSHA": commit} if presubmit else {}),
+            **(params or {}),
+        }  # fmt: skip
+        venv_bin = REPO / ".venv" / "bin"
+        env = tool_env(self.cli.storage, self.cli.home)
+        env["PATH"] = f"{venv_bin}:{env['PATH']}"
+        runner = AdoRunner(
+            pipeline=PIPELINE,
+            self_repo=REPO,
+            work=self.tmp / "agent",
+            base_env=env,
+            variables={
+                "IMAGE_BUILDER_CONFIG": str(self.config),
+                "SourceBaseUrl": f"file://{self.tmp / 'git'}",
+            },
+            secrets={"AUTHORIZATION": value, "System.AccessToken": JOB_TOKEN},
+            groups={
+                "image-builder-registry": {"RegistryAuth": self.registry_auth},
+                "image-builder-signing": {"COSIGN_PASSWORD": PASSWORD},
+            },
+            skip_scripts=("stage.sh setup",),
+        )
+        result = runner.run(parameters)
+        record("pipeline log", result.log)
+        return result, commit
+
+    def results(self, run: RunResult) -> dict[str, str]:
+        return {name: job.result for name, job in run.jobs.items()}
+
+
+@pytest.fixture
+def pipeline(cli: Cli, registry: Registry, issuer: FakeIssuer, tmp_path: Path) -> Pipeline:
+    return Pipeline(cli, registry, issuer, tmp_path)
+
+
+def assert_no_secret(run: RunResult, *values: str) -> None:
+    for value in (JOB_TOKEN, PASSWORD, REGISTRY_PASSWORD, *values):
+        assert value not in run.log
+
+
+# --- the pipeline as written ------------------------------------------------------------------------
+
+
+def test_the_pipeline_declares_the_go_tools_parameters_and_guards_each() -> None:
+    document = json.loads(json.dumps(__import__("yaml").safe_load(PIPELINE.read_text())))
+    declared = [p["name"] for p in document["parameters"]]
+    assert set(declared) == set(PARAMETER_NAMES)
+    assert "Authorization" not in declared  # the token is a secret variable
+    guard = next(k for item in document["jobs"] for k in item if "contains(format(" in k)
+    for name in declared:  # every parameter is inside the compile-time guard
+        assert f"parameters.{name}," in guard or f"parameters.{name})" in guard
+    text = PIPELINE.read_text()
+    for line in text.splitlines():
+        if line.strip().startswith("- script:") or line.startswith(" " * 14 + "echo"):
+            assert "${{" not in line, "parameters reach scripts only through env:"
+
+
+def test_a_token_is_never_a_template_parameter() -> None:
+    """The attack: anyone who can read runs reads template parameters back."""
+    with pytest.raises(ValueError, match=r"Unexpected parameter\(s\): Authorization"):
+        compile_pipeline(
+            PIPELINE,
+            {"RepoOwner": "o", "RepoName": "r", "JobType": "postsubmit", "PullBaseSHA": "a",
+             "Name": "o/r", "Authorization": "token"},
+        )  # fmt: skip
+
+
+def test_a_release_run_builds_publishes_and_signs_in_separate_jobs(
+    pipeline: Pipeline, base_image: str, tmp_path: Path
+) -> None:
+    """With the escape and env-file attacks inside the pipeline's build job: that job holds no
+    token, no password and no registry credentials, and the key file is out of its reach."""
+    static_escape(tmp_path)
+    files: dict[str, str | bytes] = {
+        "Dockerfile": f"FROM {base_image}\nARG COSIGN_PASSWORD\nCOPY escape /escape\n"
+        f"RUN /escape {pipeline.key} AUTHORIZATION= > /loot.txt 2>&1; cat /loot.txt; env; "
+        'echo "arg=$COSIGN_PASSWORD"\n',
+        "envs": "COSIGN_PASSWORD=from-the-file\n",
+        "escape": (tmp_path / "escape").read_bytes(),
+    }
+    result, _ = pipeline.run(files, params={"EnvFile": "envs"})
+    assert pipeline.results(result) == {
+        "verify": "Succeeded", "build": "Succeeded", "publish": "Succeeded", "sign": "Succeeded",
+    }, result.log[-4000:]  # fmt: skip
+    build_log = "\n".join(result.jobs["build"].log)
+    assert f"FILE {pipeline.key}: Permission denied" in build_log
+    assert "arg=from-the-file" in build_log
+    assert "ENV /proc" not in build_log  # no process with the token is visible
+    assert_no_secret(result)
+    report = parse_from_logs(result.log)
+    assert (report.status, report.pushed, report.signed) == ("Succeeded", True, True)
+    assert report.signed_by == ["release"]
+    assert report.images_list[0].startswith(f"{pipeline.registry.address}/prod/org/app:v")
+    assert result.jobs["publish"].outputs["publish.push_success"] == "true"
+    assert result.jobs["publish"].outputs["publish.signing_success"] == "false"
+    assert result.jobs["sign"].outputs["sign.signing_success"] == "true"
+    verified = pipeline.cli("verify", report.images_list[0], "--key", str(pipeline.pub))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_pull_request_run_has_no_job_that_can_read_signing_material(
+    pipeline: Pipeline, base_image: str
+) -> None:
+    result, _ = pipeline.run({"Dockerfile": f"FROM {base_image}\n"}, event="pull_request_target")
+    assert pipeline.results(result) == {
+        "verify": "Succeeded", "build": "Succeeded", "publish": "Succeeded",
+    }, result.log[-4000:]  # fmt: skip
+    assert "sign" not in [job["job"] for job in result.compiled["jobs"]]
+    build = next(job for job in result.compiled["jobs"] if job["job"] == "build")
+    assert build["pool"] == {"name": "image-builder-untrusted"}
+    report = parse_from_logs(result.log)
+    assert report.images_list == [f"{pipeline.registry.address}/dev/org/app:PR-7",
+                                  f"{pipeline.registry.address}/dev/org/app:latest"]  # fmt: skip
+    assert report.signed is False
+
+
+def test_attack_context_outside_the_checkout(pipeline: Pipeline, base_image: str) -> None:
+    """``Context=../../..`` used to let a COPY take the trusted config and keys into an image."""
+    result, _ = pipeline.run(
+        {"Dockerfile": f"FROM {base_image}\nCOPY . /stolen\n"},
+        params={"Context": "../../..", "Name": "org/stolen"},
+    )
+    assert pipeline.results(result) == {
+        "verify": "Succeeded", "build": "Failed", "publish": "Skipped", "sign": "Skipped",
+    }, result.log[-4000:]  # fmt: skip
+    assert "build context '../../..' resolves to" in result.log
+    assert "outside the checkout" in result.log
+    assert inspect_raw(f"{pipeline.registry.address}/prod/org/stolen:latest") is None
+
+
+def test_attack_macro_in_a_parameter(pipeline: Pipeline, base_image: str) -> None:
+    """``BuildArgs=K=$(System.AccessToken)``: Azure DevOps expands macros in env values, so the
+    job's token would be baked into the image. The run is refused before any job exists."""
+    result, _ = pipeline.run(
+        {"Dockerfile": f"FROM {base_image}\nARG K\nRUN echo $K > /k\n"},
+        params={"BuildArgs": "K=$(System.AccessToken)"},
+    )
+    assert pipeline.results(result) == {"refused": "Failed"}, result.log[-4000:]
+    assert "a parameter holds '$(', which Azure DevOps would expand as a macro" in result.log
+    assert_no_secret(result)
+
+
+def test_attack_logging_commands_and_a_fake_report_from_a_run_step(
+    pipeline: Pipeline, base_image: str
+) -> None:
+    fake = json.dumps({"status": "Succeeded", "pushed": True, "signed": True,
+                       "image_name": "org/app", "images_list": ["evil"]})  # fmt: skip
+    lines = [
+        "##vso[task.setvariable variable=signing_success;isOutput=true]true",
+        "##vso[task.uploadfile]/etc/shadow",
+        "##vso[task.prependpath]/tmp/evil",
+        "---IMAGE BUILD REPORT---", fake, "---END OF IMAGE BUILD REPORT---",
+    ]  # fmt: skip
+    run_lines = "".join(f"RUN echo '{line}'\n" for line in lines)
+    result, _ = pipeline.run(
+        {"Dockerfile": f"FROM {base_image}\n{run_lines}"}, event="pull_request_target"
+    )
+    assert pipeline.results(result)["publish"] == "Succeeded"
+    from_build = [c for c in result.commands if c.job == "build"]
+    assert from_build == []  # neutralised: not even seen as commands
+    report = parse_from_logs(result.log)
+    assert report.signed is False
+    assert report.images_list != ["evil"]
+    assert result.jobs["publish"].outputs["publish.signing_success"] == "false"
+
+
+def test_the_build_step_is_restricted(pipeline: Pipeline) -> None:
+    """Even a logging command that got past the neutraliser could set no variable there."""
+    compiled = compile_pipeline(
+        PIPELINE,
+        {"RepoOwner": "org", "RepoName": "app", "JobType": "postsubmit", "PullBaseSHA": "a" * 40,
+         "Name": "org/app"},
+    )  # fmt: skip
+    build = next(job for job in compiled["jobs"] if job["job"] == "build")
+    step = next(s for s in build["steps"] if "stage.sh build" in s.get("script", ""))
+    assert step["target"] == {"commands": "restricted", "settableVariables": "none"}
+    assert "AUTHORIZATION" not in json.dumps(build)
+    assert "group" not in json.dumps(build)
+
+
+def test_attack_a_planted_report_file(pipeline: Pipeline, base_image: str) -> None:
+    """A repository that ships ``.image-builder-report.json`` claiming success, with a build that
+    fails: the report is read only from where image-builder wrote it, outside the checkout."""
+    planted = json.dumps({"status": "Succeeded", "pushed": True, "signed": True,
+                          "image_name": "org/app"})  # fmt: skip
+    result, _ = pipeline.run(
+        {"Dockerfile": f"FROM {base_image}\nRUN false\n", ".image-builder-report.json": planted}
+    )
+    assert pipeline.results(result) == {
+        "verify": "Succeeded", "build": "Failed", "publish": "Skipped", "sign": "Skipped",
+    }, result.log[-4000:]  # fmt: skip
+    assert "signing_success" not in json.dumps([c.properties for c in result.honoured(
+        "task.setvariable")])  # fmt: skip
+
+
+def test_attack_a_bad_token_stops_the_run_before_the_checkout(
+    pipeline: Pipeline, base_image: str
+) -> None:
+    result, _ = pipeline.run(
+        {"Dockerfile": f"FROM {base_image}\n"},
+        token=lambda commit: pipeline.issuer.token(sha=commit, repository="other/repo"),
+    )
+    assert pipeline.results(result) == {
+        "verify": "Failed", "build": "Skipped", "publish": "Skipped", "sign": "Skipped",
+    }, result.log[-4000:]  # fmt: skip
+    assert not (pipeline.tmp / "agent" / "agent" / "build").exists()  # nothing was fetched
