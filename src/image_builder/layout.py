@@ -53,70 +53,91 @@ class LayoutImage:
         return f"oci:{self.path}:{REF_NAME}"
 
 
-def take(
-    untrusted: Path, dest: Path, platforms: Sequence[str], *, per_platform: bool = False
-) -> LayoutImage:
-    """Copy the image in the layout at ``untrusted`` into the new folder ``dest``, verified.
+def take(untrusted: Path, dest: Path, platforms: Sequence[str]) -> LayoutImage:
+    """Copy the image named ``image`` in the layout at ``untrusted`` into the new folder
+    ``dest``, verified, and name it ``image`` there.
 
-    With ``per_platform`` the layout holds one image per platform, named ``p0``, ``p1``, ... in
-    the order of ``platforms``, and the index is written here, by the trusted side, in that
-    order. Otherwise it holds one image or index named ``image``, which is kept as it is. Either
-    way every platform must be there, and ``dest`` names the result ``image``."""
+    A single image must be of ``platforms[0]``. For an index, the trusted side writes its own, in
+    the order of ``platforms``, naming each platform by the image's own config: the digest never
+    depends on which platform a build finished first, and the same images always give the same
+    index. An image for a platform that was not asked for is refused, and so is a missing one."""
     if untrusted.is_symlink():
         raise LayoutError(f"the build's layout {untrusted} is a symlink")
     (dest / "blobs" / "sha256").mkdir(parents=True, mode=0o700)
-    found: dict[str, str] = {}
-    if per_platform:
-        manifests = []
-        for number, platform in enumerate(platforms):
-            part = untrusted / f"p{number}"
-            descriptor = _named(_entries(untrusted, part), REF_NAME)
+    top = _named(_entries(untrusted, untrusted), REF_NAME)
+    found: dict[str, dict[str, Any]] = {}
+    if top["mediaType"] in _INDEX_TYPES:
+        data = _read_blob(untrusted, top, MAX_MANIFEST_BYTES)
+        children = _list(_load_json(data, top["digest"]), "manifests", top["digest"])
+        if len(children) > MAX_INDEX_ENTRIES:
+            raise LayoutError(f"the index has {len(children)} entries; at most {MAX_INDEX_ENTRIES}")
+        for child in children:
+            descriptor = _descriptor(child, top["digest"])
             if descriptor["mediaType"] not in _MANIFEST_TYPES:
-                raise LayoutError(
-                    f"the build's image for {platform} is a {descriptor['mediaType']!r}"
-                )
-            found[_take_manifest(untrusted, part, dest, descriptor)] = descriptor["digest"]
-            manifests.append({**descriptor, "platform": _platform_fields(platform)})
-        if len(manifests) == 1:
-            top = manifests[0]
-            del top["platform"]
-        else:
-            index = json.dumps(
-                {"schemaVersion": 2, "mediaType": _OCI_INDEX, "manifests": manifests},
-                separators=(",", ":"),
-            ).encode()
-            top = {"mediaType": _OCI_INDEX, **_write_blob(dest, index)}
+                raise LayoutError(f"the index holds a {descriptor['mediaType']!r}")
+            platform = _take_manifest(untrusted, untrusted, dest, descriptor)
+            if platform in found:
+                raise LayoutError(f"the index holds two images for {platform}")
+            found[platform] = descriptor
+    elif top["mediaType"] in _MANIFEST_TYPES:
+        found[_take_manifest(untrusted, untrusted, dest, top)] = top
     else:
-        top = _named(_entries(untrusted, untrusted), REF_NAME)
-        if top["mediaType"] in _INDEX_TYPES:
-            data = _copy_blob(
-                untrusted, untrusted, dest, top["digest"], top["size"], MAX_MANIFEST_BYTES
-            )
-            children = _list(_load_json(data, top["digest"]), "manifests", top["digest"])
-            if len(children) > MAX_INDEX_ENTRIES:
-                raise LayoutError(
-                    f"the index has {len(children)} entries; at most {MAX_INDEX_ENTRIES}"
-                )
-            for child in children:
-                descriptor = _descriptor(child, top["digest"])
-                if descriptor["mediaType"] not in _MANIFEST_TYPES:
-                    raise LayoutError(f"the index holds a {descriptor['mediaType']!r}")
-                found[_take_manifest(untrusted, untrusted, dest, descriptor)] = descriptor["digest"]
-        elif top["mediaType"] in _MANIFEST_TYPES:
-            found[_take_manifest(untrusted, untrusted, dest, top)] = top["digest"]
-        else:
-            raise LayoutError(f"the layout holds a {top['mediaType']!r}")
+        raise LayoutError(f"the layout holds a {top['mediaType']!r}")
     missing = [p for p in platforms if p not in found]
     if missing:
         raise LayoutError(f"the build produced no image for {', '.join(missing)}")
+    extra = [p for p in found if p not in platforms]
+    if extra:
+        raise LayoutError(
+            f"the build produced an image for {', '.join(extra)}, which was not asked for"
+        )
+    if len(platforms) > 1:
+        manifests = [
+            {
+                "mediaType": found[p]["mediaType"],
+                "digest": found[p]["digest"],
+                "size": found[p]["size"],
+                "platform": _platform_fields(p),
+            }
+            for p in platforms
+        ]
+        index = json.dumps(
+            {"schemaVersion": 2, "mediaType": _OCI_INDEX, "manifests": manifests},
+            separators=(",", ":"),
+        ).encode()
+        top = {"mediaType": _OCI_INDEX, **_write_blob(dest, index)}
+    else:
+        top = {key: found[platforms[0]][key] for key in ("mediaType", "digest", "size")}
     (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     named = {**top, "annotations": {"org.opencontainers.image.ref.name": REF_NAME}}
     (dest / "index.json").write_text(
         json.dumps({"schemaVersion": 2, "manifests": [named]}, separators=(",", ":"))
     )
     return LayoutImage(
-        path=dest, digest=top["digest"], is_list=top["mediaType"] in _INDEX_TYPES, platforms=found
+        path=dest,
+        digest=top["digest"],
+        is_list=top["mediaType"] in _INDEX_TYPES,
+        platforms={p: found[p]["digest"] for p in platforms},
     )
+
+
+def _read_blob(root: Path, descriptor: dict[str, Any], limit: int) -> bytes:
+    """A small blob (an index), read and checked but not copied: the trusted side writes its own."""
+    if descriptor["size"] > limit:
+        raise LayoutError(
+            f"blob {descriptor['digest']} is {descriptor['size']} bytes; at most {limit}"
+        )
+    data = _read_file(
+        root, root / "blobs" / "sha256" / descriptor["digest"].split(":", 1)[1], limit
+    )
+    if (
+        len(data) != descriptor["size"]
+        or "sha256:" + hashlib.sha256(data).hexdigest() != descriptor["digest"]
+    ):
+        raise LayoutError(
+            f"blob {descriptor['digest']} in the build's layout does not match its descriptor"
+        )
+    return data
 
 
 def _entries(root: Path, layout: Path) -> list[dict[str, Any]]:

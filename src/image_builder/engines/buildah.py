@@ -3,7 +3,6 @@ the image over as a verified OCI layout. It holds no credentials and no keys."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
@@ -13,12 +12,11 @@ import threading
 import tomllib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from image_builder import layout, proc, sandbox
 from image_builder.engines import BuiltImage
-from image_builder.errors import ImageBuilderError, RuntimeFailure, ToolMissingError
+from image_builder.errors import ImageBuilderError, ToolMissingError
 from image_builder.plan import BuildPlan, registry_host
 from image_builder.platforms import BINFMT_NAME, QEMU_BINARY, arch_of
 from image_builder.sandbox import BuildAccount
@@ -70,74 +68,31 @@ class BuildahEngine:
                 # of this account: the build's processes died with its PID namespace, and the
                 # folder above is image-builder's alone.
                 work.chmod(0o700)
-        image = layout.take(
-            work / "sandbox" / "layout", work / "image", plan.platforms, per_platform=True
-        )
+        image = layout.take(work / "sandbox" / "layout", work / "image", plan.platforms)
         return BuiltImage(layout=image, platforms=plan.platforms)
 
     def _build_in(self, box: Path, plan: BuildPlan) -> None:
-        """Build, and leave each platform's image uncompressed in ``box/layout/p<n>``. The trusted
-        side writes the index in plan order (so its digest never depends on which platform
-        finished first) and compresses while pushing, where its blob cache skips layers that a
-        registry already has."""
-        out = box / "layout"
+        """Build, and leave the image in the OCI layout ``box/layout`` for the trusted side, which
+        writes the index itself in plan order (layout.take)."""
+        out = f"oci:{box / 'layout'}:{layout.REF_NAME}"
         if len(plan.platforms) == 1 and plan.cache is None:
-            # Straight into the layout (a remote cache needs a named image in storage).
-            self._bud(plan, box, f"oci:{out / 'p0'}:{layout.REF_NAME}", is_list=False)
+            # Straight into the layout, uncompressed: root's skopeo compresses while pushing,
+            # and its blob cache skips layers that a registry already holds. (A remote cache
+            # needs a named image in storage, hence the other path.)
+            self._bud(plan, box, out, is_list=False)
             return
         # One bud for all platforms: buildah builds them concurrently and pulls each base once
         # (separate concurrent buds race on the base image and record different base names).
         local_name = f"{_LOCAL_PREFIX}/{uuid.uuid4().hex[:12]}"
         is_list = len(plan.platforms) > 1
         self._bud(plan, box, local_name, is_list=is_list)
-        images = (
-            self._platform_images(box, local_name) if is_list else {plan.platforms[0]: local_name}
-        )
-        missing = [p for p in plan.platforms if p not in images]
-        if missing:
-            raise RuntimeFailure(f"the build produced no image for {', '.join(missing)}")
-
-        def export(number: int) -> None:
-            platform = plan.platforms[number]
-            self._sandboxed(
-                box,
-                "push",
-                "--disable-compression",
-                "--quiet",
-                images[platform],
-                f"oci:{out / f'p{number}'}:{layout.REF_NAME}",
-                what=f"export of the {platform} image",
-            )
-
-        with ThreadPoolExecutor(max_workers=len(plan.platforms)) as pool:
-            list(pool.map(export, range(len(plan.platforms))))
+        # One export of every platform (`manifest push` has no way to skip compression here).
+        export = ["manifest", "push", "--all"] if is_list else ["push", "--disable-compression"]
+        self._sandboxed(box, *export, "--quiet", local_name, out, what="export of the image")
 
     def _say(self, message: str) -> None:
         if self._on_line is not None:
             self._on_line(message)
-
-    def _platform_images(self, box: Path, manifest_list: str) -> dict[str, str]:
-        """Platform → image id of each image in the manifest list buildah built."""
-        try:
-            index = json.loads(
-                self._sandboxed(
-                    box, "manifest", "inspect", manifest_list, what="buildah manifest inspect"
-                ).output
-            )
-            images = json.loads(
-                self._sandboxed(box, "images", "--all", "--json", what="buildah images").output
-            )
-            by_digest = {i.get("digest"): i["id"] for i in images if i.get("id")}
-            out = {}
-            for entry in index.get("manifests", []):
-                p = entry.get("platform", {})
-                key = "/".join(
-                    x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x
-                )
-                out[key] = by_digest[entry["digest"]]
-            return out
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise RuntimeFailure(f"cannot read the manifest list buildah built: {exc!r}") from None
 
     def tag(self, image: BuiltImage, references: tuple[str, ...]) -> None:
         """Import the verified image into image-builder's own local storage under ``references``."""
@@ -257,7 +212,7 @@ class BuildahEngine:
         if self._account.dedicated:
             self._work.chmod(0o711)  # the build account may pass through, not list
         box = self._work / "sandbox"
-        for folder in (box, *(box / name for name in ("tmp", "run", "config", "data", "layout"))):
+        for folder in (box, *(box / name for name in ("tmp", "run", "config", "data"))):
             folder.mkdir(mode=0o700)
             sandbox.give_to(folder, self._account)
         if self._account.dedicated:
