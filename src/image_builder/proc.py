@@ -23,6 +23,10 @@ PACKAGES = {
     "skopeo": "skopeo",
     "git": "git",
     "qemu-aarch64-static": "qemu-user-static",
+    "newuidmap": "uidmap",
+    "newgidmap": "uidmap",
+    "unshare": "util-linux",
+    "setpriv": "util-linux",
 }
 
 _TAIL_LINES = 40

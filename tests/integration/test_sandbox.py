@@ -183,3 +183,23 @@ def test_the_build_refuses_when_its_account_could_read_a_key(
         f"::error::the build account ib-sandbox could read the file {key}; make each readable by "
         "root only (chown root, chmod 600, and no world-searchable folder leading to it)"
     )
+
+
+def test_a_machine_without_uidmap_is_refused_with_the_package_to_install(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """No opt-out: without newuidmap, RUN steps could not get a user namespace of their own."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("buildah", "skopeo", "unshare", "setpriv", "sh", "git"):
+        found = shutil.which(tool)
+        assert found is not None
+        (bin_dir / tool).symlink_to(found)
+    ctx = context(tmp_path, "FROM scratch\n")
+    run = cli(
+        "build", "--name", "team/nouidmap", "--context", str(ctx),
+        env={**github("push", "push.new-branch.json"), "PATH": str(bin_dir)},
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert "newuidmap is not installed; install it with `apt-get install uidmap`" in run.stderr
+    assert run.report["status"] == "Failed"

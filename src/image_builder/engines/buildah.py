@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import shlex
 import shutil
 import tempfile
 import threading
@@ -56,7 +57,11 @@ class BuildahEngine:
     # --- public -------------------------------------------------------------------------------
 
     def build(self, plan: BuildPlan) -> BuiltImage:
-        proc.which("buildah")
+        tools = ["buildah", "newuidmap", "newgidmap"]
+        if self._accounts[0].dedicated:
+            tools += ["unshare", "setpriv"]
+        for tool in tools:
+            proc.which(tool)
         self._check_emulation(plan)
         with sandbox.claim(self._accounts, on_wait=self._say) as account:
             self._account = account
@@ -85,10 +90,13 @@ class BuildahEngine:
         # (separate concurrent buds race on the base image and record different base names).
         local_name = f"{_LOCAL_PREFIX}/{uuid.uuid4().hex[:12]}"
         is_list = len(plan.platforms) > 1
-        self._bud(plan, box, local_name, is_list=is_list)
-        # One export of every platform (`manifest push` has no way to skip compression here).
+        # Then one export of every platform, in the same sandbox. `manifest push` cannot skip
+        # compression, but one buildah process compressing beats one rootless buildah process
+        # per platform (measured: 0.12 s against 0.23 s for two platforms).
         export = ["manifest", "push", "--all"] if is_list else ["push", "--disable-compression"]
-        self._sandboxed(box, *export, "--quiet", local_name, out, what="export of the image")
+        self._bud(
+            plan, box, local_name, is_list=is_list, then=[*export, "--quiet", local_name, out]
+        )
 
     def _say(self, message: str) -> None:
         if self._on_line is not None:
@@ -137,7 +145,17 @@ class BuildahEngine:
 
     # --- internals ----------------------------------------------------------------------------
 
-    def _bud(self, plan: BuildPlan, box: Path, name: str, *, is_list: bool) -> None:
+    def _bud(
+        self,
+        plan: BuildPlan,
+        box: Path,
+        name: str,
+        *,
+        is_list: bool,
+        then: list[str] | None = None,
+    ) -> None:
+        """``buildah bud`` in the sandbox; ``then`` is a second buildah command run right after
+        it in the same sandbox (one namespace set-up fewer)."""
         platforms = ",".join(plan.platforms)
         context = box / "context" if self._account.dedicated else plan.context_dir
         dockerfile = context / plan.dockerfile.relative_to(plan.context_dir)
@@ -168,13 +186,17 @@ class BuildahEngine:
             args += ["--layers=false"]
         args.append(str(context))
         binds = [(plan.context_dir, context)] if self._account.dedicated else []
-        self._sandboxed(box, *args, what=f"build for {platforms}", binds=binds)
+        argv = ["buildah", *args]
+        if then:
+            second = " ".join(shlex.quote(a) for a in then)
+            argv = ["sh", "-c", f'buildah "$@" && exec buildah {second}', "sh", *args]
+        self._sandboxed(box, argv, what=f"build for {platforms}", binds=binds)
 
     def _sandboxed(
-        self, box: Path, *args: str, what: str, binds: list[tuple[Path, Path]] | None = None
+        self, box: Path, argv: list[str], *, what: str, binds: list[tuple[Path, Path]] | None = None
     ) -> proc.Result:
-        """buildah as the build account, with the sandbox's environment only."""
-        argv = sandbox.wrap(["buildah", *args], self._account, binds=binds or [])
+        """``argv`` as the build account, with the sandbox's environment only."""
+        argv = sandbox.wrap(argv, self._account, binds=binds or [])
         return self._run(argv, env=self._box_env(box), what=what)
 
     def _buildah(self, *args: str, what: str) -> proc.Result:
