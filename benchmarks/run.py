@@ -59,7 +59,9 @@ def settle() -> None:
     """Wait (unmeasured) for Image Builder's background clean-up, so it never slows the next run."""
     for _ in range(100):
         busy = subprocess.run(
-            ["pgrep", "-f", "buildah.* (rmi|manifest rm) "], capture_output=True, check=False
+            ["pgrep", "-f", "rm -rf /.*/image-builder-[0-9a-f]{12}$"],
+            capture_output=True,
+            check=False,
         )
         if busy.returncode != 0:
             return

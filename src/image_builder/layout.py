@@ -5,6 +5,7 @@ build account can still change is read again after that."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -64,10 +65,10 @@ def take(untrusted: Path, dest: Path, platforms: Sequence[str]) -> LayoutImage:
     if untrusted.is_symlink():
         raise LayoutError(f"the build's layout {untrusted} is a symlink")
     (dest / "blobs" / "sha256").mkdir(parents=True, mode=0o700)
-    top = _named(_entries(untrusted, untrusted), REF_NAME)
+    top = _named(_entries(untrusted), REF_NAME)
     found: dict[str, dict[str, Any]] = {}
     if top["mediaType"] in _INDEX_TYPES:
-        data = _read_blob(untrusted, top, MAX_MANIFEST_BYTES)
+        data = _blob(untrusted, None, top["digest"], top["size"], MAX_MANIFEST_BYTES)
         children = _list(_load_json(data, top["digest"]), "manifests", top["digest"])
         if len(children) > MAX_INDEX_ENTRIES:
             raise LayoutError(f"the index has {len(children)} entries; at most {MAX_INDEX_ENTRIES}")
@@ -75,12 +76,12 @@ def take(untrusted: Path, dest: Path, platforms: Sequence[str]) -> LayoutImage:
             descriptor = _descriptor(child, top["digest"])
             if descriptor["mediaType"] not in _MANIFEST_TYPES:
                 raise LayoutError(f"the index holds a {descriptor['mediaType']!r}")
-            platform = _take_manifest(untrusted, untrusted, dest, descriptor)
+            platform = _take_manifest(untrusted, dest, descriptor)
             if platform in found:
                 raise LayoutError(f"the index holds two images for {platform}")
             found[platform] = descriptor
     elif top["mediaType"] in _MANIFEST_TYPES:
-        found[_take_manifest(untrusted, untrusted, dest, top)] = top
+        found[_take_manifest(untrusted, dest, top)] = top
     else:
         raise LayoutError(f"the layout holds a {top['mediaType']!r}")
     missing = [p for p in platforms if p not in found]
@@ -121,27 +122,8 @@ def take(untrusted: Path, dest: Path, platforms: Sequence[str]) -> LayoutImage:
     )
 
 
-def _read_blob(root: Path, descriptor: dict[str, Any], limit: int) -> bytes:
-    """A small blob (an index), read and checked but not copied: the trusted side writes its own."""
-    if descriptor["size"] > limit:
-        raise LayoutError(
-            f"blob {descriptor['digest']} is {descriptor['size']} bytes; at most {limit}"
-        )
-    data = _read_file(
-        root, root / "blobs" / "sha256" / descriptor["digest"].split(":", 1)[1], limit
-    )
-    if (
-        len(data) != descriptor["size"]
-        or "sha256:" + hashlib.sha256(data).hexdigest() != descriptor["digest"]
-    ):
-        raise LayoutError(
-            f"blob {descriptor['digest']} in the build's layout does not match its descriptor"
-        )
-    return data
-
-
-def _entries(root: Path, layout: Path) -> list[dict[str, Any]]:
-    index = _load_json(_read_file(root, layout / "index.json", MAX_MANIFEST_BYTES), "index.json")
+def _entries(root: Path) -> list[dict[str, Any]]:
+    index = _load_json(_read_file(root, root / "index.json", MAX_MANIFEST_BYTES), "index.json")
     entries = _list(index, "manifests", "index.json")
     if len(entries) > MAX_INDEX_ENTRIES:
         raise LayoutError(f"the layout names {len(entries)} images; at most {MAX_INDEX_ENTRIES}")
@@ -155,10 +137,10 @@ def _named(entries: list[dict[str, Any]], name: str) -> dict[str, Any]:
     return _descriptor(matches[0], "index.json")
 
 
-def _take_manifest(root: Path, src: Path, dest: Path, descriptor: dict[str, Any]) -> str:
+def _take_manifest(root: Path, dest: Path, descriptor: dict[str, Any]) -> str:
     """Copy one image (manifest, config, layers); returns its platform from its config."""
-    data = _copy_blob(root, src, dest, descriptor["digest"], descriptor["size"], MAX_MANIFEST_BYTES)
-    config = _copy_image(root, src, dest, _load_json(data, descriptor["digest"]))
+    data = _blob(root, dest, descriptor["digest"], descriptor["size"], MAX_MANIFEST_BYTES)
+    config = _copy_image(root, dest, _load_json(data, descriptor["digest"]))
     return _platform({"platform": config})
 
 
@@ -174,49 +156,52 @@ def _platform_fields(platform: str) -> dict[str, str]:
     return {"architecture": arch, "os": os_, **({"variant": variant} if variant else {})}
 
 
-def _copy_image(root: Path, src: Path, dest: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+def _copy_image(root: Path, dest: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Copy one image's config and layers; returns its config."""
     config = _descriptor(_field(manifest, "config", dict), "manifest")
     config_doc = _load_json(
-        _copy_blob(root, src, dest, config["digest"], config["size"], MAX_MANIFEST_BYTES), "config"
+        _blob(root, dest, config["digest"], config["size"], MAX_MANIFEST_BYTES), "config"
     )
     for layer in _list(manifest, "layers", "manifest"):
         descriptor = _descriptor(layer, "manifest")
-        _copy_blob(root, src, dest, descriptor["digest"], descriptor["size"], None)
+        _blob(root, dest, descriptor["digest"], descriptor["size"], None)
     return config_doc
 
 
-def _copy_blob(
-    root: Path, src: Path, dest: Path, digest: str, size: int, limit: int | None
-) -> bytes:
-    """Copy one blob, refusing links, other sizes and other contents. Returns the bytes of small
-    blobs (``limit`` given), ``b""`` for layers."""
+def _blob(root: Path, dest: Path | None, digest: str, size: int, limit: int | None) -> bytes:
+    """Read one blob of the layout at ``root``, refusing links, other sizes and other contents,
+    and copy it into ``dest`` (unless ``None``: an index the trusted side replaces with its own).
+    Returns the bytes of small blobs (``limit`` given), ``b""`` for layers."""
     if limit is not None and size > limit:
         raise LayoutError(f"blob {digest} is {size} bytes; at most {limit}")
     hex_ = digest.split(":", 1)[1]
-    target = dest / "blobs" / "sha256" / hex_
-    if target.exists():
+    target = dest / "blobs" / "sha256" / hex_ if dest is not None else None
+    if target is not None and target.exists():  # a layer two platforms share
         return target.read_bytes() if limit is not None else b""
-    fd = _open(root, src / "blobs" / "sha256" / hex_)
     hasher = hashlib.sha256()
     kept = bytearray()
-    written = 0
-    try:
-        with os.fdopen(fd, "rb") as source, target.open("xb") as out:
+    read = 0
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(os.fdopen(_open(root, root / "blobs" / "sha256" / hex_), "rb"))
+        out = stack.enter_context(target.open("xb")) if target is not None else None
+        try:
             while chunk := source.read(1 << 20):
-                written += len(chunk)
-                if written > size:
+                read += len(chunk)
+                if read > size:
                     break
                 hasher.update(chunk)
-                out.write(chunk)
+                if out is not None:
+                    out.write(chunk)
                 if limit is not None:
                     kept += chunk
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
-    if written != size or "sha256:" + hasher.hexdigest() != digest:
-        target.unlink(missing_ok=True)
-        raise LayoutError(f"blob {digest} in the build's layout does not match its descriptor")
+            if read != size or "sha256:" + hasher.hexdigest() != digest:
+                raise LayoutError(
+                    f"blob {digest} in the build's layout does not match its descriptor"
+                )
+        except BaseException:
+            if target is not None:
+                target.unlink(missing_ok=True)
+            raise
     return bytes(kept)
 
 

@@ -27,11 +27,10 @@ from pathlib import Path
 
 from image_builder.errors import ImageBuilderError
 
-DEFAULT_ACCOUNT = "ib-sandbox"
 SETUP_HINT = (
     "run scripts/setup, or as root: `useradd --system --user-group --no-create-home "
-    "--shell /usr/sbin/nologin {name} && usermod --add-subuids 100000-165535 "
-    "--add-subgids 100000-165535 {name}` (package uidmap)"
+    "--shell /usr/sbin/nologin {name} && usermod --add-subuids 1000000-1065535 "
+    "--add-subgids 1000000-1065535 {name}`, with a range no other account uses (package uidmap)"
 )
 
 # Variables the build may see; nothing else is inherited.
@@ -188,14 +187,18 @@ def _has_subid_range(path: Path, account: BuildAccount) -> bool:
     return False
 
 
-def readable_by(path: Path, account: BuildAccount, groups: Iterable[int] = ()) -> bool:
-    """Whether ``account`` could read ``path`` by its permission bits (ACLs are not consulted):
-    every folder on the way must be searchable and the file itself readable."""
-    gids = {account.gid, *groups}
+def readable_by(path: Path, account: BuildAccount) -> bool:
+    """Whether ``account`` could read ``path``. A dedicated account runs with its primary group
+    only (``setpriv --clear-groups``), so its permission bits decide (ACLs are not consulted):
+    every folder on the way searchable, the file readable. Image-builder's own account is asked
+    directly, supplementary groups included."""
+    if not account.dedicated:
+        return os.access(path, os.R_OK)
     try:
         resolved = path.resolve(strict=True)
     except (OSError, RuntimeError):
         return False
+    gids = {account.gid}
     for folder in reversed(resolved.parents):
         if not _allowed(folder, account.uid, gids, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH):
             return False

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from image_builder.backends.ado import PARAMETER_NAMES
+from image_builder.errors import RuntimeFailure
 from image_builder.report import parse_from_logs
 from tests.integration.conftest import REPO, Cli, Registry, inspect_raw, record, secret, tool_env
 from tests.integration.test_sandbox import static_escape
@@ -150,18 +152,30 @@ def assert_no_secret(run: RunResult, *values: str) -> None:
 # --- the pipeline as written ------------------------------------------------------------------------
 
 
+def _scripts(node: object) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "script" and isinstance(value, str):
+                yield value
+            else:
+                yield from _scripts(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _scripts(item)
+
+
 def test_the_pipeline_declares_the_go_tools_parameters_and_guards_each() -> None:
-    document = json.loads(json.dumps(__import__("yaml").safe_load(PIPELINE.read_text())))
+    document = yaml.safe_load(PIPELINE.read_text())
     declared = [p["name"] for p in document["parameters"]]
     assert set(declared) == set(PARAMETER_NAMES)
     assert "Authorization" not in declared  # the token is a secret variable
     guard = next(k for item in document["jobs"] for k in item if "contains(format(" in k)
     for name in declared:  # every parameter is inside the compile-time guard
         assert f"parameters.{name}," in guard or f"parameters.{name})" in guard
-    text = PIPELINE.read_text()
-    for line in text.splitlines():
-        if line.strip().startswith("- script:") or line.startswith(" " * 14 + "echo"):
-            assert "${{" not in line, "parameters reach scripts only through env:"
+    scripts = list(_scripts(document["jobs"]))
+    assert len(scripts) == 11  # refused 1, verify 2, build 3, publish 3, sign 2
+    for script in scripts:
+        assert "${{" not in script, "parameters reach scripts only through env:"
 
 
 def test_a_token_is_never_a_template_parameter() -> None:
@@ -298,8 +312,12 @@ def test_attack_a_planted_report_file(pipeline: Pipeline, base_image: str) -> No
     assert pipeline.results(result) == {
         "verify": "Succeeded", "build": "Failed", "publish": "Skipped", "sign": "Skipped",
     }, result.log[-4000:]  # fmt: skip
-    assert "signing_success" not in json.dumps([c.properties for c in result.honoured(
-        "task.setvariable")])  # fmt: skip
+    assert [c.properties["variable"] for c in result.honoured("task.setvariable")] == [
+        "REPO_OWNER", "REPO_NAME", "JOB_TYPE", "COMMIT", "PULL_BASE_SHA", "PULL_PULL_SHA",
+        "PULL_NUMBER", "BASE_REF", "SIGN",
+    ]  # only the verify job's; no state variable claims success  # fmt: skip
+    with pytest.raises(RuntimeFailure, match="no build report between the marker lines"):
+        parse_from_logs(result.log)
 
 
 def test_attack_a_bad_token_stops_the_run_before_the_checkout(
@@ -313,3 +331,26 @@ def test_attack_a_bad_token_stops_the_run_before_the_checkout(
         "verify": "Failed", "build": "Skipped", "publish": "Skipped", "sign": "Skipped",
     }, result.log[-4000:]  # fmt: skip
     assert not (pipeline.tmp / "agent" / "agent" / "build").exists()  # nothing was fetched
+
+
+def test_attack_a_parameter_that_forges_a_verified_output(
+    pipeline: Pipeline, base_image: str
+) -> None:
+    """A pull request's ``BaseRef`` is the caller's; the verify job hands it on as an output
+    variable. A carriage return in it would start a logging command of the caller's own, after
+    the verified repository was set, and overwrite it."""
+    forged = "refs/heads/main\r##vso[task.setvariable variable=REPO_NAME;isOutput=true]victim"
+    result, _ = pipeline.run(
+        {"Dockerfile": f"FROM {base_image}\n"},
+        event="pull_request_target",
+        params={"BaseRef": forged},
+    )
+    assert pipeline.results(result) == {
+        "verify": "Failed", "build": "Skipped", "publish": "Skipped",
+    }, result.log[-4000:]  # fmt: skip
+    assert "claims.REPO_NAME" not in result.jobs["verify"].outputs
+    # The refusal quotes the value, made inert ("##vso [") like everything it prints.
+    assert (
+        "BASE_REF 'refs/heads/main\\r##vso [task.setvariable variable=REPO_NAME;isOutput=true]"
+        "victim' is not a git ref: use letters, digits and . _ / @ + -" in result.log
+    )

@@ -102,3 +102,14 @@ def test_inert_keeps_ordinary_lines() -> None:
     assert inert("STEP 1/3: FROM scratch") == "STEP 1/3: FROM scratch"
     assert inert("##vso[task.setvariable variable=x]1") == "| ##vso [task.setvariable variable=x]1"
     assert inert("a ##[group]b") == "a ## [group]b"
+
+
+def test_output_variables_cannot_start_a_line() -> None:
+    """A value with a carriage return would end the logging command and start another."""
+    from image_builder.backends.ado import vso_variables
+
+    forged = "main\r##vso[task.setvariable variable=SIGN;isOutput=true]true\nx"
+    assert vso_variables({"BASE_REF": forged}) == [
+        "##vso[task.setvariable variable=BASE_REF;isOutput=true]"
+        "main ##vso[task.setvariable variable=SIGN;isOutput=true]true x"
+    ]

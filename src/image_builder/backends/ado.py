@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -331,10 +332,15 @@ def follow(
     return run
 
 
+# Any control character (a carriage return too) would end the value and start a line, and with
+# it, perhaps, a logging command of whoever chose the value.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def vso_variables(values: Mapping[str, str]) -> Sequence[str]:
     """``##vso[task.setvariable]`` lines for an Azure DevOps step's outputs."""
     return [
-        f"##vso[task.setvariable variable={name};isOutput=true]{value.replace(chr(10), ' ')}"
+        f"##vso[task.setvariable variable={name};isOutput=true]{_CONTROL.sub(' ', value)}"
         for name, value in values.items()
     ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -311,6 +312,9 @@ def run_verify_token(
     return 0
 
 
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9._/@+-]*")
+
+
 def verified_job_variables(claims: VerifiedClaims, env: Mapping[str, str]) -> list[str]:
     """Azure DevOps output variables for the later jobs of the trusted pipeline: what they build
     and whether it may be signed, taken from the verified token wherever the token says it. Only a
@@ -336,4 +340,11 @@ def verified_job_variables(claims: VerifiedClaims, env: Mapping[str, str]) -> li
         "BASE_REF": (claims.ref if release else ctx.base_ref) or "",
         "SIGN": "true" if release and claims.signing_allowed else "false",
     }
+    for name, value in values.items():
+        if not _SAFE_VALUE.fullmatch(value):
+            raise InputError(
+                f"{name} {value!r} is not a git ref: use letters, digits and . _ / @ + -"
+                if name == "BASE_REF"
+                else f"{name} {value!r} holds characters it never may; check the run's parameters"
+            )
     return list(vso_variables(values))
