@@ -15,8 +15,15 @@ from image_builder.config import parse_config
 from image_builder.context import CIContext
 from image_builder.errors import ConfigError, InputError
 from image_builder.http import RetryableError, RetryPolicy, retry_after_seconds
+from image_builder.registry import Manifest, RegistryError, parse_reference, sha256_digest
 from image_builder.signing import PlatformManifest, SignTarget, select_signers
-from image_builder.signing.cosign import check_payload, payload, sign_payload, signature_tag
+from image_builder.signing.cosign import (
+    append_signature,
+    check_payload,
+    payload,
+    sign_payload,
+    signature_tag,
+)
 from image_builder.signing.keys import (
     decrypt_cosign_key,
     encrypt_cosign_key,
@@ -313,3 +320,47 @@ def test_go_sign_only_spelling() -> None:
     )
     assert argv == ["sign", "--images-to-sign", "r/a:1,r/b:2", "--config", "c.yaml"]
     assert dropped == ["--name", "--export-tags"]
+
+
+class CollidingRegistry:
+    """A registry whose first signature-manifest upload meets a concurrent signer's blob upload:
+    Distribution answers "blob unknown" for a blob that is being written."""
+
+    def __init__(self) -> None:
+        self.blobs: set[str] = set()
+        self.manifest: bytes | None = None
+        self.puts = 0
+
+    def put_blob(self, ref: object, data: bytes) -> str:
+        digest = sha256_digest(data)
+        self.blobs.add(digest)
+        return digest
+
+    def put_manifest(self, ref: object, data: bytes, media_type: str) -> str:
+        self.puts += 1
+        if self.puts == 1:
+            raise RegistryError(
+                "uploading the manifest: 400 MANIFEST_BLOB_UNKNOWN: blob unknown to registry"
+            )
+        self.manifest = data
+        return sha256_digest(data)
+
+    def get_manifest(self, ref: object) -> Manifest:
+        if self.manifest is None:
+            raise RegistryError("the manifest does not exist")
+        return Manifest(digest=sha256_digest(self.manifest), media_type="", data=self.manifest)
+
+
+def test_a_signature_append_survives_a_concurrent_blob_upload() -> None:
+    registry = CollidingRegistry()
+    repo = parse_reference("registry.example/team/app")
+    append_signature(
+        registry,  # type: ignore[arg-type]
+        repo, "sha256:" + "a" * 64, b"payload", "c2ln", sleep=lambda _: None,
+    )  # fmt: skip
+    assert registry.puts == 2
+    assert registry.manifest is not None
+    layers = json.loads(registry.manifest)["layers"]
+    assert [layer["annotations"]["dev.cosignproject.cosign/signature"] for layer in layers] == [
+        "c2ln"
+    ]

@@ -116,7 +116,17 @@ def append_signature(
     for attempt in range(_APPEND_ATTEMPTS):
         layers = _existing_layers(registry, tag_ref)
         if not any(_same_layer(layer, ours) for layer in layers):
-            _write(registry, repo, tag_ref, [*layers, ours])
+            try:
+                _write(registry, repo, tag_ref, [*layers, ours])
+            except RegistryError as exc:
+                # The Distribution registry can answer "blob unknown" for a blob that another
+                # signer is uploading at this very moment (the same config, say): a collision
+                # like any other; upload again and retry.
+                if "BLOB_UNKNOWN" not in str(exc):
+                    raise
+                registry.put_blob(repo, body)
+                sleep(random.uniform(0, min(0.05 * 2**attempt, 2.0)))  # noqa: S311 - jitter
+                continue
         if _stays(registry, tag_ref, ours, sleep):
             return
         # Writers that keep colliding back off, each by its own random time, until one at a
