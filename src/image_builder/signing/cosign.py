@@ -5,11 +5,18 @@ own repository. Signatures are appended, never replaced."""
 from __future__ import annotations
 
 import base64
+import fcntl
+import hashlib
 import json
+import os
 import random
+import stat
+import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -106,6 +113,18 @@ def append_signature(
     with whatever is there now, until our layer is seen to stay.
     """
     tag_ref = repo.with_tag(signature_tag(digest))
+    with _machine_lock(str(tag_ref)):
+        _append(registry, repo, tag_ref, body, signature, sleep)
+
+
+def _append(
+    registry: RegistryClient,
+    repo: Reference,
+    tag_ref: Reference,
+    body: bytes,
+    signature: str,
+    sleep: Callable[[float], None],
+) -> None:
     payload_digest = registry.put_blob(repo, body)
     ours = {
         "mediaType": SIMPLE_SIGNING,
@@ -133,8 +152,34 @@ def append_signature(
         # time gets through (a loaded machine stretches every read-modify-write).
         sleep(random.uniform(0, min(0.05 * 2**attempt, 2.0)))  # noqa: S311 - jitter
     raise RuntimeFailure(
-        f"could not store the signature for {repo.name}@{digest}: another writer kept replacing it"
+        f"could not store the signature {tag_ref}: another writer kept replacing it"
     )
+
+
+@contextmanager
+def _machine_lock(name: str) -> Iterator[None]:
+    """Signers on this machine take turns at one signature tag, so none of them can drop
+    another's layer (the registry has no compare-and-swap; across machines the read-back in
+    :func:`append_signature` still guards). Without a private lock folder, no lock is taken."""
+    folder = Path(tempfile.gettempdir()) / f"image-builder-locks-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+        private = stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+    except OSError:
+        private = False
+    if not private:
+        yield
+        return
+    key = hashlib.sha256(name.encode()).hexdigest()[:32]
+    fd = os.open(
+        folder / f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+    )
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _stays(
