@@ -3,8 +3,9 @@
 # what the pipeline runs. Every value arrives in an environment variable, never spliced into
 # script text. Stages:
 #   setup    install Image Builder from this checkout
-#   verify   check the caller's token (AUTHORIZATION) against the run's parameters, and set the
-#            verified values as output variables of the step
+#   verify   check the caller's token (AUTHORIZATION) against the run's parameters and the image
+#            name, and set the verified values as output variables of the step (the token is not
+#            spent: publish spends its build, sign its signing)
 #   fetch    fetch the verified commit of the caller's repository into SOURCE_DIR
 #   build    build in the sandbox into the OCI layout LAYOUT_DIR (no token, no credentials, no keys)
 #   publish  verify the layout in LAYOUT_DIR and push it; the report goes to REPORT_DIR
@@ -61,7 +62,7 @@ case $stage in
     "$here/scripts/setup"
     ;;
   verify)
-    "$ib" verify-token --config "${IMAGE_BUILDER_CONFIG:?}" --ado-outputs
+    "$ib" verify-token --config "${IMAGE_BUILDER_CONFIG:?}" --name "${IB_NAME:?}" --ado-outputs
     ;;
   fetch)
     : "${SOURCE_DIR:?}" "${SOURCE_BASE_URL:?}" "${REPO_OWNER:?}" "${REPO_NAME:?}" "${COMMIT:?}"

@@ -187,7 +187,7 @@ def _cmd_sign(args: argparse.Namespace, env: Mapping[str, str], reporter: Report
         from_report=_path(args.from_report),
         build_report_path=_path(args.build_report_path),
     )
-    return run_sign(options, env=env, reporter=reporter)
+    return run_sign(options, env=env, reporter=reporter, euid=os.geteuid())
 
 
 def _cmd_verify(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
@@ -227,7 +227,12 @@ def _cmd_verify_token(args: argparse.Namespace, env: Mapping[str, str], reporter
     from image_builder.commands.signing import run_verify_token
 
     return run_verify_token(
-        args.token, _path(args.config), env=env, reporter=reporter, ado_outputs=args.ado_outputs
+        args.token,
+        _path(args.config),
+        env=env,
+        reporter=reporter,
+        ado_outputs=args.ado_outputs,
+        name=args.name or None,
     )
 
 
@@ -542,6 +547,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", required=True, metavar="PATH", help="config.yaml with trust"
     )
     verify_token.add_argument(
+        "--name",
+        metavar="NAME",
+        help="also check that the token may build and sign this image name",
+    )
+    verify_token.add_argument(
         "--ado-outputs",
         action="store_true",
         help="in the trusted Azure DevOps pipeline: check the token against the run's parameters "
@@ -775,6 +785,25 @@ def _only_sign_flags(tokens: list[str], dropped: list[str]) -> list[str]:
 
 # --- entry point ------------------------------------------------------------------------------
 
+# Flags that carry a secret, kept for the Go tool's command lines: any process can read them.
+_SECRET_FLAGS = (
+    ("oidc_token", "--oidc-token", "AUTHORIZATION"),
+    ("token", "--token", "AUTHORIZATION"),
+    ("ado_pat", "--ado-pat", "AZURE_DEVOPS_EXT_PAT"),
+    ("azure_client_secret", "--azure-client-secret", "AZURE_CLIENT_SECRET"),
+)
+
+
+def _warn_secret_flags(args: argparse.Namespace, reporter: Reporter) -> None:
+    for attr, flag, variable in _SECRET_FLAGS:
+        value = getattr(args, attr, None)
+        if value:
+            reporter.mask(value)
+            reporter.warning(
+                f"{flag} shows the secret to every process on this machine (ps); pass it in "
+                f"the {variable} variable instead"
+            )
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
@@ -797,6 +826,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for flag in dropped:
             reporter.warning(f"{flag} is a Go image-builder flag with no effect here; ignoring it")
         args = build_parser().parse_args(translated)
+        _warn_secret_flags(args, reporter)
         handler: Handler = args.handler
         return handler(args, env, reporter)
     except _Exit as stop:

@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from image_builder.duration import EXAMPLE as DURATION_EXAMPLE
 from image_builder.duration import format_go_duration, parse_go_duration
@@ -36,6 +37,7 @@ JobType = Literal["presubmit", "postsubmit", "merge_group", "workflow_dispatch",
 JOB_TYPES: tuple[str, ...] = typing.get_args(JobType)
 
 DEFAULT_REGISTRY = "localhost:5000"
+DEFAULT_DEV_REGISTRY = "localhost:5000/dev"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -72,6 +74,13 @@ def _check_registry(value: object) -> str:
             f"without a scheme; got {value!r}"
         )
     value = value.rstrip("/")
+    if "@" in value:
+        # Never repeat the value: it holds a password.
+        raise PydanticCustomError(
+            "registry_credentials",
+            "a registry name must not carry credentials (user:password@); remove them and put "
+            "them in an auth file (REGISTRY_AUTH_FILE or ~/.docker/config.json)",
+        )
     if not value or any(c.isspace() for c in value):
         raise ValueError(
             f"expected a registry host and optional path such as ghcr.io/org, got {value!r}"
@@ -243,7 +252,7 @@ class RepositoryOwner(_Model):
     )
 
 
-def _issuer_url(value: str) -> str:
+def _issuer_url(value: str, what: str = "issuer") -> str:
     from urllib.parse import urlsplit
 
     parts = urlsplit(value)
@@ -251,7 +260,7 @@ def _issuer_url(value: str) -> str:
     loopback = host == "localhost" or host.startswith("127.") or host == "::1"
     if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
         raise ValueError(
-            f"expected an https:// issuer URL (http only for loopback test issuers), got {value!r}"
+            f"expected an https:// {what} URL (http only for loopback test servers), got {value!r}"
         )
     return value
 
@@ -268,9 +277,63 @@ class TrustedIssuer(_Model):
     repository_owners: tuple[RepositoryOwner, ...] = Field(min_length=1)
     events: tuple[str, ...] = Field(min_length=1)
     signing_refs: tuple[str, ...] | None = Field(
-        default=None, description="Refs whose builds may be signed; '*' matches within the ref."
+        default=None,
+        description="Refs whose builds may be signed: exact refs, or anchored patterns where '*' "
+        "matches within one part of the ref and '**' any number of parts.",
     )
     max_token_age: GoDuration = timedelta(minutes=10)
+    image_namespaces: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="Per repository (owner/name) or owner: the image names its tokens may build "
+        "and sign, e.g. {kyma-project/test-infra: [test-infra/*]}. Default: image names whose "
+        "first part is the repository's name.",
+    )
+    github_api: str | None = Field(
+        default=None,
+        description="GitHub REST API URL (e.g. https://api.github.com): pull-request builds are "
+        "checked against the pull request's head commit there before they build.",
+    )
+    github_api_token_env: str | None = Field(
+        default=None, description="Variable holding a token for github-api (private repositories)."
+    )
+
+    @field_validator("signing_refs")
+    @classmethod
+    def _anchored_refs(cls, refs: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for ref in refs or ():
+            if not ref.startswith("refs/") or ".." in ref or "//" in ref or ref.endswith("/"):
+                raise ValueError(
+                    f"expected a full ref such as refs/heads/main or refs/tags/v*, without '..' "
+                    f"or '//'; got {ref!r}"
+                )
+        return refs
+
+    @field_validator("image_namespaces")
+    @classmethod
+    def _namespace_keys(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for key, patterns in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?", key):
+                raise ValueError(f"expected a repository (owner/name) or an owner, got {key!r}")
+            for pattern in patterns:
+                if not re.fullmatch(r"[a-z0-9*][a-z0-9._*-]*(/[a-z0-9*][a-z0-9._*-]*)*", pattern):
+                    raise ValueError(
+                        f"expected image name patterns such as test-infra/* or team/**, got "
+                        f"{pattern!r} for {key}"
+                    )
+        return value
+
+    @field_validator("github_api")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        return None if value is None else _issuer_url(value, "GitHub API").rstrip("/")
+
+    def namespaces_of(self, repository: str) -> tuple[str, ...]:
+        """The image-name patterns a token of ``repository`` may build and sign."""
+        owner, _, name = repository.partition("/")
+        for key in (repository, owner):
+            if key in self.image_namespaces:
+                return self.image_namespaces[key]
+        return (name.lower(), f"{name.lower()}/**")
 
     @model_validator(mode="before")
     @classmethod
@@ -348,6 +411,19 @@ class Config(_Model):
         default=(),
         description="Trusted OIDC issuers. When set, build and sign require a verified token.",
     )
+    seen_tokens: str | None = Field(
+        default=None,
+        description="File that records used token ids (jti), so a token builds once and signs "
+        "once. Default: /var/lib/image-builder/seen-tokens.json as root, else under "
+        "$XDG_STATE_HOME. Point agents that share tokens at one shared file.",
+    )
+    max_manifest_entries: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="At most this many entries in an index, or signatures and attestations in a "
+        "list, read from a registry.",
+    )
 
     @field_validator("tag_template_env")
     @classmethod
@@ -368,8 +444,13 @@ class Config(_Model):
 
     @property
     def dev_registries(self) -> tuple[str, ...]:
-        """``dev-registry`` falls back to ``registry`` when unset."""
-        return self.dev_registry if self.dev_registry else self.registry
+        """Where pull-request and merge-group images go: ``dev-registry``; with the embedded
+        default registry, its own dev path; otherwise none (such builds are refused)."""
+        if self.dev_registry:
+            return self.dev_registry
+        if self.registry == (DEFAULT_REGISTRY,):
+            return (DEFAULT_DEV_REGISTRY,)
+        return ()
 
 
 def load_config(path: Path | None) -> Config:
@@ -438,7 +519,10 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> s
     if first["type"] == "missing":
         return f"'{key}' is required{more}"
     got = first.get("input")
-    shown = "" if "got" in message or isinstance(got, (dict, list)) else f" (got {_short(got)})"
+    quiet = (
+        "got" in message or isinstance(got, (dict, list)) or first["type"] == "registry_credentials"
+    )
+    shown = "" if quiet else f" (got {_short(got)})"
     where = f"'{key}': " if key else ""
     return f"{where}{_lower_first(message)}{shown}{more}"
 

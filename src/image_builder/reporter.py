@@ -55,11 +55,12 @@ class Reporter:
         self.color = (
             not self.json and "NO_COLOR" not in env and env.get("TERM") != "dumb" and err.isatty()
         )
+        self._masked: set[str] = set()
 
     def with_format(self, log_format: str) -> Reporter:
         """The same streams with a log format read from config.yaml."""
         clone = Reporter(out=self._out, err=self._err, env={}, log_format=log_format)
-        clone.github, clone.azure = self.github, self.azure
+        clone.github, clone.azure, clone._masked = self.github, self.azure, self._masked
         clone.color = self.color and log_format != "json"
         return clone
 
@@ -71,7 +72,8 @@ class Reporter:
     def mask(self, secret: str) -> None:
         """Ask GitHub to hide ``secret`` in every later log line. The runner consumes this
         directive; it is the only place the value is ever written."""
-        if self.github and secret:
+        if self.github and secret and secret not in self._masked:
+            self._masked.add(secret)
             self._line(f"::add-mask::{secret}")
 
     def stream(self, line: str) -> None:

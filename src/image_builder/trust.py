@@ -6,9 +6,9 @@ never the token."""
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +33,7 @@ EVENTS_FOR_CONTEXT = {
     "pull_request": ("pull_request", "pull_request_target"),
     "pull_request_target": ("pull_request_target",),
 }
+_PULL_REF = re.compile(r"refs/pull/([0-9]+)/merge")
 
 
 class TrustError(InputError):
@@ -52,6 +53,9 @@ class VerifiedClaims:
     sha: str | None
     signing_allowed: bool
     signing_reason: str
+    jti: str | None = None
+    expires_at: int = 0
+    image_namespaces: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -91,10 +95,16 @@ class JwksCache:
         with self._lock:
             current = self._sets.get(issuer.issuer)
             now = self._clock()
+            fresh = False
             if current is None or now - current.fetched_at > self._ttl:
-                current = self._refresh(issuer, now) or current
+                refreshed = self._refresh(issuer, now)
+                fresh = refreshed is not None
+                current = refreshed or current
             if current is not None and kid in current.keys:
                 return current.keys[kid]
+            if fresh:
+                # The set was fetched just now: fetching it again cannot name another key.
+                self._last_kid_refetch[issuer.issuer] = now
             last = self._last_kid_refetch.get(issuer.issuer, float("-inf"))
             if now - last >= self._min_refresh:
                 self._last_kid_refetch[issuer.issuer] = now
@@ -171,8 +181,14 @@ class TokenVerifier:
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.DecodeError as exc:
+        except jwt.InvalidTokenError as exc:
+            # PyJWT refuses a non-string kid, an unknown crit, bad base64 or JSON here.
             raise TrustError(f"the token is malformed: {exc}") from None
+        if "crit" in header:
+            raise TrustError(
+                "token rejected: its header marks extensions as critical (crit), which this "
+                "verifier does not implement"
+            )
         for name in FORBIDDEN_HEADERS:
             if name in header:
                 raise TrustError(
@@ -261,6 +277,7 @@ class TokenVerifier:
         for name in required:
             if claims.get(name) in (None, ""):
                 raise TrustError(f"token rejected: required claim {name!r} is missing")
+        _check_types(claims)
         workflow = claims.get("job_workflow_ref")
         if policy.job_workflow_refs != "any" and workflow not in policy.job_workflow_refs:
             raise TrustError(
@@ -280,12 +297,13 @@ class TokenVerifier:
                 f"token rejected: event_name must be one of {list(policy.events)}, got {event!r}"
             )
         ref = claims.get("ref")
-        allowed, reason = _signing_allowed(
-            ref if isinstance(ref, str) else None, policy.signing_refs
-        )
+        if ref is not None and not _valid_ref(ref):
+            raise TrustError(f"token rejected: ref {ref!r} is not a valid git ref")
+        allowed, reason = _signing_allowed(ref, policy.signing_refs)
+        repository = str(claims["repository"])
         return VerifiedClaims(
             issuer=policy.issuer,
-            repository=str(claims["repository"]),
+            repository=repository,
             repository_owner=owner,
             repository_owner_id=int(owner_id) if owner_id.isdecimal() else 0,
             event_name=event,
@@ -295,15 +313,84 @@ class TokenVerifier:
             sha=str(claims["sha"]) if claims.get("sha") else None,
             signing_allowed=allowed,
             signing_reason=reason,
+            jti=claims.get("jti"),
+            expires_at=int(claims["exp"]),
+            image_namespaces=policy.namespaces_of(repository),
         )
+
+
+# Claims are JSON: each one the policy reads must have the type GitHub gives it.
+_CLAIM_TYPES: dict[str, tuple[type, ...]] = {
+    "repository": (str,),
+    "repository_owner": (str,),
+    "repository_owner_id": (str, int),
+    "event_name": (str,),
+    "job_workflow_ref": (str,),
+    "workflow_ref": (str,),
+    "ref": (str,),
+    "sha": (str,),
+    "jti": (str,),
+}
+
+
+def _check_types(claims: Mapping[str, Any]) -> None:
+    for name, types in _CLAIM_TYPES.items():
+        value = claims.get(name)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            kind = "a string" if types == (str,) else "a string or an integer"
+            raise TrustError(f"token rejected: claim {name!r} must be {kind}")
+    if not re.fullmatch(r"[0-9]{1,20}", str(claims["repository_owner_id"])):
+        raise TrustError("token rejected: claim 'repository_owner_id' must be a decimal id")
+    if claims.get("jti") == "":
+        raise TrustError("token rejected: claim 'jti' is empty")
+
+
+def _valid_ref(ref: str) -> bool:
+    """A git ref as GitHub sends it: refs/…, no empty, '.' or '..' component, no control
+    characters (git check-ref-format forbids them all)."""
+    parts = ref.split("/")
+    return (
+        ref.startswith("refs/")
+        and all(p not in ("", ".", "..") for p in parts)
+        and ".." not in ref
+        and not any(c.isspace() or ord(c) < 32 or c in "~^:?*[\\" for c in ref)
+    )
+
+
+def path_match(pattern: str, value: str) -> bool:
+    """An anchored match of a '/'-separated name: ``*`` matches within one part, ``**`` any
+    number of whole parts; anything else matches itself."""
+    return _match(pattern.split("/"), value.split("/"))
+
+
+def _match(pattern: list[str], value: list[str]) -> bool:
+    if not pattern:
+        return not value
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_match(rest, value[i:]) for i in range(len(value) + 1))
+    if not value:
+        return False
+    regex = "".join("[^/]*" if c == "*" else re.escape(c) for c in head)
+    return re.fullmatch(regex, value[0]) is not None and _match(rest, value[1:])
 
 
 def _signing_allowed(ref: str | None, patterns: Sequence[str] | None) -> tuple[bool, str]:
     if patterns is None:
         return True, "no signing-refs configured"
-    if ref and any(fnmatch.fnmatchcase(ref, p) for p in patterns):
+    if ref and any(path_match(p, ref) for p in patterns):
         return True, f"ref {ref} matches signing-refs"
     return False, f"ref {ref!r} does not match signing-refs {list(patterns)}"
+
+
+def check_image_name(claims: VerifiedClaims, name: str) -> None:
+    """A token authorizes only its repository's image namespace."""
+    if not any(path_match(p, name) for p in claims.image_namespaces):
+        raise TrustError(
+            f"the token of {claims.repository} may not build or sign image {name!r}: its image "
+            f"namespace is {', '.join(claims.image_namespaces)} (trust image-namespaces, or by "
+            "default the repository's name as the first part of the image name)"
+        )
 
 
 def _time(value: object) -> str:
@@ -326,6 +413,12 @@ def check_context(claims: VerifiedClaims, ctx: CIContext, repo_flag: str | None)
     if claims.event_name not in allowed:
         raise TrustError(
             f"the token is for event {claims.event_name}, but the CI context says {ctx.event}"
+        )
+    pull = _PULL_REF.fullmatch(claims.ref or "")
+    if pull and ctx.job_type == "presubmit" and ctx.pr_number != int(pull.group(1)):
+        raise TrustError(
+            f"the token is for pull request {pull.group(1)}, but the build is for pull request "
+            f"{ctx.pr_number}"
         )
     if (
         ctx.job_type != "presubmit"

@@ -33,6 +33,22 @@ class Case:
     token: Callable[[FakeIssuer], str] | None = None
 
 
+def _with_header(issuer: FakeIssuer, header: dict[str, object]) -> str:
+    """A token whose header PyJWT would not write (an integer kid), signed for real."""
+    import base64
+
+    import jwt
+
+    def part(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    signing_input = f"{part({'alg': 'RS256', 'typ': 'JWT', **header})}.{part(issuer.claims())}"
+    signature = jwt.algorithms.RSAAlgorithm(jwt.algorithms.RSAAlgorithm.SHA256).sign(
+        signing_input.encode(), issuer.key
+    )
+    return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
 def build(*extra: str) -> tuple[str, ...]:
     return ("build", "--name", "team/app", "--context", "ctx", "--dry-run", *extra)
 
@@ -51,8 +67,87 @@ CASES = [
         "this config has a trust policy: pass the caller's OIDC token",
         config=TRUST,
     ),
-    Case("token-not-jwt", build("--oidc-token", "garbage"), "the token is not a JWT", config=TRUST),
-    Case("token-malformed", build("--oidc-token", "a.b.c"), "the token is malformed", config=TRUST),
+    Case(
+        "token-not-jwt",
+        build(),
+        "the token is not a JWT",
+        config=TRUST,
+        env={"AUTHORIZATION": "garbage"},
+    ),
+    Case(
+        "token-malformed",
+        build(),
+        "the token is malformed",
+        config=TRUST,
+        env={"AUTHORIZATION": "a.b.c"},
+    ),
+    Case(
+        "token-kid-integer",
+        build(),
+        "the token is malformed: Key ID header parameter must be a string",
+        config=TRUST,
+        token=lambda i: _with_header(i, {"kid": 7}),
+    ),
+    Case(
+        "token-crit",
+        build(),
+        "the token is malformed",
+        config=TRUST,
+        token=lambda i: i.token(headers={"crit": ["exp"]}),
+    ),
+    Case(
+        "token-claim-of-another-type",
+        build(),
+        "token rejected: claim 'repository' must be a string",
+        config=TRUST,
+        token=lambda i: i.token(repository=["org/app"]),
+    ),
+    Case(
+        "token-ref-with-dotdot",
+        build(),
+        "token rejected: ref 'refs/tags/vx/../../heads/evil' is not a valid git ref",
+        config=TRUST,
+        token=lambda i: i.token(ref="refs/tags/vx/../../heads/evil"),
+    ),
+    # --- where images may go (issue 13) -------------------------------------------------------
+    Case(
+        "registry-with-credentials",
+        build(),
+        "'registry[0]': a registry name must not carry credentials (user:password@); remove them",
+        config="registry: robot:planted-secret@registry.example/prod\n",
+    ),
+    Case(
+        "signing-refs-loose",
+        build(),
+        "expected a full ref such as refs/heads/main or refs/tags/v*, without '..' or '//'",
+        config="trust-loose-refs",
+    ),
+    Case(
+        "pr-without-dev-registry",
+        build(),
+        "a presubmit build needs dev-registry in the config",
+        config="registry: registry.example/prod\n",
+        env={
+            "GITHUB_EVENT_NAME": "pull_request_target",
+            "GITHUB_EVENT_PATH": str(EVENTS / "pull_request_target.synchronize.json"),
+        },
+    ),
+    Case(
+        "dev-registry-is-release",
+        build(),
+        "dev-registry registry.example holds the release registry registry.example/prod",
+        config="registry: registry.example/prod\ndev-registry: registry.example\n",
+        env={
+            "GITHUB_EVENT_NAME": "merge_group",
+            "GITHUB_EVENT_PATH": str(EVENTS / "merge_group.checks_requested.json"),
+        },
+    ),
+    Case(
+        "max-manifest-entries-zero",
+        build(),
+        "'max-manifest-entries': input should be greater than or equal to 1",
+        config="max-manifest-entries: 0\n",
+    ),
     Case(
         "token-alg-none",
         build(),
@@ -273,11 +368,14 @@ def test_bad_input_is_refused(case: Case, cli: Cli, workspace: Path, issuer: Fak
         env["GITHUB_EVENT_PATH"] = str(workspace / env["GITHUB_EVENT_PATH"])
     args = list(case.args)
     if case.config is not None:
-        text = issuer.trust_yaml() if case.config == TRUST else case.config
+        text = {
+            TRUST: issuer.trust_yaml(),
+            "trust-loose-refs": issuer.trust_yaml(**{"signing-refs": "['refs/tags/v*/../..']"}),
+        }.get(case.config, case.config)
         (workspace / "config.yaml").write_text(text)
         args += ["--config", str(workspace / "config.yaml")]
     if case.token is not None:
-        args += ["--oidc-token", case.token(issuer)]
+        env["AUTHORIZATION"] = case.token(issuer)
     run = cli(*args, env=env, cwd=workspace)
     assert run.returncode == 2, run.stdout + run.stderr
     assert run.stdout == ""

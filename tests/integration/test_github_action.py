@@ -48,7 +48,12 @@ def setup(
     config = tmp_path / "config.yaml"
     config.write_text(
         f"registry: {registry.address}/prod\ndev-registry: {registry.address}/dev\n"
-        + issuer.trust_yaml(**{"repository-owners": f"[{{name: Codertocat, id: {OWNER_ID}}}]"})
+        + issuer.trust_yaml(
+            **{
+                "repository-owners": f"[{{name: Codertocat, id: {OWNER_ID}}}]",
+                "image-namespaces": "{Codertocat/Hello-World: ['hello/*']}",
+            }
+        )
         + "sign-config:\n  enabled-signers: {'*': [release-key]}\n  signers:\n"
         f"    - {{name: release-key, type: cosign, config: {{private-key: {paths['private_key']}, password-env: COSIGN_PASSWORD}}}}\n"
     )

@@ -80,7 +80,7 @@ class Pipeline:
             f"sign-config:\n  enabled-signers:\n    '*': [release]\n  signers:\n"
             f"    - name: release\n      type: cosign\n"
             f"      config: {{private-key: {self.key}, password-env: COSIGN_PASSWORD}}\n"
-            + issuer.trust_yaml()
+            + issuer.trust_yaml(**{"image-namespaces": "{org/app: ['org/*']}"})
         )
         auth = base64.b64encode(f"robot:{REGISTRY_PASSWORD}".encode()).decode()
         self.registry_auth = json.dumps({"auths": {"registry.invalid:5000": {"auth": auth}}})
@@ -330,6 +330,20 @@ def test_attack_a_bad_token_stops_the_run_before_the_checkout(
     assert pipeline.results(result) == {
         "verify": "Failed", "build": "Skipped", "publish": "Skipped", "sign": "Skipped",
     }, result.log[-4000:]  # fmt: skip
+    assert not (pipeline.tmp / "agent" / "agent" / "build").exists()  # nothing was fetched
+
+
+def test_attack_another_teams_image_name_stops_the_run_before_the_checkout(
+    pipeline: Pipeline, base_image: str
+) -> None:
+    """A valid token of org/app asks for payments/app: the verify job refuses the name."""
+    result, _ = pipeline.run(
+        {"Dockerfile": f"FROM {base_image}\n"}, params={"Name": "payments/app"}
+    )
+    assert pipeline.results(result) == {
+        "verify": "Failed", "build": "Skipped", "publish": "Skipped", "sign": "Skipped",
+    }, result.log[-4000:]  # fmt: skip
+    assert "the token of org/app may not build or sign image 'payments/app'" in result.log
     assert not (pipeline.tmp / "agent" / "agent" / "build").exists()  # nothing was fetched
 
 

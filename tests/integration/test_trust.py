@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,9 +16,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from image_builder.config import parse_config
 from image_builder.context import CIContext
-from image_builder.trust import JwksCache, TokenVerifier, TrustError, VerifiedClaims, check_context
+from image_builder.errors import ConfigError
+from image_builder.trust import (
+    JwksCache,
+    TokenVerifier,
+    TrustError,
+    VerifiedClaims,
+    check_context,
+    check_image_name,
+)
 from tests.conftest import EVENTS, leaks
-from tests.integration.conftest import Cli, Registry, secret
+from tests.integration.conftest import Cli, Registry, manifest_digest, secret
 from tests.support.oidc import WORKFLOW, FakeIssuer
 
 
@@ -28,11 +37,23 @@ def issuer() -> Iterator[FakeIssuer]:
     server.stop()
 
 
+CLIENTS: list[httpx.Client] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """The in-process clients of a test close with it, so no socket outlives the test."""
+    yield
+    while CLIENTS:
+        CLIENTS.pop().close()
+
+
 def verifier(
     issuer: FakeIssuer, *, ttl: float = 600.0, trust: dict[str, str] | None = None
 ) -> TokenVerifier:
     config = parse_config(issuer.trust_yaml(**(trust or {})))
-    return TokenVerifier(config.trust, JwksCache(http=httpx.Client(timeout=2.0), ttl=ttl))
+    CLIENTS.append(httpx.Client(timeout=2.0))
+    return TokenVerifier(config.trust, JwksCache(http=CLIENTS[-1], ttl=ttl))
 
 
 def rejected(issuer: FakeIssuer, token: str) -> str:
@@ -60,7 +81,11 @@ def test_a_good_token(issuer: FakeIssuer) -> None:
         sha="6113728f27ae82c7b1a177c8d03f9e96e0adf246",
         signing_allowed=True,
         signing_reason="ref refs/heads/main matches signing-refs",
+        jti=claims.jti,
+        expires_at=claims.expires_at,
+        image_namespaces=("app", "app/**"),
     )
+    assert claims.jti
 
 
 def unsigned(claims: dict[str, object], alg: str = "none", kid: str = "key-1") -> str:
@@ -306,7 +331,11 @@ def test_claims_and_context_must_agree(
 
 def config_file(tmp_path: Path, issuer: FakeIssuer, registry: Registry, extra: str = "") -> str:
     path = tmp_path / "config.yaml"
-    path.write_text(f"registry: {registry.address}/trusted\n" + issuer.trust_yaml() + extra)
+    path.write_text(
+        f"registry: {registry.address}/trusted\nseen-tokens: {tmp_path}/seen.json\n"
+        + issuer.trust_yaml()
+        + extra
+    )
     return str(path)
 
 
@@ -349,7 +378,7 @@ def test_build_requires_a_trusted_token(
         "GITHUB_EVENT_PATH": push_payload(tmp_path),
         "GITHUB_OUTPUT": str(outputs),
     }
-    args = ("build", "--name", "org/app", "--context", str(ctx_dir), "--config", cfg, "--tag", "t")
+    args = ("build", "--name", "app", "--context", str(ctx_dir), "--config", cfg, "--tag", "t")
 
     missing = cli(*args, env=env)
     assert missing.returncode == 2
@@ -367,7 +396,11 @@ def test_build_requires_a_trusted_token(
     # the token appears nowhere but in the ::add-mask:: directive the runner consumes
     texts = (accepted.stdout, accepted.stderr, outputs.read_text(), json.dumps(accepted.report))
     assert leaks(token, *texts) == []
-    assert f"::add-mask::{token}" in accepted.stderr
+    assert accepted.stderr.count(f"::add-mask::{token}") == 1
+    assert (
+        "::warning::--oidc-token shows the secret to every process on this machine (ps); pass it "
+        "in the AUTHORIZATION variable instead"
+    ) in accepted.stderr.splitlines()
 
 
 def test_signing_needs_a_signing_ref(
@@ -394,7 +427,7 @@ def test_signing_needs_a_signing_ref(
     args = (
         "build",
         "--name",
-        "org/app",
+        "app",
         "--context",
         str(ctx_dir),
         "--config",
@@ -412,7 +445,7 @@ def test_signing_needs_a_signing_ref(
         "enabled under '*', but ref 'refs/heads/feature' does not match signing-refs ['refs/heads/main']"
     )
     sign = cli(
-        "sign", "--config", str(path), "--images-to-sign", f"{registry.address}/trusted/org/app:t",
+        "sign", "--config", str(path), "--images-to-sign", f"{registry.address}/trusted/app:t",
         env={**env, "AUTHORIZATION": issuer.token(ref="refs/heads/feature")},
     )  # fmt: skip
     assert sign.returncode == 2
@@ -420,3 +453,360 @@ def test_signing_needs_a_signing_ref(
         "signing refused by the trust policy: ref 'refs/heads/feature' does not match"
         in sign.stderr
     )
+
+
+# --- issue 13: what a verified token authorizes ---------------------------------------------------
+
+
+def test_header_kid_of_another_type_and_crit_are_refusals(issuer: FakeIssuer) -> None:
+    def forged(header: dict[str, object]) -> str:
+        def part(value: object) -> str:
+            return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+        return f"{part({'alg': 'RS256', 'typ': 'JWT', **header})}.{part(issuer.claims())}.c2ln"
+
+    assert rejected(issuer, forged({"kid": 7})) == (
+        "the token is malformed: Key ID header parameter must be a string"
+    )
+    assert rejected(issuer, issuer.token(headers={"crit": ["exp"]})).startswith(
+        "the token is malformed:"
+    )
+    assert rejected(issuer, forged({"kid": "key-1", "crit": ["b64"], "b64": True})) == (
+        "token rejected: its header marks extensions as critical (crit), which this verifier "
+        "does not implement"
+    )
+    assert issuer.jwks_fetches == 0
+
+
+@pytest.mark.parametrize(
+    ("claim", "value", "message"),
+    [
+        ("repository", ["org/app"], "token rejected: claim 'repository' must be a string"),
+        ("event_name", {"a": 1}, "token rejected: claim 'event_name' must be a string"),
+        ("ref", 7, "token rejected: claim 'ref' must be a string"),
+        ("sha", True, "token rejected: claim 'sha' must be a string"),
+        ("jti", 5, "token rejected: JWT ID must be a string"),
+        (
+            "repository_owner_id",
+            True,
+            "token rejected: claim 'repository_owner_id' must be a string or an integer",
+        ),
+        (
+            "repository_owner_id",
+            "12a",
+            "token rejected: claim 'repository_owner_id' must be a decimal id",
+        ),
+        ("job_workflow_ref", 1, "token rejected: claim 'job_workflow_ref' must be a string"),
+        ("exp", "soon", "token rejected: Expiration Time claim (exp) must be an integer."),
+        ("iat", "now", "token rejected: Issued At claim (iat) must be an integer."),
+        ("nbf", [], "token rejected: Not Before claim (nbf) must be an integer."),
+        ("ref", "refs/tags/vx/../../heads/evil", None),
+        ("ref", "refs/heads//main", None),
+    ],
+)
+def test_malformed_but_parseable_claims_are_refusals(
+    issuer: FakeIssuer, claim: str, value: object, message: str | None
+) -> None:
+    expected = message or f"token rejected: ref {value!r} is not a valid git ref"
+    claims: dict[str, Any] = {claim: value}
+    assert rejected(issuer, issuer.token(**claims)) == expected
+
+
+def test_an_unknown_kid_right_after_a_cold_fetch_fetches_once(issuer: FakeIssuer) -> None:
+    with pytest.raises(TrustError, match="kid 'rotated' is not in the key set"):
+        verifier(issuer).verify(issuer.token(headers={"kid": "rotated"}))
+    assert issuer.jwks_fetches == 1
+
+
+def test_signing_refs_are_anchored_per_part(issuer: FakeIssuer) -> None:
+    check = verifier(issuer, trust={"signing-refs": "[refs/heads/main, 'refs/tags/v*']"})
+    assert check.verify(issuer.token(ref="refs/tags/v1.2.3")).signing_allowed
+    for ref in ("refs/tags/v1/evil", "refs/tags/x-v1", "refs/heads/main/x", "refs/heads/mainx"):
+        assert not check.verify(issuer.token(ref=ref)).signing_allowed, ref
+    deep = verifier(issuer, trust={"signing-refs": "['refs/heads/release/**']"})
+    assert deep.verify(issuer.token(ref="refs/heads/release/1.x/hotfix")).signing_allowed
+
+
+@pytest.mark.parametrize(
+    "ref", ["refs/tags/v*/../..", "refs/heads//main", "heads/main", "refs/heads/"]
+)
+def test_loose_signing_refs_are_refused_at_load(issuer: FakeIssuer, ref: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(issuer.trust_yaml(**{"signing-refs": f"['{ref}']"}))
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == (
+        "config.yaml: 'trust[0].signing-refs': expected a full ref such as refs/heads/main or "
+        f"refs/tags/v*, without '..' or '//'; got {ref!r}"
+    )
+
+
+def test_a_pull_request_token_is_tied_to_its_pull_request(issuer: FakeIssuer) -> None:
+    claims = verifier(issuer, trust={"events": "[pull_request]"}).verify(
+        issuer.token(event_name="pull_request", ref="refs/pull/5/merge")
+    )
+    pr7 = ctx(event="pull_request", job_type="presubmit", pr_number=7)
+    with pytest.raises(TrustError) as caught:
+        check_context(claims, pr7, None)
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == (
+        "the token is for pull request 5, but the build is for pull request 7"
+    )
+    check_context(claims, ctx(event="pull_request", job_type="presubmit", pr_number=5), None)
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "name", "allowed"),
+    [
+        (None, "app", True),
+        (None, "app/web", True),
+        (None, "app/web/debug", True),
+        (None, "payments/app", False),
+        (None, "apps/web", False),
+        (None, "org/app", False),
+        ("{org/app: [test-infra/*]}", "test-infra/ginkgo", True),
+        ("{org/app: [test-infra/*]}", "test-infra/a/b", False),
+        ("{org/app: [test-infra/*]}", "app/web", False),
+        ("{org: ['shared/**']}", "shared/a/b", True),
+        ("{org/other: ['app/**']}", "app/web", True),  # the default still holds for org/app
+    ],
+)
+def test_image_namespaces(
+    issuer: FakeIssuer, namespaces: str | None, name: str, allowed: bool
+) -> None:
+    trust = {"image-namespaces": namespaces} if namespaces else None
+    claims = verifier(issuer, trust=trust).verify(issuer.token())
+    if allowed:
+        check_image_name(claims, name)
+        return
+    with pytest.raises(TrustError) as caught:
+        check_image_name(claims, name)
+    assert caught.value.exit_code == 2
+    assert str(caught.value).startswith(
+        f"the token of org/app may not build or sign image {name!r}: its image namespace is "
+    )
+
+
+def _trusted_env(tmp_path: Path, token: str, **extra: str) -> dict[str, str]:
+    return {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_EVENT_NAME": "push",
+        "GITHUB_EVENT_PATH": push_payload(tmp_path),
+        "AUTHORIZATION": token,
+        **extra,
+    }
+
+
+def _scratch_context(tmp_path: Path) -> str:
+    folder = tmp_path / "ctx"
+    folder.mkdir(exist_ok=True)
+    (folder / "Dockerfile").write_text("FROM scratch\nCOPY a /a\n")
+    (folder / "a").write_text("a\n")
+    return str(folder)
+
+
+def test_a_token_cannot_build_another_repositorys_image(
+    cli: Cli, issuer: FakeIssuer, registry: Registry, tmp_path: Path
+) -> None:
+    cfg = config_file(tmp_path, issuer, registry)
+    env = _trusted_env(tmp_path, issuer.token())
+    run = cli("build", "--name", "payments/app", "--context", _scratch_context(tmp_path),
+              "--config", cfg, "--tag", "latest", env=env)  # fmt: skip
+    assert run.returncode == 2
+    assert (
+        run.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "the token of org/app may not build or sign image 'payments/app': its image namespace is "
+            "app, app/** (trust image-namespaces, or by default the repository's name as the first "
+            "part of the image name)"
+        )
+    )
+    assert "STEP" not in run.stderr
+    assert manifest_digest(f"{registry.address}/trusted/payments/app:latest") is None
+
+
+def test_a_token_builds_once(
+    cli: Cli, issuer: FakeIssuer, registry: Registry, tmp_path: Path
+) -> None:
+    cfg = config_file(tmp_path, issuer, registry)
+    token = secret(issuer.token())
+    env = _trusted_env(tmp_path, token)
+    checked = cli("verify-token", "--config", cfg, "--name", "app/web", env=env)
+    assert checked.returncode == 0, checked.stderr  # checking does not spend the token
+    args = ("build", "--name", "app/web", "--context", _scratch_context(tmp_path),
+            "--config", cfg)  # fmt: skip
+    first = cli(*args, "--tag", "one", env=env)
+    assert first.returncode == 0, first.stderr
+    replay = cli(*args, "--tag", "two", env=env)
+    assert replay.returncode == 2
+    assert (
+        replay.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "token rejected: it was already used to build (a token authorizes one build and one "
+            "signing); start a new run for a new token"
+        )
+    )
+    assert manifest_digest(f"{registry.address}/trusted/app/web:two") is None
+    fresh = cli(*args, "--tag", "two", env={**env, "AUTHORIZATION": issuer.token()})
+    assert fresh.returncode == 0, fresh.stderr
+
+
+def test_a_token_without_jti_cannot_be_spent(
+    cli: Cli, issuer: FakeIssuer, registry: Registry, tmp_path: Path
+) -> None:
+    cfg = config_file(tmp_path, issuer, registry)
+    run = cli("build", "--name", "app/web", "--context", _scratch_context(tmp_path),
+              "--config", cfg, env=_trusted_env(tmp_path, issuer.token(jti=None)))  # fmt: skip
+    assert run.returncode == 2
+    assert run.stderr.strip().endswith(
+        "token rejected: it has no jti claim, so its single use cannot be enforced"
+    )
+
+
+def test_sign_signs_only_the_tokens_own_images_in_configured_registries(
+    cli: Cli, issuer: FakeIssuer, registry: Registry, tmp_path: Path
+) -> None:
+    key = tmp_path / "release"
+    made = cli("keygen", "--output-key-prefix", str(key), env={"COSIGN_PASSWORD": ""})
+    assert made.returncode == 0, made.stderr
+    signer = (
+        "sign-config:\n  enabled-signers: {'*': [release-key]}\n  signers:\n"
+        f"    - {{name: release-key, type: cosign, config: {{private-key: {key}.key}}}}\n"
+    )
+    cfg = config_file(tmp_path, issuer, registry, signer)
+    env = _trusted_env(tmp_path, issuer.token(), COSIGN_PASSWORD="")
+    other = f"{registry.address}/trusted/other-team/unreviewed:1"
+    run = cli("sign", "--config", cfg, "--images-to-sign", other, env=env)
+    assert run.returncode == 2
+    assert run.stderr.strip().endswith(
+        "the token of org/app may not build or sign image 'other-team/unreviewed': its image "
+        "namespace is app, app/** (trust image-namespaces, or by default the repository's name "
+        "as the first part of the image name)"
+    )
+    elsewhere = f"{registry.address}/elsewhere/app:1"
+    run = cli("sign", "--config", cfg, "--images-to-sign", elsewhere, env=env)
+    assert run.returncode == 2
+    assert run.stderr.strip().endswith(
+        f"{elsewhere} is not in a release registry of this config ({registry.address}/trusted); "
+        "only images built here are signed here"
+    )
+
+
+def test_a_pull_request_build_is_checked_against_github(
+    cli: Cli, issuer: FakeIssuer, registry: Registry, tmp_path: Path
+) -> None:
+    from tests.support.fake_github import FakeGitHub
+
+    github = FakeGitHub().start()
+    try:
+        payload = json.loads((EVENTS / "pull_request_target.synchronize.json").read_text())
+        head = payload["pull_request"]["head"]["sha"]
+        repository = payload["repository"]["full_name"]
+        (tmp_path / "pr.json").write_text(json.dumps(payload))
+        owner = payload["repository"]["owner"]
+        cfg = tmp_path / "config.yaml"
+        cfg.write_text(
+            f"registry: {registry.address}/prod\ndev-registry: {registry.address}/dev\n"
+            f"seen-tokens: {tmp_path}/seen.json\n"
+            + issuer.trust_yaml(
+                **{
+                    "repository-owners": f"[{{name: {owner['login']}, id: {owner['id']}}}]",
+                    "github-api": github.url,
+                    "github-api-token-env": "GITHUB_API_TOKEN",
+                }
+            )
+        )
+        claims = {
+            "repository": repository,
+            "repository_owner": owner["login"],
+            "repository_owner_id": str(owner["id"]),
+            "event_name": "pull_request_target",
+            "ref": "refs/heads/master",
+        }
+        env = {
+            "GITHUB_ACTIONS": "true",
+            "GITHUB_EVENT_NAME": "pull_request_target",
+            "GITHUB_EVENT_PATH": str(tmp_path / "pr.json"),
+            "GITHUB_API_TOKEN": secret("ghs_fakeapitoken0123456789"),
+        }
+        args = ("build", "--name", "hello-world/app", "--context", _scratch_context(tmp_path),
+                "--config", str(cfg), "--dry-run")  # fmt: skip
+        github.pulls[(repository, payload["number"])] = "f" * 40  # the PR moved on
+        moved = cli(*args, env={**env, "AUTHORIZATION": issuer.token(**claims)})
+        assert moved.returncode == 2
+        assert moved.stderr.strip().endswith(
+            f"pull request {payload['number']}'s head is {'f' * 40}, but the build is for "
+            f"commit {head}"
+        )
+        github.pulls[(repository, payload["number"])] = head
+        fine = cli(*args, env={**env, "AUTHORIZATION": issuer.token(**claims)})
+        assert fine.returncode == 0, fine.stderr
+        assert json.loads(fine.stdout)["registries"] == [f"{registry.address}/dev"]
+        assert github.requests[-1] == (
+            f"/repos/{repository}/pulls/{payload['number']}",
+            "Bearer ghs_fakeapitoken0123456789",
+        )
+        del github.pulls[(repository, payload["number"])]
+        gone = cli(*args, env={**env, "AUTHORIZATION": issuer.token(**claims)})
+        assert gone.returncode == 2
+        assert gone.stderr.strip().endswith(
+            f"pull request {payload['number']} does not exist in {repository}"
+        )
+    finally:
+        github.stop()
+
+
+def test_a_pull_request_build_never_reaches_the_release_registry(
+    cli: Cli, registry: Registry, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"registry: {registry.address}/prod\n")
+    env = {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_EVENT_NAME": "pull_request_target",
+        "GITHUB_EVENT_PATH": str(EVENTS / "pull_request_target.synchronize.json"),
+    }
+    run = cli("build", "--name", "app", "--context", _scratch_context(tmp_path),
+              "--config", str(cfg), "--tag", "latest", env=env)  # fmt: skip
+    assert run.returncode == 2
+    assert run.stderr.strip().endswith(
+        "a presubmit build needs dev-registry in the config: pull-request and merge-group images "
+        f"never go to the release registry ({registry.address}/prod)"
+    )
+    assert manifest_digest(f"{registry.address}/prod/app:latest") is None
+    cfg.write_text(f"registry: {registry.address}/prod\ndev-registry: {registry.address}/prod\n")
+    run = cli("build", "--name", "app", "--context", _scratch_context(tmp_path),
+              "--config", str(cfg), env=env)  # fmt: skip
+    assert run.returncode == 2
+    assert "holds the release registry" in run.stderr
+
+
+def test_verify_refuses_an_index_with_too_many_entries_after_one_request(
+    cli: Cli, registry: Registry, base_image: str, tmp_path: Path
+) -> None:
+    """An index of 3000 entries used to cost 3001 requests; past max-manifest-entries it is
+    refused as soon as it is read."""
+    from image_builder.registry import OCI_INDEX, RegistryClient, parse_reference
+
+    CLIENTS.append(httpx.Client())
+    client = RegistryClient(
+        http=CLIENTS[-1], credentials=lambda host: None, plain_http=lambda host: True
+    )
+    base = client.get_manifest(parse_reference(base_image))
+    entry = {"mediaType": base.media_type, "digest": base.digest, "size": base.size}
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry] * 65}
+    ref = parse_reference(base_image).with_tag("many")
+    client.put_manifest(ref, json.dumps(index).encode(), OCI_INDEX)
+    made = cli("keygen", "--output-key-prefix", str(tmp_path / "k"), env={"COSIGN_PASSWORD": ""})
+    assert made.returncode == 0, made.stderr
+    run = cli("verify", str(ref), "--key", str(tmp_path / "k.pub"))
+    assert run.returncode == 1
+    assert run.stderr.strip().endswith(
+        "lists 65 manifests, more than max-manifest-entries (64); refusing to read it"
+    )
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("max-manifest-entries: 65\n")
+    wider = cli("verify", str(ref), "--key", str(tmp_path / "k.pub"), "--config", str(cfg))
+    assert wider.returncode == 1
+    assert "no signature" in wider.stderr  # read, and checked entry by entry

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -79,6 +80,7 @@ class FakeIssuer:
             "sha": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
             "workflow_ref": "org/app/.github/workflows/build.yml@refs/heads/main",
             "job_workflow_ref": WORKFLOW,
+            "jti": str(uuid.uuid4()),
         }
         claims.update(overrides)
         return {k: v for k, v in claims.items() if v is not None}

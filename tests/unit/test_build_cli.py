@@ -11,6 +11,7 @@ import pytest
 from image_builder.cli import main
 from image_builder.embedded_registry import check_address
 from image_builder.errors import InputError
+from image_builder.plan import parse_build_args
 from tests.conftest import EVENTS
 
 
@@ -101,7 +102,7 @@ def test_dry_run_prints_the_plan(workspace: Path, capsys: pytest.CaptureFixture[
     plan = json.loads(capsys.readouterr().out)
     assert plan["platforms"] == ["linux/arm64", "linux/amd64"]
     assert plan["references"][1] == "localhost:5000/team/app:latest"
-    assert plan["build_args"]["TAG_latest"] == "latest"
+    assert "TAG_latest" in plan["build_args"]
     assert plan["insecure_registries"] == ["localhost:5000"]
     assert plan["dockerfile"] == str(workspace / "app" / "Dockerfile")
 
@@ -112,7 +113,7 @@ def test_go_spelling_of_build(workspace: Path, capsys: pytest.CaptureFixture[str
     )  # fmt: skip
     assert code == 0
     plan = json.loads(capsys.readouterr().out)
-    assert plan["build_args"] == {"TAG_default_tag": plan["tags"][0]["value"], "TAG_x": "x"}
+    assert plan["build_args"] == ["TAG_default_tag", "TAG_x"]
 
 
 @pytest.mark.parametrize("address", ["0.0.0.0:5000", "10.1.2.3:5000", "example.com:5000"])
@@ -167,4 +168,26 @@ def test_bare_build_arg_takes_the_environment_locally(
          "--build-arg", "VERSION"]
     )  # fmt: skip
     assert code == 0
-    assert json.loads(capsys.readouterr().out)["build_args"]["VERSION"] == "1.2"
+    out = capsys.readouterr().out
+    assert json.loads(out)["build_args"] == ["VERSION"]
+    assert "1.2" not in out  # the plan names build arguments, never their values
+    assert parse_build_args(["VERSION"], {"VERSION": "1.2"}) == [("VERSION", "1.2")]
+
+
+@pytest.mark.parametrize(
+    ("flag", "variable"),
+    [("--ado-pat", "AZURE_DEVOPS_EXT_PAT"), ("--azure-client-secret", "AZURE_CLIENT_SECRET")],
+)
+def test_flags_that_carry_secrets_warn_and_name_the_variable(
+    workspace: Path, capsys: pytest.CaptureFixture[str], flag: str, variable: str
+) -> None:
+    code = main(["build", "--name", "team/app", "--dockerfile", "app/Dockerfile", "--dry-run",
+                 "--backend", "local", flag, "s3cret-value"])  # fmt: skip
+    assert code == 0
+    err = capsys.readouterr().err
+    assert (
+        f"::warning::{flag} shows the secret to every process on this machine (ps); pass it in "
+        f"the {variable} variable instead"
+    ) in err.splitlines()
+    assert err.count("s3cret-value") == 1  # only in the ::add-mask:: directive
+    assert "::add-mask::s3cret-value" in err

@@ -57,14 +57,17 @@ def prepare(
     now: datetime,
     host_platform: str,
     verify: bool = True,
-) -> tuple[BuildPlan, Config]:
+) -> tuple[BuildPlan, Config, VerifiedClaims | None]:
     """The plan and the config it came from. Reads files and runs nothing, except git for the
     commit time of reproducible builds. Without ``verify`` the caller's token is not checked:
     only for the build stage, which publishes nothing and holds no secret."""
     inputs = load_inputs_for(options, env)
     signing_block = None
+    claims = None
     if inputs.config.trust and verify:
-        claims = verify_caller(inputs.config, inputs.ctx, options.oidc_token, options.repo, env)
+        claims = verify_caller(
+            inputs.config, inputs.ctx, options.oidc_token, options.repo, env, names=[options.name]
+        )
         if not claims.signing_allowed:
             signing_block = claims.signing_reason
     if not inputs.dockerfile.is_file():
@@ -103,26 +106,47 @@ def prepare(
         repo_override=options.repo,
         signing_block=signing_block,
     )
-    return plan, inputs.config
+    return plan, inputs.config, claims
 
 
 def verify_caller(
-    config: Config, ctx: CIContext, flag: str | None, repo_flag: str | None, env: Mapping[str, str]
+    config: Config,
+    ctx: CIContext,
+    flag: str | None,
+    repo_flag: str | None,
+    env: Mapping[str, str],
+    *,
+    names: Sequence[str] = (),
 ) -> VerifiedClaims:
-    """With a trust policy configured, nothing happens before the caller's token is verified and
-    agrees with the CI context and the flags."""
+    """With a trust policy configured, nothing happens before the caller's token is verified,
+    agrees with the CI context and the flags, and covers every image name in ``names``. A
+    pull-request build's head commit is checked with GitHub when the policy names its API."""
     from image_builder.commands.inputs import token_from
-    from image_builder.trust import TrustError, check_context, make_verifier
+    from image_builder.github_api import check_pull_request
+    from image_builder.trust import TrustError, check_context, check_image_name, make_verifier
 
     token = token_from(flag, env)
     if token is None:
         raise TrustError(
-            "this config has a trust policy: pass the caller's OIDC token with --oidc-token or the "
-            "AUTHORIZATION variable"
+            "this config has a trust policy: pass the caller's OIDC token in the AUTHORIZATION "
+            "variable"
         )
     claims = make_verifier(config.trust).verify(token)
     check_context(claims, ctx, repo_flag)
+    for name in names:
+        check_image_name(claims, name)
+    check_pull_request(config.trust, claims, ctx, env)
     return claims
+
+
+def consume_token(
+    config: Config, claims: VerifiedClaims, uses: Sequence[str], env: Mapping[str, str], euid: int
+) -> None:
+    """Spend the token: it builds once and signs once."""
+    from image_builder.replay import SeenTokens, default_path
+
+    path = Path(config.seen_tokens) if config.seen_tokens else default_path(env, euid)
+    SeenTokens(path).consume(claims, uses)
 
 
 def run_build(
@@ -138,7 +162,7 @@ def run_build(
 
     reporter.mask(token_from(options.oidc_token, env) or "")
     check_stages(options)
-    plan, config = prepare(
+    plan, config, claims = prepare(
         options,
         env=env,
         now=now,
@@ -149,6 +173,9 @@ def run_build(
     if options.dry_run:
         reporter.result(json.dumps(plan.to_json(), indent=2))
         return 0
+    if claims is not None and plan.push:
+        signs = bool(plan.running_signers) and not options.no_sign
+        consume_token(config, claims, ("build", "sign") if signs else ("build",), env, euid)
 
     from image_builder.backends.local import execute
     from image_builder.plan import plain_http_registries, registry_host
@@ -174,7 +201,9 @@ def run_build(
     if options.layout_out is not None:
         return build_stage(plan, engine, options.layout_out, reporter)
     plain = {registry_host(r) for r in plain_http_registries(plan.registries, config)}
-    registry = make_client(env, plain_http=lambda host: host in plain)
+    registry = make_client(
+        env, plain_http=lambda host: host in plain, max_entries=config.max_manifest_entries
+    )
     signers = make_signers(
         config,
         () if options.no_sign else plan.running_signers,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from image_builder.config import Config, SignerConfig, load_config
 from image_builder.errors import InputError, RuntimeFailure
-from image_builder.registry import RegistryClient, parse_reference
+from image_builder.registry import Reference, RegistryClient, parse_reference
 from image_builder.report import BuildReport
 from image_builder.reporter import Reporter
 
@@ -25,7 +25,9 @@ def _client(config: Config, hosts: Sequence[str], env: Mapping[str, str]) -> Reg
     from image_builder.registry import make_client
 
     plain = {registry_host(r) for r in plain_http_registries(hosts, config)}
-    return make_client(env, plain_http=lambda host: host in plain)
+    return make_client(
+        env, plain_http=lambda host: host in plain, max_entries=config.max_manifest_entries
+    )
 
 
 # --- sign-only ----------------------------------------------------------------------------------
@@ -41,7 +43,7 @@ class SignOptions:
     build_report_path: Path | None = None
 
 
-def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter) -> int:
+def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter, euid: int) -> int:
     """Resolve each reference to its digest once, then sign that digest with every signer that
     runs for this repository and job type."""
     from image_builder.context import detect_ci_context
@@ -58,12 +60,17 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
     reporter.mask(token_from(options.oidc_token, env) or "")
     config = load_config(options.config)
     ctx = detect_ci_context(env, Path("."))
+    report = _published_report(options.from_report) if options.from_report else None
+    texts = report.images_list if report is not None else options.images
+    refs = [parse_reference(text) for text in texts]
     if config.trust:
-        from image_builder.commands.build import verify_caller
+        from image_builder.commands.build import consume_token, verify_caller
 
-        claims = verify_caller(config, ctx, options.oidc_token, options.repo, env)
+        names = [_image_name(ref, config) for ref in refs]
+        claims = verify_caller(config, ctx, options.oidc_token, options.repo, env, names=names)
         if not claims.signing_allowed:
             raise InputError(f"signing refused by the trust policy: {claims.signing_reason}")
+        consume_token(config, claims, ("sign",), env, euid)
     repository = options.repo or ctx.repository
     choices = select_signers(config, ctx, repository)
     running = [c.name for c in choices if c.runs]
@@ -72,9 +79,6 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
         raise InputError(
             f"no signer runs for {repository or 'this repository'} ({ctx.job_type}): {reasons}"
         )
-    report = _published_report(options.from_report) if options.from_report else None
-    texts = report.images_list if report is not None else options.images
-    refs = [parse_reference(text) for text in texts]
     registry = _client(config, [r.name for r in refs], env)
     signers = make_signers(
         config,
@@ -127,6 +131,19 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
     return 0
 
 
+def _image_name(ref: Reference, config: Config) -> str:
+    """The image name of ``ref`` under one of the config's release registries; a trusted signer
+    signs nothing else."""
+    for registry in config.registry:
+        prefix = registry + "/"
+        if ref.name.startswith(prefix):
+            return ref.name.removeprefix(prefix)
+    raise InputError(
+        f"{ref} is not in a release registry of this config ({', '.join(config.registry)}); "
+        "only images built here are signed here"
+    )
+
+
 def _published_report(path: Path) -> BuildReport:
     """A build report of a publishing job: it must say that every reference holds one digest."""
     try:
@@ -161,7 +178,7 @@ def run_verify(
     if digest is None:
         raise RuntimeFailure(f"{ref} does not exist")
     manifest = registry.get_manifest(ref.with_digest(digest))
-    digests = [digest, *(child for child, _, _ in manifest.children())]
+    digests = [digest, *(child for child, _, _ in manifest.children(registry.max_entries))]
     checks = [verify_digest(registry, ref, d, public) for d in digests]
     reporter.result(
         json.dumps(
@@ -292,10 +309,12 @@ def run_verify_token(
     env: Mapping[str, str],
     reporter: Reporter,
     ado_outputs: bool = False,
+    name: str | None = None,
 ) -> int:
-    """Check a token against the config's trust policy and print the claims that matter."""
+    """Check a token against the config's trust policy and print the claims that matter. The
+    token is not spent: the stages that build and sign spend it."""
     from image_builder.commands.inputs import token_from
-    from image_builder.trust import TrustError, make_verifier
+    from image_builder.trust import TrustError, check_image_name, make_verifier
 
     token = token_from(token_flag, env)
     reporter.mask(token or "")
@@ -305,9 +324,11 @@ def run_verify_token(
     if not config.trust:
         raise InputError("the config has no trust section; add the trusted issuers to config.yaml")
     claims = make_verifier(config.trust).verify(token)
+    if name is not None:
+        check_image_name(claims, name)
     reporter.result(claims.to_json())
     if ado_outputs:
-        for line in verified_job_variables(claims, env):
+        for line in verified_job_variables(claims, env, config):
             reporter.result(line)
     return 0
 
@@ -315,17 +336,21 @@ def run_verify_token(
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9._/@+-]*")
 
 
-def verified_job_variables(claims: VerifiedClaims, env: Mapping[str, str]) -> list[str]:
+def verified_job_variables(
+    claims: VerifiedClaims, env: Mapping[str, str], config: Config
+) -> list[str]:
     """Azure DevOps output variables for the later jobs of the trusted pipeline: what they build
     and whether it may be signed, taken from the verified token wherever the token says it. Only a
     pull request's number and head commit come from the caller (a token does not carry them);
     such builds go to the dev registry, unsigned."""
     from image_builder.backends.ado import vso_variables
     from image_builder.context import azure
+    from image_builder.github_api import check_pull_request
     from image_builder.trust import check_context
 
     ctx = azure.load(env)
     check_context(claims, ctx, None)
+    check_pull_request(config.trust, claims, ctx, env)
     owner, _, name = claims.repository.partition("/")
     release = ctx.job_type not in ("presubmit", "merge_group")
     commit = claims.sha if release and claims.sha else ctx.commit_sha

@@ -1,0 +1,98 @@
+"""GitHub's REST API, for one question the token cannot answer: which commit is pull request
+``n``'s head? (A ``pull_request_target`` token names the base branch, not the pull request.)"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from image_builder.config import TrustedIssuer
+from image_builder.context import CIContext
+from image_builder.errors import RuntimeFailure
+from image_builder.trust import TrustError, VerifiedClaims
+
+
+class _Repo(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    full_name: str
+
+
+class _Branch(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    sha: str
+    repo: _Repo | None = None
+
+
+class _PullRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    number: int
+    head: _Branch
+    base: _Branch
+
+
+def check_pull_request(
+    trust: Sequence[TrustedIssuer], claims: VerifiedClaims, ctx: CIContext, env: Mapping[str, str]
+) -> None:
+    """A pull-request build must build its pull request's head, when the policy of the token's
+    issuer names a GitHub API to ask."""
+    if ctx.job_type != "presubmit":
+        return
+    policy = next(t for t in trust if t.issuer == claims.issuer)
+    if policy.github_api is not None:
+        _check_head(
+            policy,
+            policy.github_api,
+            repository=claims.repository,
+            number=ctx.pr_number,
+            commit=ctx.commit_sha,
+            env=env,
+        )
+
+
+def _check_head(
+    policy: TrustedIssuer,
+    api: str,
+    *,
+    repository: str,
+    number: int | None,
+    commit: str | None,
+    env: Mapping[str, str],
+) -> None:
+    """Refuse unless pull request ``number`` of ``repository`` has ``commit`` as its head."""
+    if number is None or not commit:
+        raise TrustError(
+            "a pull-request build needs its number and head commit to be checked against GitHub"
+        )
+    headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
+    if policy.github_api_token_env and env.get(policy.github_api_token_env):
+        headers["Authorization"] = f"Bearer {env[policy.github_api_token_env]}"
+    url = f"{api}/repos/{repository}/pulls/{number}"
+    from image_builder.http import tls_context
+
+    try:
+        with httpx.Client(verify=tls_context(), timeout=httpx.Timeout(10.0)) as client:
+            response = client.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        raise RuntimeFailure(f"cannot ask {api} for pull request {number}: {exc}") from None
+    if response.status_code == 404:
+        raise TrustError(f"pull request {number} does not exist in {repository}")
+    if response.status_code != 200:
+        raise RuntimeFailure(
+            f"{api} answered {response.status_code} for pull request {number} of "
+            f"{repository}; check github-api-token-env"
+        )
+    try:
+        pull = _PullRequest.model_validate_json(response.content)
+    except ValidationError:
+        raise RuntimeFailure(
+            f"{api} sent something other than a pull request for {number}"
+        ) from None
+    base = pull.base.repo.full_name if pull.base.repo else None
+    if pull.number != number or (base or "").lower() != repository.lower():
+        raise TrustError(f"{api} answered for another pull request than {number}")
+    if pull.head.sha != commit:
+        raise TrustError(
+            f"pull request {number}'s head is {pull.head.sha}, but the build is for commit {commit}"
+        )
