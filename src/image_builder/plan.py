@@ -61,7 +61,8 @@ class BuildPlan:
         data = asdict(self)
         data["context_dir"] = str(self.context_dir)
         data["dockerfile"] = str(self.dockerfile)
-        data["build_args"] = dict(self.build_args)
+        # Names only: a build argument's value may be a secret (NPM_TOKEN=...).
+        data["build_args"] = [key for key, _ in self.build_args]
         data["labels"] = dict(self.labels)
         data["tags"] = [{"name": t.name, "value": t.value} for t in self.tags]
         data["signers"] = [asdict(s) for s in self.signers]
@@ -158,7 +159,9 @@ def make_plan(
     """Everything the backend needs, decided up front."""
     validate_name(name)
     registries = (
-        config.dev_registries if ctx.job_type in ("presubmit", "merge_group") else config.registry
+        dev_registries(config, ctx.job_type)
+        if ctx.job_type in ("presubmit", "merge_group")
+        else config.registry
     )
     references: list[str] = []
     for registry in registries:
@@ -222,6 +225,25 @@ def make_plan(
         if push
         else (),
     )
+
+
+def dev_registries(config: Config, job_type: str) -> tuple[str, ...]:
+    """Where a pull-request or merge-group image may go: never where release images live."""
+    registries = config.dev_registries
+    if not registries:
+        raise InputError(
+            f"a {job_type} build needs dev-registry in the config: pull-request and merge-group "
+            f"images never go to the release registry ({', '.join(config.registry)})"
+        )
+    for dev in registries:
+        for release in config.registry:
+            if release == dev or release.startswith(dev + "/"):
+                raise InputError(
+                    f"dev-registry {dev} holds the release registry {release}: a {job_type} "
+                    "image would land where release images live; give dev-registry its own "
+                    "path, e.g. <host>/dev"
+                )
+    return registries
 
 
 def _rfc3339(moment: datetime) -> str:

@@ -56,6 +56,26 @@ def mask(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+_VALUE_FLAGS = ("--build-arg", "--secret")
+
+
+def shown_command(argv: Sequence[str], secrets: Iterable[str] = ()) -> str:
+    """The command line for logs and messages: build arguments by name only (their values may be
+    secrets), and every known secret masked."""
+    parts: list[str] = []
+    hide_next = False
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        if hide_next:
+            parts.append(arg.split("=", 1)[0] + "=***")
+        elif eq and flag in _VALUE_FLAGS:
+            parts.append(f"{flag}={value.split('=', 1)[0]}=***")
+        else:
+            parts.append(arg)
+        hide_next = arg in _VALUE_FLAGS
+    return mask(" ".join(parts), secrets)
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -73,7 +93,7 @@ def run(
     """
     hidden = [s for s in secrets if s]
     command = [which(argv[0]), *argv[1:]]
-    shown = mask(" ".join(argv), hidden)
+    shown = shown_command(argv, hidden)
     log.debug("running %s", shown)
     try:
         process = subprocess.Popen(
@@ -124,7 +144,7 @@ def _feed(process: subprocess.Popen[str], data: str) -> None:
 def spawn(argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None) -> int:
     """Start a long-running program detached from this process; its output goes to ``log_path``."""
     command = [which(argv[0]), *argv[1:]]
-    log.debug("starting %s", " ".join(argv))
+    log.debug("starting %s", shown_command(argv))
     with log_path.open("ab") as output:
         try:
             process = subprocess.Popen(

@@ -30,6 +30,8 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
 
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the distribution spec's recommended limit
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # signature and attestation payloads
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
@@ -117,12 +119,20 @@ class Manifest:
     def is_index(self) -> bool:
         return self.media_type in INDEX_TYPES
 
-    def children(self) -> list[tuple[str, int, dict[str, Any]]]:
-        """``(digest, size, platform)`` for each manifest an index lists."""
+    def children(self, limit: int = 64) -> list[tuple[str, int, dict[str, Any]]]:
+        """``(digest, size, platform)`` for each manifest an index lists (at most ``limit``)."""
         if not self.is_index:
             return []
+        entries = self.json().get("manifests", [])
+        if not isinstance(entries, list):
+            raise RegistryError(f"index {self.digest} has no list of manifests")
+        if len(entries) > limit:
+            raise RegistryError(
+                f"index {self.digest} lists {len(entries)} manifests, more than "
+                f"max-manifest-entries ({limit}); refusing to read it"
+            )
         out = []
-        for entry in self.json().get("manifests", []):
+        for entry in entries:
             out.append(
                 (str(entry["digest"]), int(entry["size"]), dict(entry.get("platform") or {}))
             )
@@ -219,10 +229,14 @@ class RegistryClient:
         credentials: Callable[[str], Credentials | None],
         plain_http: Callable[[str], bool],
         retry: RetryPolicy | None = None,
+        max_entries: int = 64,
+        resolve: Callable[[str], list[str]] | None = None,
     ) -> None:
         self._http = http
         self._credentials = credentials
         self._plain_http = plain_http
+        self.max_entries = max_entries
+        self._resolve = resolve or resolve_host
         self._retry = retry or RetryPolicy(attempts=4, budget=30.0)
         self._tokens: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
@@ -233,7 +247,11 @@ class RegistryClient:
         """Fetch by tag or digest; a digest reference must match the bytes received."""
         target = ref.digest or ref.tag or "latest"
         response = self._request(
-            "GET", ref, f"manifests/{target}", headers={"Accept": MANIFEST_ACCEPT}
+            "GET",
+            ref,
+            f"manifests/{target}",
+            headers={"Accept": MANIFEST_ACCEPT},
+            limit=MAX_MANIFEST_BYTES,
         )
         if response.status_code == 404:
             raise RegistryError(f"{ref} does not exist")
@@ -285,8 +303,9 @@ class RegistryClient:
         self._check(response, f"checking blob {digest} in {ref.name}")
         return True
 
-    def get_blob(self, ref: Reference, digest: str) -> bytes:
-        response = self._request("GET", ref, f"blobs/{digest}")
+    def get_blob(self, ref: Reference, digest: str, *, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
+        """A small blob (a config, a signature payload), at most ``limit`` bytes."""
+        response = self._request("GET", ref, f"blobs/{digest}", limit=limit)
         if response.status_code == 404:
             raise RegistryError(f"blob {digest} does not exist in {ref.name}")
         self._check(response, f"fetching blob {digest} from {ref.name}")
@@ -304,8 +323,13 @@ class RegistryClient:
         location = start.headers.get("location")
         if not location:
             raise RegistryError(f"{ref.name} started an upload without a Location")
-        url = httpx.URL(self._base(ref.host)).join(location)
-        self._check_redirect(ref.host, url)
+        try:
+            url = httpx.URL(self._base(ref.host)).join(location)
+        except httpx.InvalidURL as exc:
+            raise RegistryError(
+                f"{ref.name} started an upload at an invalid address ({exc})"
+            ) from None
+        self.check_target(ref.host, url)
         params = dict(url.params)
         params["digest"] = digest
         response = self._send(
@@ -329,23 +353,41 @@ class RegistryClient:
         url = httpx.URL(f"{self._base(ref.host)}/v2/{ref.repository}/{path}")
         return self._send(method, ref, url, **kwargs)
 
-    def _send(self, method: str, ref: Reference, url: httpx.URL, **kwargs: Any) -> httpx.Response:
+    def _send(
+        self,
+        method: str,
+        ref: Reference,
+        url: httpx.URL,
+        *,
+        limit: int | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
         scope = f"repository:{ref.repository}:pull" + (
             ",push" if method in ("PUT", "POST", "PATCH") else ""
         )
+        # Credentials belong to the registry's own host; an upload Location elsewhere gets none.
+        own = url.netloc.decode() == httpx.URL(self._base(ref.host)).netloc.decode()
 
         def attempt() -> httpx.Response:
             headers = dict(kwargs.get("headers") or {})
-            auth = self._auth_header(ref.host, scope)
+            auth = self._auth_header(ref.host, scope) if own else None
             if auth:
                 headers["Authorization"] = auth
             try:
-                response = self._http.request(method, url, **{**kwargs, "headers": headers})
+                response = self._exchange(method, url, limit, **{**kwargs, "headers": headers})
+                if (
+                    own
+                    and response.status_code == 401
+                    and self._authenticate(ref.host, scope, response)
+                ):
+                    headers["Authorization"] = self._auth_header(ref.host, scope) or ""
+                    response = self._exchange(method, url, limit, **{**kwargs, "headers": headers})
             except httpx.TransportError as exc:
                 raise RetryableError(f"{method} {url}: {exc.__class__.__name__}: {exc}") from exc
-            if response.status_code == 401 and self._authenticate(ref.host, scope, response):
-                headers["Authorization"] = self._auth_header(ref.host, scope) or ""
-                response = self._http.request(method, url, **{**kwargs, "headers": headers})
+            except httpx.InvalidURL as exc:
+                raise RegistryError(
+                    f"{ref.host} sent us to an invalid address ({exc}); refusing to follow"
+                ) from None
             if response.status_code in RETRY_STATUSES:
                 raise RetryableError(
                     f"{method} {url} answered {response.status_code}",
@@ -357,6 +399,32 @@ class RegistryClient:
             return self._retry.run(attempt)
         except RetryableError as exc:
             raise RegistryError(f"{ref.name}: {exc} (gave up after retries)") from None
+
+    def _exchange(
+        self, method: str, url: httpx.URL, limit: int | None, **kwargs: Any
+    ) -> httpx.Response:
+        """One request; with ``limit``, a body longer than that is refused before it is read
+        whole (a registry decides how much it sends, not how much we keep)."""
+        if limit is None:
+            return self._http.request(method, url, **kwargs)
+        request = self._http.build_request(method, url, **kwargs)
+        response = self._http.send(request, stream=True)
+        try:
+            length = response.headers.get("content-length", "")
+            if length.isdigit() and int(length) > limit:
+                raise RegistryError(
+                    f"{url.host} sent {length} bytes, more than the {limit} allowed"
+                )
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise RegistryError(f"{url.host} sent more than the {limit} bytes allowed")
+        finally:
+            response.close()
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=bytes(body), request=request
+        )
 
     def _auth_header(self, host: str, scope: str) -> str | None:
         with self._lock:
@@ -377,9 +445,18 @@ class RegistryClient:
         if kind.lower() != "bearer" or "realm" not in params:
             return False
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
-        auth = (creds.username, creds.password) if creds else None
-        realm = httpx.URL(params["realm"])
-        self._check_redirect(host, realm, allow_other_host=True)
+        try:
+            realm = httpx.URL(params["realm"])
+        except httpx.InvalidURL as exc:
+            raise RegistryError(f"{host} names an invalid token service ({exc})") from None
+        self.check_target(host, realm)
+        if realm.scheme != "https" and not self._plain_http(host):
+            raise RegistryError(
+                f"{host} names a plain-HTTP token service ({realm.host}); refusing to send "
+                "credentials over it"
+            )
+        # Credentials go to the token service only when it is the registry's own host.
+        auth = (creds.username, creds.password) if creds and _same_site(host, realm) else None
         try:
             got = self._http.get(realm, params=query, auth=auth)
         except httpx.TransportError as exc:
@@ -401,11 +478,31 @@ class RegistryClient:
             self._tokens[(host, scope)] = f"Bearer {token}"
         return True
 
-    def _check_redirect(self, host: str, url: httpx.URL, *, allow_other_host: bool = False) -> None:
-        # A token service on a loopback registry may itself be on loopback (test set-ups).
-        check_target(
-            host.split(":")[0], url.host, allow_private=allow_other_host and host_is_loopback(host)
-        )
+    def check_target(self, source: str, url: httpx.URL) -> None:
+        """Refuse to be sent from registry ``source`` (host[:port]) to a non-canonical address,
+        or to another host that resolves to a loopback, private or link-local address; only a
+        registry the config names as loopback or insecure may send us there."""
+        host = url.host
+        if _non_canonical_ipv4(host):
+            raise RegistryError(
+                f"{source} sent us to {host!r}, an IPv4 address in a non-canonical form; refusing "
+                "to follow"
+            )
+        if host == source.rsplit(":", 1)[0].strip("[]") or self._plain_http(source):
+            return
+        for address in self._resolve(host):
+            if _internal(address):
+                raise RegistryError(
+                    f"{source} sent us to {host} ({address}), a loopback, private or link-local "
+                    "address of another host; refusing to follow"
+                )
+
+    def refuse_internal_redirects(self, response: httpx.Response) -> None:
+        """An httpx response hook: a registry may redirect blob downloads to storage, but never
+        to another host's internal address."""
+        if response.is_redirect:
+            target = response.request.url.join(response.headers.get("location", ""))
+            self.check_target(response.request.url.netloc.decode(), target)
 
     def _check(self, response: httpx.Response, what: str) -> None:
         if response.status_code < 300:
@@ -432,39 +529,67 @@ def ping(base_url: str, *, timeout: float = 2.0) -> bool:
         return False
 
 
-def host_is_loopback(host: str) -> bool:
-    from image_builder.plan import is_loopback
+def resolve_host(host: str) -> list[str]:
+    """Every address ``host`` resolves to (an address resolves to itself)."""
+    import socket
 
-    return is_loopback(host)
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return []
+    return sorted({str(info[4][0]) for info in infos})
 
 
-def check_target(source: str, target: str, *, allow_private: bool = False) -> None:
-    """Refuse to be sent from ``source`` to another host's private, loopback or link-local
-    address (a redirect, an upload ``Location``, a token realm)."""
+def _internal(address: str) -> bool:
     import ipaddress
 
-    if target == source or allow_private:
-        return
     try:
-        address = ipaddress.ip_address(target.strip("[]"))
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
-        return
-    if address.is_private or address.is_loopback or address.is_link_local:
-        raise RegistryError(
-            f"{source} sent us to {target}, a private or link-local address of another host; "
-            "refusing to follow"
-        )
+        return True
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_unspecified
+        or ip.is_reserved
+        or ip.is_multicast
+    )
 
 
-def refuse_private_redirects(response: httpx.Response) -> None:
-    """An httpx response hook: a registry may redirect blob downloads to storage, but never to
-    another host's private, loopback or link-local address."""
-    if response.is_redirect:
-        target = response.request.url.join(response.headers.get("location", ""))
-        check_target(response.request.url.host, target.host)
+def _non_canonical_ipv4(host: str) -> bool:
+    """``127.1``, ``2130706433``, ``0x7f000001``, ``0177.0.0.1``: forms the C resolver reads as
+    IPv4 addresses, but no canonical dotted quad."""
+    import ipaddress
+    import socket
+
+    if not host or not all(c in "0123456789abcdefxABCDEFX." for c in host):
+        return False
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        return False
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return True
+    return False
 
 
-def make_client(env: Mapping[str, str], plain_http: Callable[[str], bool]) -> RegistryClient:
+# A registry whose token service lives on a sibling host (Docker Hub's auth.docker.io).
+_TOKEN_HOSTS = {"docker.io": "auth.docker.io", "registry-1.docker.io": "auth.docker.io"}
+
+
+def _same_site(registry: str, realm: httpx.URL) -> bool:
+    hostname = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+    return realm.host in (hostname, _TOKEN_HOSTS.get(hostname))
+
+
+def make_client(
+    env: Mapping[str, str], plain_http: Callable[[str], bool], *, max_entries: int = 64
+) -> RegistryClient:
     from image_builder.http import tls_context
 
     http = httpx.Client(
@@ -472,8 +597,12 @@ def make_client(env: Mapping[str, str], plain_http: Callable[[str], bool]) -> Re
         timeout=httpx.Timeout(30.0, connect=10.0),
         follow_redirects=True,
         trust_env=False,
-        event_hooks={"response": [refuse_private_redirects]},
     )
-    return RegistryClient(
-        http=http, credentials=credentials_from_auth_files(env), plain_http=plain_http
+    client = RegistryClient(
+        http=http,
+        credentials=credentials_from_auth_files(env),
+        plain_http=plain_http,
+        max_entries=max_entries,
     )
+    http.event_hooks["response"] = [client.refuse_internal_redirects]
+    return client

@@ -19,6 +19,7 @@ from tests.integration.conftest import (
     make_storage_conf,
     manifest_digest,
     read_file,
+    secret,
     tool_env,
 )
 
@@ -368,3 +369,23 @@ def test_no_push_keeps_the_image_local(
         check=True,
     ).stdout
     assert ref in listed
+
+
+def test_debug_logs_name_build_arguments_never_their_values(
+    cli: Cli, registry: Registry, base_image: str, tmp_path: Path
+) -> None:
+    token = secret("npm_planted0123456789abcdef")
+    ctx = context(tmp_path, f'FROM {base_image}\nARG NPM_TOKEN\nRUN test -n "$NPM_TOKEN"\n')
+    cfg = config(tmp_path, f"registry: {registry.address}/prod\n")
+    run = cli(
+        "build", "--debug", "--name", "team/args", "--context", str(ctx), "--config", cfg,
+        "--build-arg", f"NPM_TOKEN={token}", "--tag", "dev", env=github("push", "push.new-branch.json"),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "--build-arg NPM_TOKEN=***" in run.stderr  # the debug log shows the command line
+    assert token not in run.stdout + run.stderr
+    dry = cli("build", "--name", "team/args", "--context", str(ctx), "--config", cfg,
+              "--build-arg", f"NPM_TOKEN={token}", "--dry-run",
+              env=github("push", "push.new-branch.json"))  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["build_args"] == ["NPM_TOKEN"]

@@ -46,7 +46,7 @@ def test_go_tool_config_loads_unchanged() -> None:
 def test_no_config_gives_built_in_defaults() -> None:
     config = load_config(None)
     assert config.registry == (DEFAULT_REGISTRY,)
-    assert config.dev_registries == (DEFAULT_REGISTRY,)
+    assert config.dev_registries == (f"{DEFAULT_REGISTRY}/dev",)
     assert config.default_pr_tag.value == "PR-{{ .PRNumber }}"
     assert config.default_commit_tag.value == "v{{ .Date }}-{{ .ShortSHA }}"
     assert config.default_merge_group_tag.value == "MG-{{ .ShortSHA }}"

@@ -93,8 +93,57 @@ def test_registry_per_event(job_type: str, expected: list[str]) -> None:
     assert list(plan(REGISTRIES, job_type).references) == expected
 
 
-def test_dev_registry_falls_back_to_registry() -> None:
-    assert plan("registry: prod.example", "presubmit").registries == ("prod.example",)
+@pytest.mark.parametrize("job_type", ["presubmit", "merge_group"])
+def test_a_pr_build_without_a_dev_registry_is_refused(job_type: str) -> None:
+    with pytest.raises(InputError) as caught:
+        plan("registry: prod.example", job_type)
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == (
+        f"a {job_type} build needs dev-registry in the config: pull-request and merge-group "
+        "images never go to the release registry (prod.example)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("registries", "dev", "release"),
+    [
+        (
+            "registry: prod.example/a\ndev-registry: prod.example/a",
+            "prod.example/a",
+            "prod.example/a",
+        ),
+        (
+            "registry: [r.example/p, q.example]\ndev-registry: [d.example, q.example]",
+            "q.example",
+            "q.example",
+        ),
+        (
+            "registry: prod.example/release\ndev-registry: prod.example",
+            "prod.example",
+            "prod.example/release",
+        ),
+    ],
+)
+def test_a_dev_registry_that_holds_a_release_registry_is_refused(
+    registries: str, dev: str, release: str
+) -> None:
+    with pytest.raises(InputError) as caught:
+        plan(registries, "presubmit")
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == (
+        f"dev-registry {dev} holds the release registry {release}: a presubmit image would land "
+        "where release images live; give dev-registry its own path, e.g. <host>/dev"
+    )
+
+
+def test_a_dev_path_under_the_release_registry_is_fine() -> None:
+    built = plan("registry: r.example\ndev-registry: r.example/dev", "presubmit")
+    assert built.registries == ("r.example/dev",)
+
+
+def test_the_embedded_default_has_its_own_dev_path() -> None:
+    assert plan("", "presubmit").registries == ("localhost:5000/dev",)
+    assert plan("", "postsubmit").registries == ("localhost:5000",)
 
 
 def test_build_args_order_and_precedence() -> None:

@@ -1,55 +1,234 @@
 from __future__ import annotations
 
+import hashlib
+import json
+
 import httpx
 import pytest
 
 from image_builder.errors import InputError
+from image_builder.http import RetryPolicy
 from image_builder.registry import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Credentials,
+    RegistryClient,
     RegistryError,
-    check_target,
     parse_reference,
-    refuse_private_redirects,
 )
 
+# Names a test may send the client to, and what they resolve to.
+DNS = {
+    "registry.example": ["151.101.1.10"],
+    "storage.example": ["151.101.1.11"],
+    "auth.other.example": ["151.101.1.12"],
+    "localhost": ["127.0.0.1", "::1"],
+    "metadata.internal": ["169.254.169.254"],
+    "rebind.example": ["151.101.1.13", "10.0.0.7"],  # one public, one private address
+}
 
-def redirect(source: str, location: str) -> httpx.Response:
-    return httpx.Response(307, headers={"Location": location}, request=httpx.Request("GET", source))
+
+class FakeRegistry:
+    """An httpx transport for one registry: ``routes`` maps a path to a response; every request
+    is recorded with its Authorization header."""
+
+    def __init__(self, routes: dict[str, httpx.Response]) -> None:
+        self.routes = routes
+        self.seen: list[tuple[str, str | None]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append((str(request.url), request.headers.get("authorization")))
+        key = f"{request.url.host}{request.url.path}"
+        return self.routes.get(key, httpx.Response(404, json={"errors": []}))
+
+
+def client(
+    fake: FakeRegistry,
+    *,
+    plain: tuple[str, ...] = (),
+    credentials: Credentials | None = None,
+    max_entries: int = 64,
+) -> RegistryClient:
+    http = httpx.Client(transport=httpx.MockTransport(fake), follow_redirects=True)
+    registry = RegistryClient(
+        http=http,
+        credentials=lambda host: credentials,
+        plain_http=lambda host: host in plain,
+        retry=RetryPolicy(attempts=1, budget=0.0),
+        max_entries=max_entries,
+        resolve=lambda host: DNS.get(host, [host]),
+    )
+    http.event_hooks["response"] = [registry.refuse_internal_redirects]
+    return registry
+
+
+def redirecting_to(location: str) -> FakeRegistry:
+    return FakeRegistry(
+        {
+            "registry.example/v2/a/blobs/sha256:1": httpx.Response(
+                307, headers={"Location": location}
+            )
+        }
+    )
 
 
 @pytest.mark.parametrize(
-    "location",
+    ("location", "problem"),
     [
-        "http://169.254.169.254/latest/meta-data/",  # cloud metadata, link-local
-        "http://10.0.0.5/blob",
-        "http://127.0.0.1:8080/admin",
-        "http://[::1]/x",
-        "http://192.168.1.1/",
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "169.254.169.254 (169.254.169.254), a loopback",
+        ),
+        ("http://metadata.internal/latest/", "metadata.internal (169.254.169.254), a loopback"),
+        ("http://10.0.0.5/blob", "10.0.0.5 (10.0.0.5), a loopback"),
+        ("http://127.0.0.1:8080/admin", "127.0.0.1 (127.0.0.1), a loopback"),
+        ("http://localhost:8080/admin", "localhost (127.0.0.1), a loopback"),
+        ("http://rebind.example/x", "rebind.example (10.0.0.7), a loopback"),
+        ("http://[::1]/x", "::1 (::1), a loopback"),
+        ("http://[::ffff:127.0.0.1]/x", "::ffff:127.0.0.1 (::ffff:127.0.0.1), a loopback"),
+        ("http://127.1/x", "'127.1', an IPv4 address in a non-canonical form"),
+        ("http://2130706433/x", "'2130706433', an IPv4 address in a non-canonical form"),
+        ("http://0x7f000001/x", "'0x7f000001', an IPv4 address in a non-canonical form"),
+        ("http://0177.0.0.1/x", "an invalid address (Invalid IPv4 address: '0177.0.0.1')"),
+        ("http://0x7f.1/x", "'0x7f.1', an IPv4 address in a non-canonical form"),
     ],
 )
-def test_redirects_to_another_hosts_private_address_are_refused(location: str) -> None:
-    with pytest.raises(
-        RegistryError, match="a private or link-local address of another host"
-    ) as caught:
-        refuse_private_redirects(redirect("https://registry.example/v2/a/blobs/sha256:1", location))
+def test_redirects_to_internal_addresses_are_refused(location: str, problem: str) -> None:
+    fake = redirecting_to(location)
+    with pytest.raises(RegistryError) as caught:
+        client(fake).get_blob(parse_reference("registry.example/a:x"), "sha256:1")
     assert caught.value.exit_code == 1
+    assert str(caught.value).startswith(f"registry.example sent us to {problem}")
+    assert str(caught.value).endswith("refusing to follow")
+    assert len(fake.seen) == 1  # the redirect was never followed
+
+
+def test_a_registry_named_loopback_may_redirect_to_loopback_but_not_to_odd_forms() -> None:
+    fake = FakeRegistry(
+        {
+            "127.0.0.1/v2/a/blobs/sha256:1": httpx.Response(
+                307, headers={"Location": "http://127.0.0.2:5000/blob"}
+            ),
+            "127.0.0.1/v2/a/blobs/sha256:2": httpx.Response(
+                307, headers={"Location": "http://127.1:5000/blob"}
+            ),
+        }
+    )
+    registry = client(fake, plain=("127.0.0.1:5000",))
+    ref = parse_reference("127.0.0.1:5000/a:x")
+    with pytest.raises(RegistryError, match="does not exist"):  # followed, then 404
+        registry.get_blob(ref, "sha256:1")
+    with pytest.raises(RegistryError, match=r"'127\.1', an IPv4 address in a non-canonical form"):
+        registry.get_blob(ref, "sha256:2")
+
+
+def test_ordinary_redirects_pass() -> None:
+    fake = redirecting_to("https://storage.example/blob?sig=1")
+    fake.routes["storage.example/blob"] = httpx.Response(200, content=b"{}")
+    digest = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+    fake.routes[f"registry.example/v2/a/blobs/{digest}"] = fake.routes.pop(
+        "registry.example/v2/a/blobs/sha256:1"
+    )
+    assert client(fake).get_blob(parse_reference("registry.example/a:x"), digest) == b"{}"
+
+
+def challenge(realm: str) -> httpx.Response:
+    return httpx.Response(
+        401, headers={"WWW-Authenticate": f'Bearer realm="{realm}",service="registry"'}
+    )
+
+
+def test_a_plain_http_token_realm_gets_no_credentials() -> None:
+    fake = FakeRegistry(
+        {"registry.example/v2/a/manifests/x": challenge("http://registry.example/token")}
+    )
+    with pytest.raises(RegistryError) as caught:
+        client(fake, credentials=Credentials("robot", "hunter2pw")).manifest_digest(
+            parse_reference("registry.example/a:x")
+        )
+    assert caught.value.exit_code == 1
+    assert str(caught.value) == (
+        "registry.example names a plain-HTTP token service (registry.example); refusing to send "
+        "credentials over it"
+    )
+    assert [url for url, _ in fake.seen] == ["https://registry.example/v2/a/manifests/x"]
 
 
 @pytest.mark.parametrize(
-    ("source", "location"),
-    [
-        ("https://registry.example/v2/x", "https://storage.example/blob?sig=1"),  # public storage
-        ("https://registry.example/v2/x", "/v2/x/blobs/uploads/123"),  # same host
-        ("http://127.0.0.1:5000/v2/x", "http://127.0.0.1:5000/v2/y"),  # same loopback host
-    ],
+    ("realm", "sends_credentials"),
+    [("https://registry.example/token", True), ("https://auth.other.example/token", False)],
 )
-def test_ordinary_redirects_pass(source: str, location: str) -> None:
-    refuse_private_redirects(redirect(source, location))
+def test_credentials_go_only_to_the_registrys_own_host(realm: str, sends_credentials: bool) -> None:
+    host = httpx.URL(realm).host
+    fake = FakeRegistry(
+        {
+            "registry.example/v2/a/manifests/x": challenge(realm),
+            f"{host}/token": httpx.Response(200, json={"token": "t0ken"}),
+        }
+    )
+    with pytest.raises(RegistryError, match="HTTP 401"):  # this fake never lets anyone in
+        client(fake, credentials=Credentials("robot", "hunter2pw")).manifest_digest(
+            parse_reference("registry.example/a:x")
+        )
+    token_requests = [auth for url, auth in fake.seen if "/token" in url]
+    assert len(token_requests) == 1
+    assert (token_requests[0] is not None) is sends_credentials
 
 
-def test_token_realm_on_loopback_for_a_loopback_registry() -> None:
-    check_target("127.0.0.1", "127.0.0.2", allow_private=True)
-    with pytest.raises(RegistryError):
-        check_target("registry.example", "127.0.0.2")
+def test_an_upload_location_on_another_host_gets_no_credentials() -> None:
+    data = b"blob"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    fake = FakeRegistry(
+        {
+            "registry.example/v2/a/blobs/uploads/": httpx.Response(
+                202, headers={"Location": "https://storage.example/upload/1"}
+            ),
+            "storage.example/upload/1": httpx.Response(201),
+        }
+    )
+    registry = client(fake, credentials=Credentials("robot", "hunter2pw"))
+    registry._tokens[("registry.example", "*")] = "Basic cm9ib3Q6aHVudGVyMnB3"
+    registry.put_blob(parse_reference("registry.example/a:x"), data)
+    assert fake.seen[-1] == (
+        f"https://storage.example/upload/1?digest={digest.replace(':', '%3A')}",
+        None,
+    )
+    assert all(auth is not None for url, auth in fake.seen if "registry.example" in url)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_manifest_over_4_mib_is_refused_without_reading_it_whole(chunked: bool) -> None:
+    size = 4 * 1024 * 1024 + 1
+    body = (b"x" * 65536 for _ in range(size // 65536 + 1)) if chunked else b"x" * size
+    fake = FakeRegistry({"registry.example/v2/a/manifests/x": httpx.Response(200, content=body)})
+    with pytest.raises(RegistryError) as caught:
+        client(fake).get_manifest(parse_reference("registry.example/a:x"))
+    assert caught.value.exit_code == 1
+    assert str(caught.value) == (
+        f"registry.example sent {size} bytes, more than the 4194304 allowed"
+        if not chunked
+        else "registry.example sent more than the 4194304 bytes allowed"
+    )
+
+
+def test_an_index_with_too_many_entries_is_refused() -> None:
+    entry = {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "a" * 64, "size": 1}
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry] * 65})
+    fake = FakeRegistry(
+        {
+            "registry.example/v2/a/manifests/x": httpx.Response(
+                200, content=index.encode(), headers={"Content-Type": OCI_INDEX}
+            )
+        }
+    )
+    manifest = client(fake, max_entries=64).get_manifest(parse_reference("registry.example/a:x"))
+    with pytest.raises(RegistryError) as caught:
+        manifest.children(64)
+    assert str(caught.value) == (
+        f"index {manifest.digest} lists 65 manifests, more than max-manifest-entries (64); "
+        "refusing to read it"
+    )
+    assert len(manifest.children(65)) == 65
 
 
 @pytest.mark.parametrize(

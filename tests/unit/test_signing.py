@@ -326,6 +326,8 @@ class CollidingRegistry:
     """A registry whose first signature-manifest upload meets a concurrent signer's blob upload:
     Distribution answers "blob unknown" for a blob that is being written."""
 
+    max_entries = 64
+
     def __init__(self) -> None:
         self.blobs: set[str] = set()
         self.manifest: bytes | None = None

@@ -123,7 +123,7 @@ def sign_targets(registry: RegistryClient, pushed: Sequence[tuple[str, str]]) ->
                     str(platform[k]) for k in ("os", "architecture", "variant") if platform.get(k)
                 ),
             )
-            for child_digest, size, platform in manifest.children()
+            for child_digest, size, platform in manifest.children(registry.max_entries)
         )
         targets.append(
             SignTarget(

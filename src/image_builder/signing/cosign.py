@@ -212,6 +212,13 @@ def _existing_layers(registry: RegistryClient, tag_ref: Reference) -> list[dict[
             return []
         raise
     layers = manifest.json().get("layers") or []
+    if not isinstance(layers, list):
+        raise RegistryError(f"{tag_ref} is not a signature manifest: its layers are not a list")
+    if len(layers) > registry.max_entries:
+        raise RegistryError(
+            f"{tag_ref} lists {len(layers)} signatures, more than max-manifest-entries "
+            f"({registry.max_entries}); refusing to read them"
+        )
     return [layer for layer in layers if isinstance(layer, dict)]
 
 
