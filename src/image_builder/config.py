@@ -63,17 +63,7 @@ def _registry_list(value: object) -> object:
     return value
 
 
-def _check_registry(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(
-            f"expected a registry host and optional path such as ghcr.io/org, got {value!r}"
-        )
-    if "://" in value:
-        raise ValueError(
-            f"expected a registry host and optional path such as ghcr.io/org, "
-            f"without a scheme; got {value!r}"
-        )
-    value = value.rstrip("/")
+def _no_credentials(value: str) -> str:
     if "@" in value:
         # Never repeat the value: it holds a password.
         raise PydanticCustomError(
@@ -81,6 +71,21 @@ def _check_registry(value: object) -> str:
             "a registry name must not carry credentials (user:password@); remove them and put "
             "them in an auth file (REGISTRY_AUTH_FILE or ~/.docker/config.json)",
         )
+    return value
+
+
+def _check_registry(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(
+            f"expected a registry host and optional path such as ghcr.io/org, got {value!r}"
+        )
+    _no_credentials(value)
+    if "://" in value:
+        raise ValueError(
+            f"expected a registry host and optional path such as ghcr.io/org, "
+            f"without a scheme; got {value!r}"
+        )
+    value = value.rstrip("/")
     if not value or any(c.isspace() for c in value):
         raise ValueError(
             f"expected a registry host and optional path such as ghcr.io/org, got {value!r}"
@@ -133,10 +138,15 @@ class TagTemplate(_Model):
         return pattern
 
 
+CacheRepo = Annotated[
+    str, BeforeValidator(lambda v: _no_credentials(v) if isinstance(v, str) else v)
+]
+
+
 class CacheConfig(_Model):
     enabled: bool = False
-    cache_repo: str | None = None
-    dev_cache_repo: str | None = Field(
+    cache_repo: CacheRepo | None = None
+    dev_cache_repo: CacheRepo | None = Field(
         default=None,
         description="Cache that pull-request and merge-group builds may write; they never "
         "write cache-repo.",
@@ -330,9 +340,10 @@ class TrustedIssuer(_Model):
     def namespaces_of(self, repository: str) -> tuple[str, ...]:
         """The image-name patterns a token of ``repository`` may build and sign."""
         owner, _, name = repository.partition("/")
-        for key in (repository, owner):
-            if key in self.image_namespaces:
-                return self.image_namespaces[key]
+        keys = {key.lower(): patterns for key, patterns in self.image_namespaces.items()}
+        for key in (repository.lower(), owner.lower()):
+            if key in keys:
+                return keys[key]
         return (name.lower(), f"{name.lower()}/**")
 
     @model_validator(mode="before")

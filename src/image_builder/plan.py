@@ -161,7 +161,7 @@ def make_plan(
     registries = (
         dev_registries(config, ctx.job_type)
         if ctx.job_type in ("presubmit", "merge_group")
-        else config.registry
+        else release_registries(config, name)
     )
     references: list[str] = []
     for registry in registries:
@@ -244,6 +244,24 @@ def dev_registries(config: Config, job_type: str) -> tuple[str, ...]:
                     "path, e.g. <host>/dev"
                 )
     return registries
+
+
+def in_dev_registry(config: Config, repository: str) -> str | None:
+    """The dev registry that holds ``repository`` (``host/path/name``), if any."""
+    return next((d for d in config.dev_registries if repository.startswith(d + "/")), None)
+
+
+def release_registries(config: Config, name: str) -> tuple[str, ...]:
+    """A release image never lands inside a dev registry (the default's dev path sits under its
+    release registry, so a release image named dev/... would be a pull request's image)."""
+    for registry in config.registry:
+        dev = in_dev_registry(config, f"{registry}/{name}")
+        if dev is not None:
+            raise InputError(
+                f"image {name!r} would land in the dev registry {dev} as {registry}/{name}; "
+                "choose a name outside it"
+            )
+    return config.registry
 
 
 def _rfc3339(moment: datetime) -> str:

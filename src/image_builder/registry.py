@@ -32,6 +32,7 @@ MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFE
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the distribution spec's recommended limit
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # signature and attestation payloads
+MAX_TOKEN_BYTES = 1024 * 1024  # a token service's answer
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
@@ -110,7 +111,10 @@ class Manifest:
         return len(self.data)
 
     def json(self) -> dict[str, Any]:
-        value = json.loads(self.data)
+        try:
+            value = json.loads(self.data)
+        except ValueError:
+            raise RuntimeFailure(f"manifest {self.digest} is not JSON") from None
         if not isinstance(value, dict):
             raise RuntimeFailure(f"manifest {self.digest} is not a JSON object")
         return value
@@ -133,9 +137,21 @@ class Manifest:
             )
         out = []
         for entry in entries:
-            out.append(
-                (str(entry["digest"]), int(entry["size"]), dict(entry.get("platform") or {}))
-            )
+            digest = entry.get("digest") if isinstance(entry, dict) else None
+            size = entry.get("size") if isinstance(entry, dict) else None
+            platform = entry.get("platform") if isinstance(entry, dict) else None
+            if (
+                not isinstance(digest, str)
+                or not _DIGEST.fullmatch(digest)
+                or not isinstance(size, int)
+                or isinstance(size, bool)
+                or not isinstance(platform, (dict, type(None)))
+            ):
+                raise RegistryError(
+                    f"index {self.digest} has a malformed entry (needs a sha256 digest, a size "
+                    "and an optional platform object)"
+                )
+            out.append((digest, size, dict(platform or {})))
         return out
 
 
@@ -266,8 +282,9 @@ class RegistryClient:
         if header and header != digest:
             raise RegistryError(f"{ref} claims digest {header} but its content hashes to {digest}")
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        manifest = Manifest(digest=digest, media_type=media_type, data=data)
         if not media_type or media_type == "application/json":
-            media_type = str(json.loads(data).get("mediaType", OCI_MANIFEST))
+            media_type = str(manifest.json().get("mediaType", OCI_MANIFEST))
         return Manifest(digest=digest, media_type=media_type, data=data)
 
     def manifest_digest(self, ref: Reference) -> str | None:
@@ -305,6 +322,8 @@ class RegistryClient:
 
     def get_blob(self, ref: Reference, digest: str, *, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
         """A small blob (a config, a signature payload), at most ``limit`` bytes."""
+        if not _DIGEST.fullmatch(digest):
+            raise RegistryError(f"{ref.name} names a blob by {digest!r}, which is not a digest")
         response = self._request("GET", ref, f"blobs/{digest}", limit=limit)
         if response.status_code == 404:
             raise RegistryError(f"blob {digest} does not exist in {ref.name}")
@@ -388,6 +407,8 @@ class RegistryClient:
                 raise RegistryError(
                     f"{ref.host} sent us to an invalid address ({exc}); refusing to follow"
                 ) from None
+            except httpx.HTTPError as exc:  # too many redirects, an undecodable body
+                raise RegistryError(f"{method} {url}: {exc.__class__.__name__}: {exc}") from None
             if response.status_code in RETRY_STATUSES:
                 raise RetryableError(
                     f"{method} {url} answered {response.status_code}",
@@ -407,8 +428,9 @@ class RegistryClient:
         whole (a registry decides how much it sends, not how much we keep)."""
         if limit is None:
             return self._http.request(method, url, **kwargs)
+        auth = kwargs.pop("auth", None)
         request = self._http.build_request(method, url, **kwargs)
-        response = self._http.send(request, stream=True)
+        response = self._http.send(request, stream=True, auth=auth)
         try:
             length = response.headers.get("content-length", "")
             if length.isdigit() and int(length) > limit:
@@ -422,8 +444,14 @@ class RegistryClient:
                     raise RegistryError(f"{url.host} sent more than the {limit} bytes allowed")
         finally:
             response.close()
+        # The body is decoded already: the rebuilt response must not decode it again.
+        headers = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
         return httpx.Response(
-            response.status_code, headers=response.headers, content=bytes(body), request=request
+            response.status_code, headers=headers, content=bytes(body), request=request
         )
 
     def _auth_header(self, host: str, scope: str) -> str | None:
@@ -458,21 +486,22 @@ class RegistryClient:
         # Credentials go to the token service only when it is the registry's own host.
         auth = (creds.username, creds.password) if creds and _same_site(host, realm) else None
         try:
-            got = self._http.get(realm, params=query, auth=auth)
-        except httpx.TransportError as exc:
+            got = self._exchange("GET", realm.copy_merge_params(query), MAX_TOKEN_BYTES, auth=auth)
+        except httpx.HTTPError as exc:
             raise RegistryError(f"token service {realm.host} for {host} failed: {exc}") from None
         if got.status_code != 200:
             raise RegistryError(
                 f"token service for {host} refused the request ({got.status_code}); check the "
                 "registry credentials in your auth file"
             )
-        token: str | None = None
+        token: object = None
         try:
             body = got.json()
-            token = body.get("token") or body.get("access_token")
         except ValueError:
-            pass
-        if not token:
+            body = None
+        if isinstance(body, dict):
+            token = body.get("token") or body.get("access_token")
+        if not isinstance(token, str) or not token:
             raise RegistryError(f"token service for {host} returned no token")
         with self._lock:
             self._tokens[(host, scope)] = f"Bearer {token}"
@@ -490,7 +519,13 @@ class RegistryClient:
             )
         if host == source.rsplit(":", 1)[0].strip("[]") or self._plain_http(source):
             return
-        for address in self._resolve(host):
+        # The name as it goes on the wire (IDNA-encoded), which is what the connection resolves.
+        addresses = self._resolve(url.raw_host.decode("ascii"))
+        if not addresses:
+            raise RegistryError(
+                f"{source} sent us to {host}, which does not resolve; refusing to follow"
+            )
+        for address in addresses:
             if _internal(address):
                 raise RegistryError(
                     f"{source} sent us to {host} ({address}), a loopback, private or link-local "
@@ -509,9 +544,12 @@ class RegistryClient:
             return
         detail = ""
         try:
-            errors = response.json().get("errors") or []
+            body = response.json()
+            errors = body.get("errors") if isinstance(body, dict) else None
             detail = "; ".join(
-                f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict)
+                f"{e.get('code')}: {e.get('message')}"
+                for e in (errors if isinstance(errors, list) else [])
+                if isinstance(e, dict)
             )
         except ValueError:
             detail = response.text[:200]
@@ -549,14 +587,9 @@ def _internal(address: str) -> bool:
         return True
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_unspecified
-        or ip.is_reserved
-        or ip.is_multicast
-    )
+    # Not globally routable: private, loopback, link-local, shared (100.64/10, where some clouds
+    # keep their metadata service), reserved, unspecified; and multicast.
+    return not ip.is_global or ip.is_multicast
 
 
 def _non_canonical_ipv4(host: str) -> bool:

@@ -691,6 +691,15 @@ def test_sign_signs_only_the_tokens_own_images_in_configured_registries(
         f"{elsewhere} is not in a release registry of this config ({registry.address}/trusted); "
         "only images built here are signed here"
     )
+    with_dev = Path(cfg).read_text() + f"dev-registry: {registry.address}/trusted/dev\n"
+    Path(cfg).write_text(with_dev)
+    pr_image = f"{registry.address}/trusted/dev/app:PR-1"
+    run = cli("sign", "--config", cfg, "--images-to-sign", pr_image, env=env)
+    assert run.returncode == 2
+    assert run.stderr.strip().endswith(
+        f"{pr_image} is in the dev registry {registry.address}/trusted/dev; images there are "
+        "never signed"
+    )
 
 
 def test_a_pull_request_build_is_checked_against_github(

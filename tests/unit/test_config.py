@@ -201,3 +201,36 @@ def test_schema_describes_the_keys(capsys: pytest.CaptureFixture[str]) -> None:
     assert schema["additionalProperties"] is False
     ado = schema["$defs"]["AdoConfig"]["properties"]
     assert ado["ado-refresh-interval"]["type"] == "string"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("registry: robot:hunter2pw@host/prod", "registry[0]"),
+        ("registry: https://robot:hunter2pw@host/prod", "registry[0]"),
+        ("dev-registry: [ok.example, 'robot:hunter2pw@host/dev']", "dev-registry[1]"),
+        ("cache: {enabled: true, cache-repo: 'robot:hunter2pw@host/cache'}", "cache.cache-repo"),
+        ("cache: {dev-cache-repo: 'robot:hunter2pw@host/cache'}", "cache.dev-cache-repo"),
+    ],
+)
+def test_credentials_in_a_registry_name_are_refused_without_repeating_them(
+    text: str, key: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert caught.value.exit_code == 2
+    assert str(caught.value).startswith(
+        f"config.yaml: '{key}': a registry name must not carry credentials (user:password@); "
+        "remove them and put them in an auth file (REGISTRY_AUTH_FILE or ~/.docker/config.json)"
+    )
+    assert "hunter2pw" not in str(caught.value)
+
+
+def test_namespace_keys_match_the_repository_in_any_case() -> None:
+    trust = parse_config(
+        "trust:\n  - {issuer: https://i.example, audience: a, job-workflow-refs: any,\n"
+        "     repository-owners: [{name: Org, id: 1}], events: [push],\n"
+        "     image-namespaces: {Org/App: ['team/*']}}\n"
+    ).trust[0]
+    assert trust.namespaces_of("org/app") == ("team/*",)
+    assert trust.namespaces_of("org/other") == ("other", "other/**")

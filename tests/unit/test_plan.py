@@ -349,3 +349,21 @@ def test_report_for_a_failed_build() -> None:
         [],
         "build failed: boom",
     )
+
+
+@pytest.mark.parametrize(
+    ("config_text", "dev"),
+    [
+        ("", "localhost:5000/dev"),
+        ("registry: r.example\ndev-registry: r.example/dev", "r.example/dev"),
+    ],
+)
+def test_a_release_image_never_lands_in_the_dev_registry(config_text: str, dev: str) -> None:
+    with pytest.raises(InputError) as caught:
+        plan(config_text, "postsubmit", name="dev/app")
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == (
+        f"image 'dev/app' would land in the dev registry {dev} as {dev}/app; choose a name "
+        "outside it"
+    )
+    assert plan(config_text, "postsubmit", name="devtools/app").registries

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 
@@ -25,7 +26,13 @@ DNS = {
     "localhost": ["127.0.0.1", "::1"],
     "metadata.internal": ["169.254.169.254"],
     "rebind.example": ["151.101.1.13", "10.0.0.7"],  # one public, one private address
+    "xn--zca.evil.example": ["127.0.0.1"],  # ß.evil.example on the wire
+    "ss.evil.example": ["151.101.1.14"],  # what older IDNA rules make of it
+    "nowhere.example": [],
 }
+
+
+ONE, TWO = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 
 
 class FakeRegistry:
@@ -64,11 +71,7 @@ def client(
 
 def redirecting_to(location: str) -> FakeRegistry:
     return FakeRegistry(
-        {
-            "registry.example/v2/a/blobs/sha256:1": httpx.Response(
-                307, headers={"Location": location}
-            )
-        }
+        {f"registry.example/v2/a/blobs/{ONE}": httpx.Response(307, headers={"Location": location})}
     )
 
 
@@ -85,6 +88,8 @@ def redirecting_to(location: str) -> FakeRegistry:
         ("http://localhost:8080/admin", "localhost (127.0.0.1), a loopback"),
         ("http://rebind.example/x", "rebind.example (10.0.0.7), a loopback"),
         ("http://[::1]/x", "::1 (::1), a loopback"),
+        ("http://100.100.100.200/x", "100.100.100.200 (100.100.100.200), a loopback"),
+        ("http://nowhere.example/x", "nowhere.example, which does not resolve"),
         ("http://[::ffff:127.0.0.1]/x", "::ffff:127.0.0.1 (::ffff:127.0.0.1), a loopback"),
         ("http://127.1/x", "'127.1', an IPv4 address in a non-canonical form"),
         ("http://2130706433/x", "'2130706433', an IPv4 address in a non-canonical form"),
@@ -96,20 +101,33 @@ def redirecting_to(location: str) -> FakeRegistry:
 def test_redirects_to_internal_addresses_are_refused(location: str, problem: str) -> None:
     fake = redirecting_to(location)
     with pytest.raises(RegistryError) as caught:
-        client(fake).get_blob(parse_reference("registry.example/a:x"), "sha256:1")
+        client(fake).get_blob(parse_reference("registry.example/a:x"), ONE)
     assert caught.value.exit_code == 1
     assert str(caught.value).startswith(f"registry.example sent us to {problem}")
     assert str(caught.value).endswith("refusing to follow")
     assert len(fake.seen) == 1  # the redirect was never followed
 
 
+def test_a_unicode_host_is_checked_as_it_goes_on_the_wire() -> None:
+    """ß.evil.example connects as xn--zca.evil.example; older IDNA rules would look up
+    ss.evil.example instead, a public address."""
+    with pytest.raises(RegistryError) as caught:
+        client(FakeRegistry({})).check_target(
+            "registry.example", httpx.URL("http://ß.evil.example/x")
+        )
+    assert str(caught.value) == (
+        "registry.example sent us to ß.evil.example (127.0.0.1), a loopback, private or "
+        "link-local address of another host; refusing to follow"
+    )
+
+
 def test_a_registry_named_loopback_may_redirect_to_loopback_but_not_to_odd_forms() -> None:
     fake = FakeRegistry(
         {
-            "127.0.0.1/v2/a/blobs/sha256:1": httpx.Response(
+            f"127.0.0.1/v2/a/blobs/{ONE}": httpx.Response(
                 307, headers={"Location": "http://127.0.0.2:5000/blob"}
             ),
-            "127.0.0.1/v2/a/blobs/sha256:2": httpx.Response(
+            f"127.0.0.1/v2/a/blobs/{TWO}": httpx.Response(
                 307, headers={"Location": "http://127.1:5000/blob"}
             ),
         }
@@ -117,9 +135,9 @@ def test_a_registry_named_loopback_may_redirect_to_loopback_but_not_to_odd_forms
     registry = client(fake, plain=("127.0.0.1:5000",))
     ref = parse_reference("127.0.0.1:5000/a:x")
     with pytest.raises(RegistryError, match="does not exist"):  # followed, then 404
-        registry.get_blob(ref, "sha256:1")
+        registry.get_blob(ref, ONE)
     with pytest.raises(RegistryError, match=r"'127\.1', an IPv4 address in a non-canonical form"):
-        registry.get_blob(ref, "sha256:2")
+        registry.get_blob(ref, TWO)
 
 
 def test_ordinary_redirects_pass() -> None:
@@ -127,7 +145,7 @@ def test_ordinary_redirects_pass() -> None:
     fake.routes["storage.example/blob"] = httpx.Response(200, content=b"{}")
     digest = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
     fake.routes[f"registry.example/v2/a/blobs/{digest}"] = fake.routes.pop(
-        "registry.example/v2/a/blobs/sha256:1"
+        f"registry.example/v2/a/blobs/{ONE}"
     )
     assert client(fake).get_blob(parse_reference("registry.example/a:x"), digest) == b"{}"
 
@@ -257,3 +275,87 @@ def test_bad_references(text: str, message: str) -> None:
     with pytest.raises(InputError, match=message) as caught:
         parse_reference(text)
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ([{"digest": "sha256:" + "a" * 64}], "has a malformed entry"),  # no size
+        (["sha256:" + "a" * 64], "has a malformed entry"),
+        ([{"digest": "../../x", "size": 1}], "has a malformed entry"),
+        (
+            [{"digest": "sha256:" + "a" * 64, "size": 1, "platform": "linux"}],
+            "has a malformed entry",
+        ),
+        ({"a": 1}, "has no list of manifests"),
+    ],
+)
+def test_hostile_index_entries_are_registry_errors(body: object, problem: str) -> None:
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": body})
+    fake = FakeRegistry(
+        {
+            "registry.example/v2/a/manifests/x": httpx.Response(
+                200, content=index.encode(), headers={"Content-Type": OCI_INDEX}
+            )
+        }
+    )
+    manifest = client(fake).get_manifest(parse_reference("registry.example/a:x"))
+    with pytest.raises(RegistryError, match=problem) as caught:
+        manifest.children()
+    assert caught.value.exit_code == 1
+
+
+def test_a_gzip_encoded_manifest_is_read_once_and_capped_after_decoding() -> None:
+    small = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": []}).encode()
+    bomb = gzip.compress(b" " * (5 * 1024 * 1024))  # 5 MiB of JSON whitespace, 5 KiB on the wire
+    fake = FakeRegistry(
+        {
+            "registry.example/v2/a/manifests/small": httpx.Response(
+                200, content=gzip.compress(small), headers={"Content-Encoding": "gzip"}
+            ),
+            "registry.example/v2/a/manifests/bomb": httpx.Response(
+                200, content=bomb, headers={"Content-Encoding": "gzip"}
+            ),
+        }
+    )
+    registry = client(fake)
+    got = registry.get_manifest(parse_reference("registry.example/a:small"))
+    assert got.data == small
+    assert got.media_type == OCI_MANIFEST
+    with pytest.raises(RegistryError) as caught:
+        registry.get_manifest(parse_reference("registry.example/a:bomb"))
+    assert str(caught.value) == "registry.example sent more than the 4194304 bytes allowed"
+
+
+@pytest.mark.parametrize(
+    ("routes", "problem"),
+    [
+        (
+            {
+                "registry.example/v2/a/manifests/x": challenge("https://registry.example/token"),
+                "registry.example/token": httpx.Response(200, json=["not", "an", "object"]),
+            },
+            "token service for registry.example returned no token",
+        ),
+        (
+            {"registry.example/v2/a/manifests/x": httpx.Response(400, json=["x"])},
+            "checking registry.example/a:x failed: HTTP 400",
+        ),
+        (
+            {
+                "registry.example/v2/a/manifests/x": httpx.Response(
+                    307, headers={"Location": "/v2/a/manifests/x"}
+                )
+            },
+            "TooManyRedirects",
+        ),
+    ],
+)
+def test_hostile_answers_are_registry_errors(
+    routes: dict[str, httpx.Response], problem: str
+) -> None:
+    with pytest.raises(RegistryError, match=problem) as caught:
+        client(FakeRegistry(routes), credentials=Credentials("robot", "pw")).manifest_digest(
+            parse_reference("registry.example/a:x")
+        )
+    assert caught.value.exit_code == 1

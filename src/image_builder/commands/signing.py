@@ -134,7 +134,12 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
 def _image_name(ref: Reference, config: Config) -> str:
     """The image name of ``ref`` under one of the config's release registries; a trusted signer
     signs nothing else."""
-    for registry in config.registry:
+    from image_builder.plan import in_dev_registry
+
+    dev = in_dev_registry(config, ref.name)
+    if dev is not None:
+        raise InputError(f"{ref} is in the dev registry {dev}; images there are never signed")
+    for registry in sorted(config.registry, key=len, reverse=True):
         prefix = registry + "/"
         if ref.name.startswith(prefix):
             return ref.name.removeprefix(prefix)

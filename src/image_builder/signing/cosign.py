@@ -197,7 +197,9 @@ def _stays(
 
 
 def _same_layer(layer: Mapping[str, Any], ours: Mapping[str, Any]) -> bool:
-    annotations = layer.get("annotations") or {}
+    annotations = layer.get("annotations")
+    if not isinstance(annotations, dict):
+        return False
     return bool(
         layer.get("digest") == ours["digest"]
         and annotations.get(SIGNATURE_ANNOTATION) == ours["annotations"][SIGNATURE_ANNOTATION]
@@ -270,7 +272,11 @@ def verify_digest(
         return DigestCheck(digest=digest, ok=False, problem="no signature")
     problems: list[str] = []
     for layer in candidates:
-        signature = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION, "")
+        annotations = layer.get("annotations")
+        signature = annotations.get(SIGNATURE_ANNOTATION) if isinstance(annotations, dict) else None
+        if not isinstance(signature, str):
+            problems.append("malformed signature entry")
+            continue
         try:
             body = registry.get_blob(repo, str(layer.get("digest")))
         except RegistryError as exc:
