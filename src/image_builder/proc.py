@@ -56,7 +56,7 @@ def mask(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-_VALUE_FLAGS = ("--build-arg", "--secret")
+_VALUE_FLAGS = ("--build-arg",)
 
 
 def shown_command(argv: Sequence[str], secrets: Iterable[str] = ()) -> str:

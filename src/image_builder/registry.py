@@ -123,7 +123,7 @@ class Manifest:
     def is_index(self) -> bool:
         return self.media_type in INDEX_TYPES
 
-    def children(self, limit: int = 64) -> list[tuple[str, int, dict[str, Any]]]:
+    def children(self, limit: int) -> list[tuple[str, int, dict[str, Any]]]:
         """``(digest, size, platform)`` for each manifest an index lists (at most ``limit``)."""
         if not self.is_index:
             return []
@@ -517,7 +517,7 @@ class RegistryClient:
                 f"{source} sent us to {host!r}, an IPv4 address in a non-canonical form; refusing "
                 "to follow"
             )
-        if host == source.rsplit(":", 1)[0].strip("[]") or self._plain_http(source):
+        if host == hostname(source) or self._plain_http(source):
             return
         # The name as it goes on the wire (IDNA-encoded), which is what the connection resolves.
         addresses = self._resolve(url.raw_host.decode("ascii"))
@@ -616,8 +616,15 @@ _TOKEN_HOSTS = {"docker.io": "auth.docker.io", "registry-1.docker.io": "auth.doc
 
 
 def _same_site(registry: str, realm: httpx.URL) -> bool:
-    hostname = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-    return realm.host in (hostname, _TOKEN_HOSTS.get(hostname))
+    name = hostname(registry)
+    return realm.host in (name, _TOKEN_HOSTS.get(name))
+
+
+def hostname(host_port: str) -> str:
+    """``host`` of ``host[:port]`` (IPv6 in brackets)."""
+    if host_port.startswith("["):
+        return host_port[1:].split("]", 1)[0]
+    return host_port.split(":", 1)[0] if host_port.count(":") == 1 else host_port
 
 
 def make_client(

@@ -173,9 +173,6 @@ def run_build(
     if options.dry_run:
         reporter.result(json.dumps(plan.to_json(), indent=2))
         return 0
-    if claims is not None and plan.push:
-        signs = bool(plan.running_signers) and not options.no_sign
-        consume_token(config, claims, ("build", "sign") if signs else ("build",), env, euid)
 
     from image_builder.backends.local import execute
     from image_builder.plan import plain_http_registries, registry_host
@@ -213,6 +210,10 @@ def run_build(
         on_retry=reporter.warning,
     )
     publisher = SkopeoPublisher(env=env, on_line=reporter.stream)
+    if claims is not None and plan.push:
+        # Spent once every set-up check has passed (build accounts, signers), and before any work.
+        signs = bool(plan.running_signers) and not options.no_sign
+        consume_token(config, claims, ("build", "sign") if signs else ("build",), env, euid)
     report = execute(
         plan,
         engine,
