@@ -26,7 +26,7 @@ from image_builder.trust import (
     check_image_name,
 )
 from tests.conftest import EVENTS, leaks
-from tests.integration.conftest import Cli, Registry, manifest_digest, secret
+from tests.integration.conftest import Cli, Registry, Run, manifest_digest, secret
 from tests.support.oidc import WORKFLOW, FakeIssuer
 
 
@@ -586,6 +586,12 @@ def test_image_namespaces(
     )
 
 
+def refusal(run: Run) -> str:
+    """The one-line message of a run refused with exit 2 (its last stderr line)."""
+    assert run.returncode == 2, run.stdout + run.stderr
+    return run.stderr.strip().splitlines()[-1].removeprefix("::error::")
+
+
 def _trusted_env(tmp_path: Path, token: str, **extra: str) -> dict[str, str]:
     return {
         "GITHUB_ACTIONS": "true",
@@ -611,15 +617,10 @@ def test_a_token_cannot_build_another_repositorys_image(
     env = _trusted_env(tmp_path, issuer.token())
     run = cli("build", "--name", "payments/app", "--context", _scratch_context(tmp_path),
               "--config", cfg, "--tag", "latest", env=env)  # fmt: skip
-    assert run.returncode == 2
-    assert (
-        run.stderr.strip()
-        .splitlines()[-1]
-        .endswith(
-            "the token of org/app may not build or sign image 'payments/app': its image namespace is "
-            "app, app/** (trust image-namespaces, or by default the repository's name as the first "
-            "part of the image name)"
-        )
+    assert refusal(run).endswith(
+        "the token of org/app may not build or sign image 'payments/app': its image namespace is "
+        "app, app/** (trust image-namespaces, or by default the repository's name as the first "
+        "part of the image name)"
     )
     assert "STEP" not in run.stderr
     assert manifest_digest(f"{registry.address}/trusted/payments/app:latest") is None
@@ -638,18 +639,33 @@ def test_a_token_builds_once(
     first = cli(*args, "--tag", "one", env=env)
     assert first.returncode == 0, first.stderr
     replay = cli(*args, "--tag", "two", env=env)
-    assert replay.returncode == 2
-    assert (
-        replay.stderr.strip()
-        .splitlines()[-1]
-        .endswith(
-            "token rejected: it was already used to build (a token authorizes one build and one "
-            "signing); start a new run for a new token"
-        )
+    assert refusal(replay).endswith(
+        "token rejected: it was already used to build (a token authorizes one build and one "
+        "signing); start a new run for a new token"
     )
     assert manifest_digest(f"{registry.address}/trusted/app/web:two") is None
     fresh = cli(*args, "--tag", "two", env={**env, "AUTHORIZATION": issuer.token()})
     assert fresh.returncode == 0, fresh.stderr
+
+
+def test_a_set_up_refusal_does_not_spend_the_token(
+    cli: Cli, issuer: FakeIssuer, registry: Registry, tmp_path: Path
+) -> None:
+    missing_key = (
+        "sign-config:\n  enabled-signers: {'*': [release-key]}\n  signers:\n"
+        f"    - {{name: release-key, type: cosign, config: {{private-key: {tmp_path}/gone.key}}}}\n"
+    )
+    cfg = config_file(tmp_path, issuer, registry, missing_key)
+    env = _trusted_env(tmp_path, issuer.token(), COSIGN_PASSWORD="")
+    args = ("build", "--name", "app/web", "--context", _scratch_context(tmp_path), "--config", cfg)
+    refused = cli(*args, env=env)
+    assert refusal(refused) == (
+        f"signer release-key: cannot read private key {tmp_path}/gone.key: No such file "
+        "or directory"
+    )
+    config_file(tmp_path, issuer, registry)  # the operator fixes the machine's set-up
+    again = cli(*args, env=env)
+    assert again.returncode == 0, again.stderr
 
 
 def test_a_token_without_jti_cannot_be_spent(
@@ -658,8 +674,7 @@ def test_a_token_without_jti_cannot_be_spent(
     cfg = config_file(tmp_path, issuer, registry)
     run = cli("build", "--name", "app/web", "--context", _scratch_context(tmp_path),
               "--config", cfg, env=_trusted_env(tmp_path, issuer.token(jti=None)))  # fmt: skip
-    assert run.returncode == 2
-    assert run.stderr.strip().endswith(
+    assert refusal(run).endswith(
         "token rejected: it has no jti claim, so its single use cannot be enforced"
     )
 
@@ -678,16 +693,14 @@ def test_sign_signs_only_the_tokens_own_images_in_configured_registries(
     env = _trusted_env(tmp_path, issuer.token(), COSIGN_PASSWORD="")
     other = f"{registry.address}/trusted/other-team/unreviewed:1"
     run = cli("sign", "--config", cfg, "--images-to-sign", other, env=env)
-    assert run.returncode == 2
-    assert run.stderr.strip().endswith(
+    assert refusal(run).endswith(
         "the token of org/app may not build or sign image 'other-team/unreviewed': its image "
         "namespace is app, app/** (trust image-namespaces, or by default the repository's name "
         "as the first part of the image name)"
     )
     elsewhere = f"{registry.address}/elsewhere/app:1"
     run = cli("sign", "--config", cfg, "--images-to-sign", elsewhere, env=env)
-    assert run.returncode == 2
-    assert run.stderr.strip().endswith(
+    assert refusal(run).endswith(
         f"{elsewhere} is not in a release registry of this config ({registry.address}/trusted); "
         "only images built here are signed here"
     )
@@ -695,8 +708,7 @@ def test_sign_signs_only_the_tokens_own_images_in_configured_registries(
     Path(cfg).write_text(with_dev)
     pr_image = f"{registry.address}/trusted/dev/app:PR-1"
     run = cli("sign", "--config", cfg, "--images-to-sign", pr_image, env=env)
-    assert run.returncode == 2
-    assert run.stderr.strip().endswith(
+    assert refusal(run).endswith(
         f"{pr_image} is in the dev registry {registry.address}/trusted/dev; images there are "
         "never signed"
     )
@@ -721,7 +733,7 @@ def test_a_pull_request_build_is_checked_against_github(
             + issuer.trust_yaml(
                 **{
                     "repository-owners": f"[{{name: {owner['login']}, id: {owner['id']}}}]",
-                    "github-api": github.url,
+                    "github-api": github.base_url,
                     "github-api-token-env": "GITHUB_API_TOKEN",
                 }
             )
@@ -743,8 +755,7 @@ def test_a_pull_request_build_is_checked_against_github(
                 "--config", str(cfg), "--dry-run")  # fmt: skip
         github.pulls[(repository, payload["number"])] = "f" * 40  # the PR moved on
         moved = cli(*args, env={**env, "AUTHORIZATION": issuer.token(**claims)})
-        assert moved.returncode == 2
-        assert moved.stderr.strip().endswith(
+        assert refusal(moved).endswith(
             f"pull request {payload['number']}'s head is {'f' * 40}, but the build is for "
             f"commit {head}"
         )
@@ -758,8 +769,7 @@ def test_a_pull_request_build_is_checked_against_github(
         )
         del github.pulls[(repository, payload["number"])]
         gone = cli(*args, env={**env, "AUTHORIZATION": issuer.token(**claims)})
-        assert gone.returncode == 2
-        assert gone.stderr.strip().endswith(
+        assert refusal(gone).endswith(
             f"pull request {payload['number']} does not exist in {repository}"
         )
     finally:
@@ -778,8 +788,7 @@ def test_a_pull_request_build_never_reaches_the_release_registry(
     }
     run = cli("build", "--name", "app", "--context", _scratch_context(tmp_path),
               "--config", str(cfg), "--tag", "latest", env=env)  # fmt: skip
-    assert run.returncode == 2
-    assert run.stderr.strip().endswith(
+    assert refusal(run).endswith(
         "a presubmit build needs dev-registry in the config: pull-request and merge-group images "
         f"never go to the release registry ({registry.address}/prod)"
     )

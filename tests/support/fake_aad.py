@@ -4,16 +4,15 @@ endpoint (client-credentials grant), over HTTPS with a certificate from the test
 from __future__ import annotations
 
 import ssl
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs
 
 from tests.support.pki import CA
-from tests.support.replies import reply
+from tests.support.replies import LocalServer, QuietHandler, reply
 
 
-class FakeAad:
+class FakeAad(LocalServer):
     def __init__(
         self, ca: CA, folder: Path, *, client_id: str, client_secret: str, access_token: str
     ) -> None:
@@ -25,7 +24,7 @@ class FakeAad:
         context.load_cert_chain(folder / "aad.pem", folder / "aad.key")
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler, BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 tenant = self.path.strip("/").split("/")[0]
                 if self.path.endswith("/v2.0/.well-known/openid-configuration"):
@@ -67,21 +66,8 @@ class FakeAad:
             def _send(self, status: int, body: object) -> None:
                 reply(self, status, body)
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler, tls=context)
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> FakeAad:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        return self.base_url

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.support.replies import reply
+from tests.support.replies import LocalServer, QuietHandler, reply
 
 
 @dataclass
@@ -34,7 +33,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class FakeAdo:
+class FakeAdo(LocalServer):
     ORG = "org"
     PROJECT = "project"
     PIPELINE = 17
@@ -52,7 +51,7 @@ class FakeAdo:
         self._polls = 0
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler, BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 fake._handle(self, b"")
 
@@ -60,15 +59,11 @@ class FakeAdo:
                 length = int(self.headers.get("content-length", "0"))
                 fake._handle(self, self.rfile.read(length))
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/{self.ORG}"
+        return f"{self.base_url}/{self.ORG}"
 
     @property
     def web_link(self) -> str:
@@ -84,14 +79,6 @@ class FakeAdo:
             "  ado-retry-strategy: {attempts: 4, delay: 50ms}",
         ] + [f"  {k}: {v}" for k, v in extra.items()]
         return "\n".join(lines) + "\n"
-
-    def start(self) -> FakeAdo:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def runs_created(self) -> list[Request]:
         return [r for r in self.requests if r.method == "POST"]

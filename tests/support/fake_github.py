@@ -6,20 +6,19 @@ shape's fields that matter: ``number``, ``state``, ``head`` and ``base`` with ``
 from __future__ import annotations
 
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-from tests.support.replies import reply
+from tests.support.replies import LocalServer, QuietHandler, reply
 
 
-class FakeGitHub:
+class FakeGitHub(LocalServer):
     def __init__(self) -> None:
         # (repository, number) -> head sha
         self.pulls: dict[tuple[str, int], str] = {}
         self.requests: list[tuple[str, str | None]] = []
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler, BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 fake.requests.append((self.path, self.headers.get("Authorization")))
                 match = re.fullmatch(r"/repos/([^/]+/[^/]+)/pulls/([0-9]+)", self.path)
@@ -32,7 +31,7 @@ class FakeGitHub:
                     self,
                     200,
                     {
-                        "url": f"{fake.url}{self.path}",
+                        "url": f"{fake.base_url}{self.path}",
                         "number": number,
                         "state": "open",
                         "head": {
@@ -48,20 +47,4 @@ class FakeGitHub:
                     },
                 )
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> FakeGitHub:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)

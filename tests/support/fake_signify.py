@@ -9,17 +9,16 @@ from __future__ import annotations
 import base64
 import json
 import ssl
-import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
 from tests.support.pki import CA, cert_pem
-from tests.support.replies import reply
+from tests.support.replies import LocalServer, QuietHandler, reply
 
 
 @dataclass
@@ -40,7 +39,7 @@ class Reply:
     drop: bool = False  # close the connection without answering
 
 
-class FakeSignify:
+class FakeSignify(LocalServer):
     def __init__(self, ca: CA, folder: Path) -> None:
         self.ca = ca
         self.requests: list[Recorded] = []
@@ -56,7 +55,7 @@ class FakeSignify:
         context.verify_mode = ssl.CERT_REQUIRED
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler, BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length)
@@ -96,24 +95,11 @@ class FakeSignify:
             def _send(self, answer: Reply) -> None:
                 reply(self, answer.status, answer.body, answer.headers)
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler, tls=context)
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> FakeSignify:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        return self.base_url
 
     def sign_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.path == "/sign"]

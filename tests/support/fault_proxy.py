@@ -9,7 +9,9 @@ import http.client
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.support.replies import LocalServer, QuietHandler
 
 
 @dataclass
@@ -25,14 +27,14 @@ class Faults:
     log: list[str] = field(default_factory=list)
 
 
-class FaultProxy:
+class FaultProxy(LocalServer):
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.faults = Faults()
         self._lock = threading.Lock()
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler, BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
@@ -44,24 +46,7 @@ class FaultProxy:
             do_PATCH = do_GET
             do_DELETE = do_GET
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> FaultProxy:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
     def reset(self) -> None:
         self.faults = Faults()

@@ -4,21 +4,20 @@ made here, and a token minter. It counts JWKS fetches and can be told to fail.""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.support.replies import reply
+from tests.support.replies import LocalServer, QuietHandler, reply
 
 WORKFLOW = "org/builder/.github/workflows/image-builder.yml@refs/heads/main"
 
 
-class FakeIssuer:
+class FakeIssuer(LocalServer):
     def __init__(self) -> None:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = "key-1"
@@ -26,7 +25,7 @@ class FakeIssuer:
         self.failing = False
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler, BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if fake.failing:
                     self._send(500, {"error": "down"})
@@ -44,23 +43,11 @@ class FakeIssuer:
             def _send(self, status: int, body: object) -> None:
                 reply(self, status, body)
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def issuer(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> FakeIssuer:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        return self.base_url
 
     def claims(self, **overrides: Any) -> dict[str, Any]:
         """GitHub-shaped claims for a push to main of org/app, issued now."""
@@ -108,7 +95,7 @@ class FakeIssuer:
         return "trust:\n" + "\n".join(lines) + "\n"
 
 
-class TokenEndpoint:
+class TokenEndpoint(LocalServer):
     """The runner's token service (``ACTIONS_ID_TOKEN_REQUEST_URL``): answers
     ``{"value": <JWT>}`` for the requested audience, signed by ``issuer``, when the request carries
     the runner's request token."""
@@ -121,7 +108,7 @@ class TokenEndpoint:
         self.audiences: list[str] = []
         endpoint = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler, BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 from urllib.parse import parse_qs, urlsplit
 
@@ -132,20 +119,8 @@ class TokenEndpoint:
                 endpoint.audiences.append(audience)
                 reply(self, 200, {"value": endpoint.issuer.token(aud=audience, **endpoint.claims)})
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/token?api-version=2.0"
-
-    def start(self) -> TokenEndpoint:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        return f"{self.base_url}/token?api-version=2.0"

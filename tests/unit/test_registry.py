@@ -301,7 +301,7 @@ def test_hostile_index_entries_are_registry_errors(body: object, problem: str) -
     )
     manifest = client(fake).get_manifest(parse_reference("registry.example/a:x"))
     with pytest.raises(RegistryError, match=problem) as caught:
-        manifest.children()
+        manifest.children(64)
     assert caught.value.exit_code == 1
 
 
