@@ -166,3 +166,23 @@ def test_a_rootless_build_is_refused_while_secrets_are_in_reach(tmp_path: Path) 
     with pytest.raises(SandboxError, match=r"which can read the file .*config\.json"):
         check_reach([SELF], Config(), {"HOME": str(tmp_path)})
     check_reach([SELF], Config(), {"HOME": str(tmp_path / "empty")})  # nothing in reach
+
+
+def test_the_github_api_token_counts_as_a_secret_in_reach(tmp_path: Path) -> None:
+    from image_builder.commands.build import check_reach
+    from image_builder.config import parse_config
+
+    config = parse_config(
+        "trust:\n  - {issuer: https://i.example, audience: a, job-workflow-refs: any,\n"
+        "     repository-owners: [{name: o, id: 1}], events: [push],\n"
+        "     github-api: https://api.github.com, github-api-token-env: PR_READER_TOKEN}\n"
+    )
+    env = {"HOME": str(tmp_path), "PR_READER_TOKEN": "ghs_x"}
+    with pytest.raises(SandboxError) as caught:
+        check_reach([SELF], config, env)
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == (
+        "image-builder runs as me, and RUN steps would run as the same account, which can read "
+        "the variable PR_READER_TOKEN; run image-builder as root, so that the build runs as the "
+        "account 'ib-sandbox', or build where no key or credential is present"
+    )

@@ -324,6 +324,7 @@ def check_reach(accounts: Sequence[BuildAccount], config: Config, env: Mapping[s
 
     files = list(auth_files(env))
     secret_env = list(sandbox.SECRET_VARIABLES)
+    secret_env += [t.github_api_token_env for t in config.trust if t.github_api_token_env]
     for signer in config.sign_config.signers:
         if signer.type == "cosign":
             cosign = signer.cosign()
