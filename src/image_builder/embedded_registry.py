@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import json
 import os
 import signal
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,7 +16,7 @@ from pathlib import Path
 
 from image_builder import proc
 from image_builder.errors import InputError, RuntimeFailure
-from image_builder.plan import is_loopback
+from image_builder.oci import is_loopback
 from image_builder.registry import ping
 
 DEFAULT_ADDRESS = "127.0.0.1:5000"
@@ -48,11 +51,10 @@ def status(env: Mapping[str, str]) -> RegistryState:
     folder = data_dir(env)
     pid = _read_pid(folder)
     address = (folder / "address").read_text().strip() if (folder / "address").exists() else None
-    alive = pid is not None and _alive(pid)
-    running = bool(alive and address and ping(f"http://{address}"))
-    return RegistryState(
-        running=running, address=address, pid=pid if alive else None, data_dir=folder
-    )
+    if pid is not None and not _alive(pid):
+        pid = None
+    running = pid is not None and address is not None and _serving(pid, address)
+    return RegistryState(running=running, address=address, pid=pid, data_dir=folder)
 
 
 def start(
@@ -77,14 +79,17 @@ def _start_locked(env: Mapping[str, str], address: str, wait: float) -> Registry
                 "(image-builder registry stop)"
             )
         return current
+    _check_free(address)
     folder = current.data_dir
     (folder / "data").mkdir(parents=True, exist_ok=True)
     config = folder / "config.yml"
+    # Quoted as JSON strings, which YAML reads too: a bare [::1]:5000 is not valid YAML.
     config.write_text(
         "version: 0.1\n"
         "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {folder / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: {address}\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {json.dumps(str(folder / 'data'))}\n"
+        "  delete:\n    enabled: true\n"
+        f"http:\n  addr: {json.dumps(address)}\n"
     )
     (folder / "address").write_text(address + "\n")
     # docker-registry reads every REGISTRY_* variable as a config override; buildah users often
@@ -96,7 +101,7 @@ def _start_locked(env: Mapping[str, str], address: str, wait: float) -> Registry
     (folder / "pid").write_text(f"{pid}\n")
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        if ping(f"http://{address}", timeout=0.5):
+        if _serving(pid, address, timeout=0.5):
             return RegistryState(running=True, address=address, pid=pid, data_dir=folder)
         if not _alive(pid):
             break
@@ -120,6 +125,64 @@ def stop(env: Mapping[str, str], wait: float = 10.0) -> bool:
     if _alive(pid):
         os.kill(pid, signal.SIGKILL)
     return True
+
+
+def _serving(pid: int, address: str, timeout: float = 2.0) -> bool:
+    """Whether the registry process ``pid`` answers on ``address``. A ping alone does not tell:
+    another server may hold the port (taken since :func:`_check_free`, or after a reboot)."""
+    return _listens(pid, _port(address)) and ping(f"http://{address}", timeout=timeout)
+
+
+def _port(address: str) -> int:
+    return int(address.rpartition(":")[2])
+
+
+def _check_free(address: str) -> None:
+    """Fail if another process listens on ``address`` (on any address ``localhost`` names)."""
+    host = address.rpartition(":")[0].strip("[]")
+    try:
+        found = socket.getaddrinfo(host, _port(address), type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return  # docker-registry will say what is wrong with the address
+    for family, kind, protocol, _, sockaddr in found:
+        with socket.socket(family, kind, protocol) as probe:
+            # A connection in TIME_WAIT does not stop docker-registry (Go sets SO_REUSEADDR), so
+            # it must not stop the probe either: with it, only a listener makes bind fail.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise RuntimeFailure(
+                        f"another process already listens on {address}; choose another "
+                        "--address, or stop that process"
+                    ) from None
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` itself holds a listening TCP socket on ``port``, IPv4 or IPv6."""
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()  # sl, local address:port (hex), remote, state, ..., inode
+            if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
+                listening.add(f"socket:[{fields[9]}]")
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    return any(_link(fd) in listening for fd in fds)
+
+
+def _link(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:  # the fd closed meanwhile
+        return ""
 
 
 def _read_pid(folder: Path) -> int | None:
