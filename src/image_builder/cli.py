@@ -4,11 +4,14 @@ exit codes. This is the only module that reads ``os.environ``."""
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import signal
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -142,14 +145,48 @@ def _run_build_options(
         return run_ado_build(
             options, ado or AdoOptions(), env=env, reporter=reporter, now=datetime.now(UTC)
         )
-    return run_build(
-        options,
-        env=env,
-        reporter=reporter,
-        now=datetime.now(UTC),
-        host_platform=host_platform(platform.machine()),
-        euid=os.geteuid(),
-    )
+    with _stopped_by_signals() as stopped:
+        try:
+            code = run_build(
+                options,
+                env=env,
+                reporter=reporter,
+                now=datetime.now(UTC),
+                host_platform=host_platform(platform.machine()),
+                euid=os.geteuid(),
+            )
+        except ImageBuilderError:
+            if not stopped:
+                raise
+            code = 1
+    if stopped:
+        reporter.error(f"stopped by {signal.Signals(stopped[0]).name}")
+        return 128 + stopped[0]
+    return code
+
+
+@contextmanager
+def _stopped_by_signals() -> Iterator[list[int]]:
+    """SIGTERM and SIGINT stop the build's child processes; the build then unwinds, cleans up
+    and reports what it did, marked Cancelled. The list names the signal once one came. A
+    second signal stops at once."""
+    from image_builder import proc
+
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        del frame
+        if received:
+            raise SystemExit(128 + signum)
+        received.append(signum)
+        proc.CHILDREN.stop_all(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _cmd_registry(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
@@ -842,6 +879,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so in one line, unless --debug asks for the traceback
         if debug:
             traceback.print_exc()
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" holding {exc.filename}" if exc.filename else ""
+            reporter.error(f"the disk{where} is full (no space left on device); free space, rerun")
+            return 1
         reporter.error(
             f"internal error ({type(exc).__name__}: {exc}); rerun with --debug and report the traceback"
         )

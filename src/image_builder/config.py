@@ -428,6 +428,26 @@ class Config(_Model):
         "once. Default: /var/lib/image-builder/seen-tokens.json as root, else under "
         "$XDG_STATE_HOME. Point agents that share tokens at one shared file.",
     )
+    publish_mode: Literal["atomic", "best-effort"] = Field(
+        default="atomic",
+        description="atomic: tags move only once every registry holds the image, so a registry "
+        "that is down leaves every tag where it was. best-effort: tags move in every registry "
+        "that received it.",
+    )
+    publish_timeout: GoDuration = Field(
+        default=timedelta(minutes=3),
+        description="Publishing (both phases, every registry) ends by then; a registry that "
+        "stops answering fails the build with a report.",
+    )
+    build_timeout: GoDuration = Field(
+        default=timedelta(hours=2),
+        description="The build itself (buildah, every platform) is stopped after this long.",
+    )
+    lock_timeout: GoDuration = Field(
+        default=timedelta(minutes=5),
+        description="How long to wait for buildah's storage lock, or a free build account, "
+        "when another process holds it.",
+    )
     max_manifest_entries: int = Field(
         default=64,
         ge=1,
@@ -435,6 +455,13 @@ class Config(_Model):
         description="At most this many entries in an index, or signatures and attestations in a "
         "list, read from a registry.",
     )
+
+    @field_validator("publish_timeout", "build_timeout", "lock_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("expected a positive duration such as 90s or 3m")
+        return value
 
     @field_validator("tag_template_env")
     @classmethod

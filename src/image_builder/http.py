@@ -64,11 +64,28 @@ def retry_after_seconds(response: httpx.Response, *, now: datetime | None = None
     return min(max(delta, 0.0), MAX_RETRY_AFTER)
 
 
+class Deadline:
+    """A point in time that a whole piece of work must finish by (monotonic clock)."""
+
+    def __init__(self, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._end = clock() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self._end - self._clock())
+
+    @property
+    def expired(self) -> bool:
+        return self.remaining() <= 0.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
-    """Jittered exponential backoff, bounded by attempts and by a total time budget."""
+    """Jittered exponential backoff, bounded by a total time budget and, when ``attempts`` is
+    set, by a number of attempts. No retry starts whose wait would end past the budget."""
 
-    attempts: int = 5
+    attempts: int | None = 5
     base_delay: float = 0.2
     max_delay: float = 5.0
     budget: float = 60.0
@@ -79,14 +96,17 @@ class RetryPolicy:
         *,
         sleep: Callable[[float], None] = time.sleep,
         on_retry: Callable[[int, RetryableError, float], None] | None = None,
+        deadline: Deadline | None = None,
     ) -> T:
-        """Call ``action`` until it returns; retry only on :class:`RetryableError`."""
+        """Call ``action`` until it returns; retry only on :class:`RetryableError`, within the
+        budget and ``deadline``, whichever ends first."""
         from tenacity import (
             RetryCallState,
             Retrying,
             retry_if_exception_type,
             stop_after_attempt,
-            stop_after_delay,
+            stop_before_delay,
+            stop_never,
         )
 
         def wait(state: RetryCallState) -> float:
@@ -102,9 +122,11 @@ class RetryPolicy:
             if on_retry is not None and isinstance(error, RetryableError) and state.next_action:
                 on_retry(state.attempt_number, error, state.next_action.sleep)
 
+        budget = self.budget if deadline is None else min(self.budget, deadline.remaining())
+        by_count = stop_never if self.attempts is None else stop_after_attempt(self.attempts)
         retrying = Retrying(
             retry=retry_if_exception_type(RetryableError),
-            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.budget),
+            stop=by_count | stop_before_delay(budget),
             wait=wait,
             sleep=sleep,
             before_sleep=before_sleep,

@@ -3,7 +3,6 @@ network, no environment except the mappings passed in."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -14,6 +13,7 @@ from typing import Any
 from image_builder.config import Config
 from image_builder.context import CIContext
 from image_builder.errors import InputError
+from image_builder.oci import Destination, Reference, Registry, destination, plain_http
 from image_builder.signing import SignerChoice, select_signers
 from image_builder.tags import Tag
 
@@ -41,12 +41,11 @@ class BuildPlan:
     build_args: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...]
     tags: tuple[Tag, ...]
-    registries: tuple[str, ...]
-    references: tuple[str, ...]
+    destinations: tuple[Destination, ...]  # one per registry, each with every tag
     push: bool
     cache: CachePlan | None
     timestamp: int | None
-    insecure_registries: tuple[str, ...]
+    plain_http_hosts: tuple[str, ...]  # destinations and caches reached over plain HTTP
     job_type: str
     repository: str | None
     commit_sha: str | None
@@ -57,8 +56,28 @@ class BuildPlan:
     def running_signers(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.signers if s.runs)
 
+    @property
+    def registries(self) -> tuple[Registry, ...]:
+        return tuple(d.registry for d in self.destinations)
+
+    @property
+    def references(self) -> tuple[Reference, ...]:
+        """Every registry, then every tag, in plan order."""
+        return tuple(ref for d in self.destinations for ref in d.references)
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["destinations"] = [
+            {
+                "registry": str(d.registry),
+                "repository": d.name,
+                "tags": list(d.tags),
+                "plain_http": d.registry.plain_http,
+            }
+            for d in self.destinations
+        ]
+        data["registries"] = [str(r) for r in self.registries]
+        data["references"] = [str(r) for r in self.references]
         data["context_dir"] = str(self.context_dir)
         data["dockerfile"] = str(self.dockerfile)
         # Names only: a build argument's value may be a secret (NPM_TOKEN=...).
@@ -108,35 +127,6 @@ def parse_build_args(
     return out
 
 
-def registry_host(registry: str) -> str:
-    return registry.split("/", 1)[0]
-
-
-def is_loopback(host_port: str) -> bool:
-    host = host_port
-    if host.startswith("["):
-        host = host[1:].split("]", 1)[0]
-    elif host.count(":") == 1:
-        host = host.split(":", 1)[0]
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def plain_http_registries(registries: Sequence[str], config: Config) -> tuple[str, ...]:
-    """The registries (of ``registries``) that are reached over plain HTTP."""
-    allowed = {r.rstrip("/") for r in config.insecure_registries}
-    out = []
-    for registry in registries:
-        host = registry_host(registry)
-        if is_loopback(host) or host in allowed or registry in allowed:
-            out.append(registry)
-    return tuple(out)
-
-
 def make_plan(
     *,
     config: Config,
@@ -163,13 +153,14 @@ def make_plan(
         if ctx.job_type in ("presubmit", "merge_group")
         else release_registries(config, name)
     )
-    references: list[str] = []
-    for registry in registries:
-        if len(f"{registry}/{name}") > _MAX_NAME:
+    destinations = []
+    for text in registries:
+        if len(f"{text}/{name}") > _MAX_NAME:
             raise InputError(
-                f"{registry}/{name} is longer than {_MAX_NAME} characters; use a shorter --name"
+                f"{text}/{name} is longer than {_MAX_NAME} characters; use a shorter --name"
             )
-        references += [f"{registry}/{name}:{tag.value}" for tag in tags]
+        registry = Registry.parse(text, config.insecure_registries)
+        destinations.append(destination(registry, name, (tag.value for tag in tags)))
 
     args: dict[str, str] = {}
     for key, value in build_args:
@@ -199,9 +190,10 @@ def make_plan(
             cache_from=config.cache.cache_repo,
             cache_to=config.cache.dev_cache_repo if untrusted else config.cache.cache_repo,
         )
-    involved = list(registries) + ([cache.cache_from] if cache else [])
-    if cache and cache.cache_to:
-        involved.append(cache.cache_to)
+    involved = [d.host for d in destinations]
+    for repo in (cache.cache_from, cache.cache_to) if cache else ():
+        if repo:
+            involved.append(repo.split("/", 1)[0])
     return BuildPlan(
         name=name,
         context_dir=context_dir,
@@ -211,12 +203,13 @@ def make_plan(
         build_args=tuple(args.items()),
         labels=tuple(labels.items()),
         tags=tuple(tags),
-        registries=tuple(registries),
-        references=tuple(references),
+        destinations=tuple(destinations),
         push=push,
         cache=cache,
         timestamp=int(created.timestamp()) if config.reproducible else None,
-        insecure_registries=plain_http_registries(involved, config),
+        plain_http_hosts=tuple(
+            dict.fromkeys(h for h in involved if plain_http(h, config.insecure_registries))
+        ),
         job_type=ctx.job_type,
         repository=repo_override or ctx.repository,
         commit_sha=ctx.commit_sha,

@@ -5,9 +5,12 @@ the project's own errors."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,56 @@ PACKAGES = {
 }
 
 _TAIL_LINES = 40
+
+
+class _Children:
+    """The child processes that :func:`run` is waiting for, so that a signal can stop them all.
+    Process-wide on purpose: a signal is."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: set[subprocess.Popen[str]] = set()
+        self.stopping = False
+        self.reason: str | None = None
+
+    def add(self, process: subprocess.Popen[str]) -> None:
+        with self._lock:
+            self._live.add(process)
+            stopping = self.stopping
+        if stopping:
+            _stop(process)
+
+    def discard(self, process: subprocess.Popen[str]) -> None:
+        with self._lock:
+            self._live.discard(process)
+
+    def stop_all(self, reason: str) -> int:
+        """Stop every child (and its process group), now and any started later; how many.
+        ``reason`` (e.g. "SIGTERM") is what reports say."""
+        with self._lock:
+            self.stopping = True
+            self.reason = reason
+            live = list(self._live)
+        for process in live:
+            _stop(process)
+        return len(live)
+
+
+CHILDREN = _Children()
+
+
+def _stop(process: subprocess.Popen[str], grace: float = 2.0) -> None:
+    """SIGTERM to the child's process group, SIGKILL after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                return
+            time.sleep(0.02)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,16 +138,24 @@ def run(
     check: bool = True,
     what: str | None = None,
     stdin: str | None = None,
+    timeout: float | None = None,
 ) -> Result:
     """Run ``argv`` and return its combined output.
 
     ``on_line`` receives each output line as it arrives (masked), for streaming. With ``check``,
     a non-zero exit raises :class:`RuntimeFailure` naming ``what`` and quoting the output's tail.
+    After ``timeout`` seconds the child and everything it started are stopped, and
+    :class:`Timeout` is raised. The child dies with this process, even on SIGKILL.
     """
     hidden = [s for s in secrets if s]
     command = [which(argv[0]), *argv[1:]]
+    if shutil.which("setpriv"):
+        # The kernel kills the child when the thread that started it goes away.
+        command = ["setpriv", "--pdeathsig", "KILL", "--", *command]
     shown = shown_command(argv, hidden)
     log.debug("running %s", shown)
+    if CHILDREN.stopping:
+        raise Cancelled(f"{what or argv[0]} was not started: image-builder is stopping")
     try:
         process = subprocess.Popen(
             command,
@@ -105,19 +166,43 @@ def run(
             text=True,
             encoding="utf-8",
             errors="replace",
+            start_new_session=True,  # its own process group, which _stop ends as a whole
         )
     except OSError as exc:
         raise RuntimeFailure(f"cannot start {argv[0]}: {exc.strerror}") from None
-    if stdin is not None:
-        threading.Thread(target=_feed, args=(process, stdin), daemon=True).start()
-    lines: list[str] = []
-    for raw in process.stdout or ():
-        line = mask(raw.rstrip("\n"), hidden)
-        lines.append(line)
-        if on_line is not None:
-            on_line(line)
-    returncode = process.wait()
+    CHILDREN.add(process)
+    timer = None
+    expired = threading.Event()
+    if timeout is not None:
+
+        def expire() -> None:
+            expired.set()
+            _stop(process)
+
+        timer = threading.Timer(max(timeout, 0.0), expire)
+        timer.daemon = True
+        timer.start()
+    try:
+        if stdin is not None:
+            threading.Thread(target=_feed, args=(process, stdin), daemon=True).start()
+        lines: list[str] = []
+        for raw in process.stdout or ():
+            line = mask(raw.rstrip("\n"), hidden)
+            lines.append(line)
+            if on_line is not None:
+                on_line(line)
+        returncode = process.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        CHILDREN.discard(process)
     output = "\n".join(lines)
+    if expired.is_set():
+        raise Timeout(
+            f"{what or shown} did not finish within {_seconds(timeout)}; stopped it"
+        ) from _Output("\n".join(lines[-_TAIL_LINES:]).strip())
+    if CHILDREN.stopping and returncode != 0:
+        raise Cancelled(f"{what or shown} was stopped: image-builder is stopping")
     if check and returncode != 0:
         tail = "\n".join(lines[-_TAIL_LINES:]).strip()
         last = next((line for line in reversed(lines) if line.strip()), "")
@@ -125,6 +210,18 @@ def run(
             f"{what or shown} failed (exit code {returncode}): {last.strip()}",
         ) from _Output(tail)
     return Result(returncode=returncode, output=output)
+
+
+class Timeout(RuntimeFailure):
+    """A child ran past its deadline and was stopped."""
+
+
+class Cancelled(RuntimeFailure):
+    """A child was stopped because image-builder received SIGTERM or SIGINT."""
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.0f} s" if value is not None and value >= 1 else f"{value or 0:.1f} s"
 
 
 class _Output(Exception):

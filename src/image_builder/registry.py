@@ -11,15 +11,23 @@ import re
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from image_builder.errors import InputError, RuntimeFailure
-from image_builder.http import RETRY_STATUSES, RetryableError, RetryPolicy, retry_after_seconds
+from image_builder.errors import RuntimeFailure
+from image_builder.http import (
+    RETRY_STATUSES,
+    Deadline,
+    RetryableError,
+    RetryPolicy,
+    retry_after_seconds,
+)
+from image_builder.oci import DIGEST, Reference, split_host
 
 log = logging.getLogger(__name__)
 
@@ -33,67 +41,8 @@ MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFE
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the distribution spec's recommended limit
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # signature and attestation payloads
 MAX_TOKEN_BYTES = 1024 * 1024  # a token service's answer
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+READ_TIMEOUT = 30.0
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
-
-
-@dataclass(frozen=True, kw_only=True)
-class Reference:
-    """``host/repository`` plus a tag or a digest."""
-
-    host: str
-    repository: str
-    tag: str | None = None
-    digest: str | None = None
-
-    @property
-    def name(self) -> str:
-        """``host/repository``, the identity signatures name."""
-        return f"{self.host}/{self.repository}"
-
-    def with_digest(self, digest: str) -> Reference:
-        return Reference(host=self.host, repository=self.repository, digest=digest)
-
-    def with_tag(self, tag: str) -> Reference:
-        return Reference(host=self.host, repository=self.repository, tag=tag)
-
-    def __str__(self) -> str:
-        if self.digest:
-            return f"{self.name}@{self.digest}"
-        return f"{self.name}:{self.tag}"
-
-
-def parse_reference(text: str) -> Reference:
-    """``host[:port]/path/name[:tag][@sha256:...]``; a missing host means Docker Hub."""
-    original = text
-    digest = None
-    if "@" in text:
-        text, digest = text.split("@", 1)
-        if not _DIGEST.fullmatch(digest):
-            raise InputError(
-                f"image reference {original!r} has a malformed digest; expected sha256:<64 hex>"
-            )
-    tag = None
-    last = text.rsplit("/", 1)[-1]
-    if ":" in last:
-        text, tag = text.rsplit(":", 1)
-        if not _TAG.fullmatch(tag):
-            raise InputError(f"image reference {original!r} has an invalid tag {tag!r}")
-    parts = text.split("/")
-    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
-        host, path = parts[0], "/".join(parts[1:])
-    else:
-        host, path = "docker.io", text if len(parts) > 1 else f"library/{text}"
-    if not path or not re.fullmatch(
-        r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*", path
-    ):
-        raise InputError(
-            f"image reference {original!r} is not a valid OCI reference, e.g. ghcr.io/org/app:tag"
-        )
-    if tag is None and digest is None:
-        tag = "latest"
-    return Reference(host=host, repository=path, tag=tag, digest=digest)
 
 
 def sha256_digest(data: bytes) -> str:
@@ -142,7 +91,7 @@ class Manifest:
             platform = entry.get("platform") if isinstance(entry, dict) else None
             if (
                 not isinstance(digest, str)
-                or not _DIGEST.fullmatch(digest)
+                or not DIGEST.fullmatch(digest)
                 or not isinstance(size, int)
                 or isinstance(size, bool)
                 or not isinstance(platform, (dict, type(None)))
@@ -253,9 +202,21 @@ class RegistryClient:
         self._plain_http = plain_http
         self.max_entries = max_entries
         self._resolve = resolve or resolve_host
-        self._retry = retry or RetryPolicy(attempts=4, budget=30.0)
+        # Time-budgeted: a 503 burst is waited out, and a request that timed out gets another
+        # go (the per-request read timeout is half the budget).
+        self._retry = retry or RetryPolicy(attempts=None, budget=60.0)
         self._tokens: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
+        self._deadline: Deadline | None = None
+
+    @contextmanager
+    def bounded(self, deadline: Deadline) -> Iterator[None]:
+        """Every request and retry inside ends by ``deadline``."""
+        previous, self._deadline = self._deadline, deadline
+        try:
+            yield
+        finally:
+            self._deadline = previous
 
     # --- manifests ------------------------------------------------------------------------------
 
@@ -322,7 +283,7 @@ class RegistryClient:
 
     def get_blob(self, ref: Reference, digest: str, *, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
         """A small blob (a config, a signature payload), at most ``limit`` bytes."""
-        if not _DIGEST.fullmatch(digest):
+        if not DIGEST.fullmatch(digest):
             raise RegistryError(f"{ref.name} names a blob by {digest!r}, which is not a digest")
         response = self._request("GET", ref, f"blobs/{digest}", limit=limit)
         if response.status_code == 404:
@@ -417,7 +378,7 @@ class RegistryClient:
             return response
 
         try:
-            return self._retry.run(attempt)
+            return self._retry.run(attempt, deadline=self._deadline)
         except RetryableError as exc:
             raise RegistryError(f"{ref.name}: {exc} (gave up after retries)") from None
 
@@ -426,6 +387,9 @@ class RegistryClient:
     ) -> httpx.Response:
         """One request; with ``limit``, a body longer than that is refused before it is read
         whole (a registry decides how much it sends, not how much we keep)."""
+        if self._deadline is not None:
+            left = max(self._deadline.remaining(), 0.1)
+            kwargs["timeout"] = httpx.Timeout(min(READ_TIMEOUT, left), connect=min(10.0, left))
         if limit is None:
             return self._http.request(method, url, **kwargs)
         auth = kwargs.pop("auth", None)
@@ -517,7 +481,7 @@ class RegistryClient:
                 f"{source} sent us to {host!r}, an IPv4 address in a non-canonical form; refusing "
                 "to follow"
             )
-        if host == hostname(source) or self._plain_http(source):
+        if host == split_host(source)[0] or self._plain_http(source):
             return
         # The name as it goes on the wire (IDNA-encoded), which is what the connection resolves.
         addresses = self._resolve(url.raw_host.decode("ascii"))
@@ -616,15 +580,8 @@ _TOKEN_HOSTS = {"docker.io": "auth.docker.io", "registry-1.docker.io": "auth.doc
 
 
 def _same_site(registry: str, realm: httpx.URL) -> bool:
-    name = hostname(registry)
+    name = split_host(registry)[0]
     return realm.host in (name, _TOKEN_HOSTS.get(name))
-
-
-def hostname(host_port: str) -> str:
-    """``host`` of ``host[:port]`` (IPv6 in brackets)."""
-    if host_port.startswith("["):
-        return host_port[1:].split("]", 1)[0]
-    return host_port.split(":", 1)[0] if host_port.count(":") == 1 else host_port
 
 
 def make_client(
@@ -634,7 +591,7 @@ def make_client(
 
     http = httpx.Client(
         verify=tls_context(),
-        timeout=httpx.Timeout(30.0, connect=10.0),
+        timeout=httpx.Timeout(READ_TIMEOUT, connect=10.0),
         follow_redirects=True,
         trust_env=False,
     )

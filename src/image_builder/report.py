@@ -32,6 +32,15 @@ class FailedImage(BaseModel):
     error: str
 
 
+class SupersededImage(BaseModel):
+    """A tag this build moved, which another build has moved since."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    image: str
+    digest: str | None  # what the tag holds now; None when it was deleted
+
+
 class SigningError(BaseModel):
     model_config = ConfigDict(frozen=True, defer_build=True)
 
@@ -40,9 +49,14 @@ class SigningError(BaseModel):
 
 
 class BuildReport(BaseModel):
-    """``pushed`` is true only when every planned reference holds the image; ``images_list``
-    names exactly the references that do. ``signed`` is true only when every chosen signer
-    signed every reference; ``signed_by`` and ``signing_errors`` say which did and which not."""
+    """``pushed`` is true only when every repository received the image and every tag was
+    pointed at it. ``images_list`` names exactly the tags that hold it when the build ends; a
+    tag that a concurrent build moved since is in ``superseded_images`` instead, with the digest
+    it holds now. ``stored_in`` names every repository that holds the digest, tagged or not.
+    ``signed`` is true only when every chosen signer signed every digest; ``signed_by`` and
+    ``signing_errors`` say which did and which not. ``status`` is Succeeded, Failed or
+    Cancelled (SIGTERM or SIGINT). Fields after the Go tool's are added, never renamed, so
+    older readers ignore them."""
 
     model_config = ConfigDict(frozen=True, defer_build=True)
 
@@ -58,6 +72,9 @@ class BuildReport(BaseModel):
     architectures: list[str] = Field(default_factory=list)
     platforms: list[str] = Field(default_factory=list)
     failed_images: list[FailedImage] = Field(default_factory=list)
+    superseded_images: list[SupersededImage] = Field(default_factory=list)
+    stored_in: list[str] = Field(default_factory=list)  # repository@digest
+    publish_mode: str | None = None
     signed_by: list[str] = Field(default_factory=list)
     signing_errors: list[SigningError] = Field(default_factory=list)
     error: str | None = None

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from image_builder.errors import ImageBuilderError
+from image_builder.errors import ImageBuilderError, RuntimeFailure
 
 SETUP_HINT = (
     "run scripts/setup, or as root: `useradd --system --user-group --no-create-home "
@@ -95,15 +95,27 @@ def claim(
     *,
     lock_dir: Path = Path("/run/image-builder"),
     on_wait: Callable[[str], None] | None = None,
+    timeout: float = 300.0,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> Iterator[BuildAccount]:
     """Hold one of ``accounts`` for a build: no two builds run as the same account at once, so
-    an escaped step of one build can never reach another's sandbox. Waits while all are busy."""
+    an escaped step of one build can never reach another's sandbox. Waits while all are busy,
+    for at most ``timeout`` seconds."""
     if not accounts[0].dedicated:
         yield accounts[0]
         return
     lock_dir.mkdir(mode=0o700, exist_ok=True)
     said = False
+    give_up = time.monotonic() + timeout
     while True:
+        if stopping():
+            raise RuntimeFailure("stopped while waiting for a free build account")
+        if time.monotonic() > give_up:
+            raise RuntimeFailure(
+                f"all {len(accounts)} build accounts stayed busy for {timeout:.0f} s "
+                "(lock-timeout): other builds hold them (locks in /run/image-builder); run again "
+                "when they are done, or raise lock-timeout"
+            )
         for account in accounts:
             path = lock_dir / f"{account.name}.lock"
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

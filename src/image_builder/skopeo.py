@@ -4,26 +4,37 @@ anything from the repository being built."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from image_builder import proc
 from image_builder.engines import BuiltImage
 from image_builder.errors import RuntimeFailure
-from image_builder.http import RetryableError, RetryPolicy
+from image_builder.http import Deadline, RetryableError, RetryPolicy
+from image_builder.layout import REF_NAME
+from image_builder.oci import Destination
+from image_builder.publish import Staged
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_RETRY_BUDGET = 120.0  # seconds of whole-copy retries, within the publish deadline
 _FATAL = re.compile(r'level=fatal msg="((?:[^"\\]|\\.)*)"')
-# What skopeo prints for a push the registry refused for good (401, 403, a bad manifest).
+# What skopeo and buildah print for a push refused for good (400-405, a bad manifest or name);
+# 408 and 429 are worth another try.
 _FINAL_PUSH_ERROR = re.compile(
-    r"unauthorized|authentication required|denied|manifest invalid|status code.{0,30}40[13]", re.I
+    r"unauthorized|authentication required|denied|forbidden|manifest invalid|name invalid"
+    r"|status ?code.{0,40}\b40[0-5]\b",
+    re.I,
 )
 
 
 class SkopeoPublisher:
+    """Phase 1 of :mod:`image_builder.publish`: compress the verified layout once, then copy it
+    into each repository by digest. skopeo never moves a tag here."""
+
     def __init__(
         self,
         *,
@@ -35,27 +46,43 @@ class SkopeoPublisher:
         self._on_line = on_line
         self._retries = retries
 
-    def push(self, image: BuiltImage, reference: str, *, plain_http: bool) -> str:
-        """Copy ``image`` to ``reference``, compressing its layers; returns the digest the copy
-        itself reported. Compression is deterministic, so every reference gets one digest, which
-        the report checks."""
+    def stage(self, image: BuiltImage, *, deadline: Deadline) -> Staged:
+        """The image as every registry gets it, byte for byte. The build compresses its layers
+        already; a layout that holds uncompressed ones (``--from-layout``) is compressed once,
+        into a layout next to it."""
         proc.which("skopeo")
-        digest_dir = Path(tempfile.mkdtemp(prefix="image-builder-digest-"))
-        digest_file = digest_dir / "digest"
+        staged = _staged(image.layout.path, image.layout.source)
+        if _compressed(image.layout.path, staged):
+            return staged
+        target = image.layout.path.parent / "publish"
+        shutil.rmtree(target, ignore_errors=True)
+        dest = f"oci:{target}:{REF_NAME}"
+        proc.run(
+            ["skopeo", "copy", "--all", "--dest-compress", image.layout.source, dest],
+            env=self._env,
+            what="compressing the image for the push",
+            timeout=deadline.remaining(),
+        )
+        return _staged(target, dest)
+
+    def push(self, staged: Staged, destination: Destination, *, deadline: Deadline) -> None:
+        """Copy ``staged`` to ``destination@digest``; the registry must keep the digest."""
+        reference = destination.by_digest(staged.digest)
         args = [
             "skopeo",
             "copy",
             "--all",
+            "--preserve-digests",
             "--retry-times",
             str(self._retries),
         ]
-        if plain_http:
+        if destination.registry.plain_http:
             args.append("--dest-tls-verify=false")
-        args += ["--digestfile", str(digest_file), image.layout.source, f"docker://{reference}"]
-        # skopeo retries blob transfers itself; a failed manifest upload is worth a second go
-        # too, so the whole copy is retried.
-        policy = RetryPolicy(attempts=4, base_delay=1.0, max_delay=4.0, budget=120.0)
-        prefix = f"[{reference}] "
+        args += [staged.source, f"docker://{reference}"]
+        # skopeo retries blob transfers itself; a failed manifest upload is worth another go too,
+        # so the whole copy is retried while the deadline allows.
+        policy = RetryPolicy(attempts=None, base_delay=1.0, max_delay=8.0, budget=_RETRY_BUDGET)
+        prefix = f"[{destination.name}] "
 
         def attempt() -> None:
             emit = self._on_line
@@ -64,39 +91,65 @@ class SkopeoPublisher:
                     args,
                     env=self._env,
                     on_line=(lambda line: emit(prefix + line)) if emit else None,
-                    what=f"push to {reference}",
+                    what=f"push to {destination.name}",
+                    timeout=deadline.remaining(),
                 )
+            except (proc.Timeout, proc.Cancelled):
+                raise
             except RuntimeFailure as exc:
-                message = _plain(str(exc), reference)
-                if _FINAL_PUSH_ERROR.search(message):
-                    # refused credentials or content: another try changes nothing
-                    raise RuntimeFailure(message) from None
+                message = _plain(str(exc), destination.name)
+                if permanent(message):
+                    raise RuntimeFailure(message) from None  # another try changes nothing
                 raise RetryableError(message) from exc
 
         try:
-            try:
-                policy.run(attempt)
-            except RetryableError as exc:
-                raise RuntimeFailure(str(exc)) from None
-            try:
-                digest = digest_file.read_text().strip()
-            except OSError:
-                raise RuntimeFailure(
-                    f"push to {reference} reported success but wrote no digest"
-                ) from None
-        finally:
-            shutil.rmtree(digest_dir, ignore_errors=True)
+            policy.run(attempt, deadline=deadline)
+        except RetryableError as exc:
+            raise RuntimeFailure(f"{exc} (gave up after retries)") from None
+
+
+def permanent(message: str) -> bool:
+    """Whether a failed push was refused for good (credentials, permissions, content), as
+    skopeo and buildah word it: retrying changes nothing."""
+    return _FINAL_PUSH_ERROR.search(message) is not None
+
+
+def _compressed(path: Path, staged: Staged) -> bool:
+    """Whether every layer of every image in the (verified) layout is compressed."""
+    manifests = [staged.manifest]
+    top = json.loads(staged.manifest)
+    for child in top.get("manifests", []) if isinstance(top, dict) else []:
+        blob = path / "blobs" / "sha256" / str(child.get("digest", "")).removeprefix("sha256:")
+        manifests.append(blob.read_bytes())
+    for data in manifests:
+        doc = json.loads(data)
+        for layer in doc.get("layers", []) if isinstance(doc, dict) else []:
+            kind = str(layer.get("mediaType", ""))
+            if not kind.endswith(("+gzip", "+zstd", ".tar.gzip")):
+                return False
+    return True
+
+
+def _staged(path: Path, source: str) -> Staged:
+    """The top manifest of the layout skopeo (run by image-builder) just wrote."""
+    try:
+        index = json.loads((path / "index.json").read_text())
+        top = index["manifests"][0]
+        digest, media_type = str(top["digest"]), str(top["mediaType"])
         if not _DIGEST.fullmatch(digest):
-            raise RuntimeFailure(
-                f"push to {reference} reported an unexpected digest {digest[:80]!r}"
-            )
-        return digest
+            raise ValueError(digest)
+        data = (path / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_bytes()
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise RuntimeFailure(f"the compressed image in {path} is unreadable: {exc}") from None
+    if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        raise RuntimeFailure(f"the compressed image in {path} does not match its digest")
+    return Staged(source=source, digest=digest, media_type=media_type, manifest=data)
 
 
-def _plain(message: str, reference: str) -> str:
+def _plain(message: str, where: str) -> str:
     """skopeo's fatal log line, as its message alone."""
     found = _FATAL.search(message)
     if found is None:
         return message
     text = found.group(1).replace('\\"', '"').replace("\\\\", "\\")
-    return f"push to {reference} failed: {text}"
+    return f"push to {where} failed: {text}"

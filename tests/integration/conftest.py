@@ -10,17 +10,19 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
 from tests.conftest import CI_VARIABLES
+from tests.support.token_server import TokenAuth
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
@@ -54,6 +56,7 @@ class Registry:
     port: int = field(default_factory=free_port)
     read_only: bool = False
     htpasswd: Path | None = None  # basic auth with these users
+    token_auth: TokenAuth | None = None  # Bearer tokens from this token service
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,6 +72,12 @@ class Registry:
             if self.htpasswd
             else ""
         )
+        if self.token_auth:
+            token = self.token_auth
+            auth = (
+                f"auth:\n  token:\n    realm: {token.realm}\n    service: {token.service}\n"
+                f"    issuer: {token.issuer}\n    rootcertbundle: {token.rootcertbundle}\n"
+            )
         config.write_text(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n"
@@ -225,28 +234,86 @@ class Cli:
     env: dict[str, str] = field(default_factory=dict)
 
     def __call__(
-        self, *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        timeout: float = 600,
     ) -> Run:
+        started = self.start(*args, env=env, cwd=cwd)
+        return started.finish(timeout)
+
+    def start(
+        self, *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> Started:
+        """The CLI running in the background, for tests that act while it runs."""
         full_env = tool_env(self.storage, self.home, **{**PLANTED_ENV, **self.env, **(env or {})})
         args, cwd = as_checkout(args, cwd)
-        done = subprocess.run(
+        process = subprocess.Popen(
             [sys.executable, "-m", "image_builder", *args],
             env=full_env,
             cwd=cwd,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            check=False,
         )
-        where = " ".join(args[:2])
-        record(f"{where} stdout", done.stdout)
-        record(f"{where} stderr", done.stderr)
-        files = [full_env.get("GITHUB_OUTPUT"), full_env.get("GITHUB_STEP_SUMMARY")]
-        if "--build-report-path" in args:
-            files.append(args[args.index("--build-report-path") + 1])
+        return Started(process, args, full_env)
+
+
+class Started:
+    """A running CLI whose stdout and stderr are read as they come."""
+
+    def __init__(
+        self, process: subprocess.Popen[str], args: tuple[str, ...], env: Mapping[str, str]
+    ) -> None:
+        self.process = process
+        self.args = args
+        self.env = env
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(process.stdout, self.out), daemon=True),
+            threading.Thread(target=self._read, args=(process.stderr, self.err), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream: IO[str] | None, into: list[str]) -> None:
+        for line in stream or ():
+            into.append(line)
+
+    def wait_for(self, text: str, timeout: float = 300) -> None:
+        """Until ``text`` appears on stderr; fails if the CLI ends first or time runs out."""
+        deadline = time.monotonic() + timeout
+        while text not in "".join(self.err):
+            assert self.process.poll() is None, f"ended before {text!r}:\n{''.join(self.err)}"
+            assert time.monotonic() < deadline, f"no {text!r} in:\n{''.join(self.err)}"
+            time.sleep(0.05)
+
+    def finish(self, timeout: float = 600) -> Run:
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"the CLI did not end within {timeout} s") from None
+        for reader in self._readers:
+            reader.join(timeout=10)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+        stdout, stderr = "".join(self.out), "".join(self.err)
+        where = " ".join(self.args[:2])
+        record(f"{where} stdout", stdout)
+        record(f"{where} stderr", stderr)
+        files = [self.env.get("GITHUB_OUTPUT"), self.env.get("GITHUB_STEP_SUMMARY")]
+        if "--build-report-path" in self.args:
+            files.append(self.args[self.args.index("--build-report-path") + 1])
         for name in files:
             if name and Path(name).is_file():
                 record(f"{where} {name}", Path(name).read_text(errors="replace"))
-        return Run(done.returncode, done.stdout, done.stderr)
+        return Run(self.process.returncode, stdout, stderr)
 
 
 @pytest.fixture
@@ -283,7 +350,9 @@ def inspect_raw(ref: str) -> dict[str, Any] | None:
 
 
 def manifest_digest(ref: str) -> str | None:
-    done = skopeo("inspect", "--tls-verify=false", "--format", "{{.Digest}}", f"docker://{ref}")
+    done = skopeo(
+        "inspect", "--tls-verify=false", "--no-tags", "--format", "{{.Digest}}", f"docker://{ref}"
+    )
     return done.stdout.strip() if done.returncode == 0 else None
 
 

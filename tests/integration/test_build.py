@@ -269,10 +269,12 @@ def test_failing_run_step_pushes_nothing(
     assert inspect_raw(f"{registry.address}/prod/team/broken:x") is None
 
 
-def test_refusing_registry_is_reported_exactly_and_a_rerun_completes(
+def test_atomic_publish_moves_no_tag_while_one_registry_refuses(
     cli: Cli, registry: Registry, second_registry: Registry, base_image: str, tmp_path: Path
 ) -> None:
-    second_registry.restart(read_only=True)
+    """The default publish-mode: the image lands in the registry that accepts it, by digest,
+    but no tag moves anywhere until every registry holds it; a rerun then publishes it all."""
+    second_registry.restart(read_only=True)  # answers uploads with 405, for good
     ctx = context(tmp_path, f"FROM {base_image}\nCOPY a /a\n", a="a\n")
     cfg = config(tmp_path, f"registry: [{registry.address}/ok, {second_registry.address}/ro]\n")
     args = ("build", "--name", "team/partial", "--context", str(ctx), "--config", cfg, "--tag", "t")
@@ -280,32 +282,38 @@ def test_refusing_registry_is_reported_exactly_and_a_rerun_completes(
     run = cli(*args, env=env)
     assert run.returncode == 1
     report = run.report
-    good = list(report["images_list"])
-    assert good
-    assert all(r.startswith(registry.address) for r in good)
-    failed = [f["image"] for f in report["failed_images"]]
-    assert failed
-    assert all(r.startswith(second_registry.address) for r in failed)
-    assert report["pushed"] is False
-    assert report["status"] == "Failed"
-    assert f"{len(failed)} of {len(good) + len(failed)} reference(s) were not pushed" in run.stderr
-    for ref in good:
-        assert manifest_digest(ref) == report["digest"]
-    for ref in failed:
-        assert inspect_raw(ref) is None
+    assert (report["status"], report["pushed"], report["images_list"]) == ("Failed", False, [])
+    assert report["publish_mode"] == "atomic"
+    digest = report["digest"]
+    assert report["stored_in"] == [f"{registry.address}/ok/team/partial@{digest}"]
+    assert manifest_digest(report["stored_in"][0]) == digest
+    failed = {f["image"]: f["error"] for f in report["failed_images"]}
+    assert len(failed) == 4
+    for ref, why in failed.items():
+        assert inspect_raw(ref) is None, f"{ref} moved although the publish was not complete"
+        if ref.startswith(second_registry.address):
+            assert "405" in why
+        else:
+            assert "no tag moved" in why
+    assert "1 of 2 repository(ies) did not receive the image" in run.stderr
+    assert "no tag moved anywhere (publish-mode: atomic); a rerun publishes it all" in run.stderr
 
     second_registry.restart(read_only=False)
     rerun = cli(*args, env=env)
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.report["pushed"] is True
-    assert len(rerun.report["images_list"]) == len(good) + len(failed)
+    assert sorted(rerun.report["images_list"]) == sorted(failed)
 
 
-def test_vanished_registry(
+def test_best_effort_publish_tags_what_landed_when_a_registry_vanished(
     cli: Cli, registry: Registry, second_registry: Registry, base_image: str, tmp_path: Path
 ) -> None:
     ctx = context(tmp_path, f"FROM {base_image}\nCOPY a /a\n", a="a\n")
-    cfg = config(tmp_path, f"registry: [{registry.address}/ok, {second_registry.address}/gone]\n")
+    cfg = config(
+        tmp_path,
+        f"registry: [{registry.address}/ok, {second_registry.address}/gone]\n"
+        "publish-mode: best-effort\npublish-timeout: 20s\n",
+    )
     second_registry.stop()
     run = cli(
         "build", "--name", "team/vanish", "--context", str(ctx), "--config", cfg, "--tag", "t",
@@ -313,10 +321,14 @@ def test_vanished_registry(
     )  # fmt: skip
     assert run.returncode == 1
     report = run.report
+    assert report["publish_mode"] == "best-effort"
     assert [r.split("/")[0] for r in report["images_list"]] == [registry.address] * 2
+    for ref in report["images_list"]:
+        assert manifest_digest(ref) == report["digest"]
     assert [f["image"].split("/")[0] for f in report["failed_images"]] == [
         second_registry.address
     ] * 2
+    assert "2 tag(s) moved in the other repositories (publish-mode: best-effort)" in run.stderr
     second_registry.start()
 
 

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import time
 import warnings
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import EVENTS
-from tests.integration.conftest import Cli, Registry, secret
+from tests.integration.conftest import Cli, Registry, Run, secret, skopeo
+from tests.support.fault_proxy import FaultProxy
+from tests.support.token_server import TokenRequest, TokenServer
 
 PASSWORD = secret("registry-robot-password-9d2e")
 PUSH = {
@@ -95,8 +100,244 @@ def test_push_with_credentials_from_the_auth_file(
     assert wrong.report["pushed"] is False
     assert wrong.report["images_list"] == []
     first, second = wrong.report["failed_images"]
+    # one push per repository: both tags carry its refusal, which is never retried
+    assert first["error"] == second["error"]
     assert first["error"].endswith("unauthorized: authentication required")
-    assert second["error"].startswith("not attempted: the push of")
-    assert (
-        wrong.stderr.count("unauthorized: authentication required") == 1
-    )  # a 401 is never retried
+    attempts = [
+        line
+        for line in wrong.stderr.splitlines()
+        if "level=fatal" in line and "unauthorized: authentication required" in line
+    ]
+    assert len(attempts) == 1, attempts  # a 401 is never retried
+
+
+# --- token authentication (a Bearer challenge, as GHCR and Docker Hub send) ------------------------
+
+COSIGN_PASSWORD = secret("token-registry-cosign-password-51b7")
+_REPOSITORY_PATH = re.compile(r"/v2/(.+?)/(?:manifests|blobs|tags)/")
+
+
+class WatchingProxy(FaultProxy):
+    """Passes every request on to the registry and remembers which credentials came with it.
+    The first manifest upload to ``hold_back`` waits a second, so that repository's push ends
+    after the others': a client then holds another repository's token when it starts on it."""
+
+    def __init__(self, upstream: str, hold_back: str) -> None:
+        super().__init__(upstream)
+        self.hold_back = f"/v2/{hold_back}/manifests/"
+        self.seen: list[tuple[str, str, str]] = []  # (path, Authorization, User-Agent)
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        headers = handler.headers
+        self.seen.append(
+            (handler.path, headers.get("Authorization", ""), headers.get("User-Agent", ""))
+        )
+        if handler.command == "PUT" and handler.path.startswith(self.hold_back):
+            self.hold_back = "\0"  # only the first
+            time.sleep(1)
+        super()._handle(handler)
+
+
+@pytest.fixture
+def token_server() -> Iterator[TokenServer]:
+    server = TokenServer({"robot": PASSWORD}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def token_registry(token_server: TokenServer, tmp_path: Path) -> Iterator[Registry]:
+    server = Registry(tmp_path / "token", token_auth=token_server.write_bundle(tmp_path))
+    server.start()
+    yield server
+    server.stop()
+
+
+def ours(request: TokenRequest) -> bool:
+    """Whether the project's own registry client asked (skopeo pushes; it confirms and signs)."""
+    return request.user_agent.startswith("python-httpx/")
+
+
+def build_to(
+    cli: Cli, tmp_path: Path, base_image: str, registries: str, auth: Path, extra: str = ""
+) -> Run:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir(exist_ok=True)
+    (ctx / "Dockerfile").write_text(f"FROM {base_image}\nCOPY a /a\n")
+    (ctx / "a").write_text("behind a token service\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"registry: [{registries}]\n{extra}")
+    return cli(
+        "build", "--name", "team/app", "--context", str(ctx), "--config", str(config),
+        "--tag", "t1", "--platform", "linux/amd64",
+        env={**PUSH, "REGISTRY_AUTH_FILE": str(auth), "COSIGN_PASSWORD": COSIGN_PASSWORD},
+    )  # fmt: skip
+
+
+def digest_with(auth: Path, ref: str) -> str | None:
+    done = skopeo(
+        "inspect", "--tls-verify=false", "--authfile", str(auth), "--format", "{{.Digest}}",
+        f"docker://{ref}",
+    )  # fmt: skip
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def test_push_through_a_token_authenticated_registry(
+    cli: Cli,
+    token_server: TokenServer,
+    token_registry: Registry,
+    base_image: str,
+    tmp_path: Path,
+) -> None:
+    auth = auth_file(tmp_path / "auth.json", token_registry.address, PASSWORD)
+
+    run = build_to(cli, tmp_path, base_image, f"{token_registry.address}/tok", auth)
+
+    assert run.returncode == 0, run.stderr
+    report = run.report
+    assert report["pushed"] is True
+    refs = report["images_list"]
+    assert len(refs) == 2  # t1 and the default tag
+    assert f"{token_registry.address}/tok/team/app:t1" in refs
+    for ref in refs:
+        assert digest_with(auth, ref) == report["digest"]
+    anonymous = tmp_path / "anonymous.json"
+    anonymous.write_text('{"auths": {}}')
+    assert digest_with(anonymous, refs[0]) is None  # the registry does check the token
+    assert token_server.requests[-1].user is None
+    assert token_server.requests[-1].granted == ()
+    repository = "tok/team/app"
+    assert any(
+        request.user == "robot" and request.allows(repository, "pull", "push")
+        for request in token_server.issued
+    ), token_server.requests
+    # The project's own client confirmed the push with a token of its own for this repository.
+    assert any(
+        ours(request) and request.repositories == {repository} for request in token_server.issued
+    )
+    assert all(request.status == 200 for request in token_server.requests)
+
+
+def test_scopes_are_per_repository(
+    cli: Cli,
+    token_server: TokenServer,
+    token_registry: Registry,
+    base_image: str,
+    tmp_path: Path,
+) -> None:
+    """Two repositories on one registry: every token a client presents (skopeo pushing, the
+    project's client confirming) grants the repository it is presented to. A client reusing one
+    repository's token for the other fails here even if it recovers from the registry's 401."""
+    proxy = WatchingProxy(token_registry.address, hold_back="b/team/app").start()
+    try:
+        auth = auth_file(tmp_path / "auth.json", proxy.address, PASSWORD)
+        run = build_to(cli, tmp_path, base_image, f"{proxy.address}/a, {proxy.address}/b", auth)
+    finally:
+        proxy.stop()
+
+    assert run.returncode == 0, run.stderr
+    assert run.report["pushed"] is True
+    assert len(run.report["images_list"]) == 4
+    repositories = {"a/team/app", "b/team/app"}
+    presented: set[tuple[str, bool]] = set()
+    for path, authorization, agent in proxy.seen:
+        match = _REPOSITORY_PATH.match(path)
+        if match is None or match[1] not in repositories or not authorization:
+            continue  # a free loopback port may still hear from another test session
+        issued = token_server.presented(authorization)
+        assert issued is not None, f"{path}: a token the token service never issued"
+        assert issued.allows(match[1]), f"{path}: presented a token for {issued.granted}"
+        presented.add((match[1], agent.startswith("python-httpx/")))
+    assert presented == {(repo, by_us) for repo in repositories for by_us in (True, False)}
+    # The project's client asks for each repository's tokens on their own, each scope once.
+    asked = [request for request in token_server.requests if ours(request)]
+    assert [len(request.repositories) for request in asked] == [1] * len(asked)
+    assert set().union(*(request.repositories for request in asked)) == repositories
+    scopes = [request.scopes for request in asked]
+    assert len(scopes) == len(set(scopes)), scopes
+
+
+def test_wrong_password_is_a_clear_failure(
+    cli: Cli,
+    token_server: TokenServer,
+    token_registry: Registry,
+    base_image: str,
+    tmp_path: Path,
+) -> None:
+    wrong = secret("not-the-token-password-07c4")
+    auth = auth_file(tmp_path / "auth.json", token_registry.address, wrong)
+
+    run = build_to(cli, tmp_path, base_image, f"{token_registry.address}/tok", auth)
+
+    assert run.returncode == 1
+    report = run.report
+    assert report["pushed"] is False
+    assert report["images_list"] == []
+    first, second = report["failed_images"]
+    assert token_registry.address in first["error"]
+    assert "invalid username/password" in first["error"]
+    assert token_registry.address in second["error"]
+    assert token_server.issued == []
+    assert 0 < len(token_server.requests) < 10, token_server.requests  # no retry storm
+    assert wrong not in run.stdout + run.stderr
+
+
+def test_cosign_signs_through_a_token_authenticated_registry(
+    cli: Cli,
+    token_server: TokenServer,
+    token_registry: Registry,
+    base_image: str,
+    tmp_path: Path,
+) -> None:
+    keys = cli(
+        "keygen", "--output-key-prefix", str(tmp_path / "release"),
+        env={"COSIGN_PASSWORD": COSIGN_PASSWORD},
+    )  # fmt: skip
+    assert keys.returncode == 0, keys.stderr
+    paths = json.loads(keys.stdout)
+    secret(Path(paths["private_key"]).read_text().splitlines()[1])
+    signer = (
+        "sign-config:\n  enabled-signers:\n    '*': [release-key]\n  signers:\n"
+        "    - name: release-key\n      type: cosign\n"
+        f"      config: {{private-key: {paths['private_key']}, password-env: COSIGN_PASSWORD}}\n"
+    )
+    auth = auth_file(tmp_path / "auth.json", token_registry.address, PASSWORD)
+
+    run = build_to(cli, tmp_path, base_image, f"{token_registry.address}/tok", auth, signer)
+
+    assert run.returncode == 0, run.stderr
+    assert run.report["signed"] is True
+    assert run.report["signed_by"] == ["release-key"]
+    ref = f"{token_registry.address}/tok/team/app:t1"
+    checked = cli(
+        "verify", ref, "--key", paths["public_key"], env={"REGISTRY_AUTH_FILE": str(auth)}
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert all(result["verified"] for result in json.loads(checked.stdout))
+    signature = f"{ref.rsplit(':', 1)[0]}:{run.report['digest'].replace(':', '-')}.sig"
+    assert digest_with(auth, signature) is not None
+    # The project's own client uploaded the signature with a push token for the repository.
+    assert any(
+        ours(request) and request.allows("tok/team/app", "pull", "push")
+        for request in token_server.issued
+    ), token_server.requests
+
+
+def test_a_robot_without_push_rights_is_refused(cli: Cli, base_image: str, tmp_path: Path) -> None:
+    server = TokenServer({"robot": PASSWORD}, allow=lambda user, repository: ("pull",)).start()
+    registry = Registry(tmp_path / "token", token_auth=server.write_bundle(tmp_path))
+    try:
+        registry.start()
+        auth = auth_file(tmp_path / "auth.json", registry.address, PASSWORD)
+        run = build_to(cli, tmp_path, base_image, f"{registry.address}/tok", auth)
+    finally:
+        registry.stop()
+        server.stop()
+
+    assert run.returncode == 1
+    assert run.report["pushed"] is False
+    first = run.report["failed_images"][0]["error"]
+    assert "denied: requested access to the resource is denied" in first
+    assert server.issued  # the login worked; the token simply grants no push
+    assert not any(request.allows("tok/team/app", "push") for request in server.issued)
+    assert len(server.requests) < 10, server.requests

@@ -805,7 +805,8 @@ def test_verify_refuses_an_index_with_too_many_entries_after_one_request(
 ) -> None:
     """An index of 3000 entries used to cost 3001 requests; past max-manifest-entries it is
     refused as soon as it is read."""
-    from image_builder.registry import OCI_INDEX, RegistryClient, parse_reference
+    from image_builder.oci import parse_reference
+    from image_builder.registry import OCI_INDEX, RegistryClient
 
     CLIENTS.append(httpx.Client())
     client = RegistryClient(

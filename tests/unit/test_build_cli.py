@@ -103,7 +103,7 @@ def test_dry_run_prints_the_plan(workspace: Path, capsys: pytest.CaptureFixture[
     assert plan["platforms"] == ["linux/arm64", "linux/amd64"]
     assert plan["references"][1] == "localhost:5000/team/app:latest"
     assert "TAG_latest" in plan["build_args"]
-    assert plan["insecure_registries"] == ["localhost:5000"]
+    assert plan["plain_http_hosts"] == ["localhost:5000"]
     assert plan["dockerfile"] == str(workspace / "app" / "Dockerfile")
 
 

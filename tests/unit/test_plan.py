@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from image_builder.backends.local import PushResults, _report
 from image_builder.config import parse_config
 from image_builder.context import CIContext
 from image_builder.errors import InputError
@@ -90,7 +89,7 @@ REGISTRIES = "registry: [prod.example/a, prod2.example]\ndev-registry: dev.examp
     ],
 )
 def test_registry_per_event(job_type: str, expected: list[str]) -> None:
-    assert list(plan(REGISTRIES, job_type).references) == expected
+    assert [str(r) for r in plan(REGISTRIES, job_type).references] == expected
 
 
 @pytest.mark.parametrize("job_type", ["presubmit", "merge_group"])
@@ -138,12 +137,12 @@ def test_a_dev_registry_that_holds_a_release_registry_is_refused(
 
 def test_a_dev_path_under_the_release_registry_is_fine() -> None:
     built = plan("registry: r.example\ndev-registry: r.example/dev", "presubmit")
-    assert built.registries == ("r.example/dev",)
+    assert tuple(map(str, built.registries)) == ("r.example/dev",)
 
 
 def test_the_embedded_default_has_its_own_dev_path() -> None:
-    assert plan("", "presubmit").registries == ("localhost:5000/dev",)
-    assert plan("", "postsubmit").registries == ("localhost:5000",)
+    assert tuple(map(str, plan("", "presubmit").registries)) == ("localhost:5000/dev",)
+    assert tuple(map(str, plan("", "postsubmit").registries)) == ("localhost:5000",)
 
 
 def test_build_args_order_and_precedence() -> None:
@@ -232,12 +231,17 @@ def test_plain_http_only_for_loopback_and_listed_registries() -> None:
         "registry: [localhost:5000, 127.0.0.1:5001/x, '[::1]:5002', ghcr.io/org, lab.internal:5000]\n"
         "insecure-registries: [lab.internal:5000]\n"
     )
-    assert built.insecure_registries == (
+    assert built.plain_http_hosts == (
         "localhost:5000",
-        "127.0.0.1:5001/x",
+        "127.0.0.1:5001",
         "[::1]:5002",
         "lab.internal:5000",
     )
+    assert [d.registry.plain_http for d in built.destinations] == [True, True, True, False, True]
+    assert [str(r) for r in built.references[2:4]] == [
+        "127.0.0.1:5001/x/team/app:v1",
+        "127.0.0.1:5001/x/team/app:latest",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -294,61 +298,6 @@ def test_platforms() -> None:
             parse_platforms([bad])
         assert caught.value.exit_code == 2
         assert message in str(caught.value)
-
-
-def test_report_is_honest_about_partial_pushes() -> None:
-    built = plan(REGISTRIES)
-    results = PushResults(
-        digests={
-            built.references[0]: "sha256:" + "a" * 64,
-            built.references[2]: "sha256:" + "a" * 64,
-        },
-        errors={built.references[1]: "push to x failed", built.references[3]: "push to y failed"},
-    )
-    report = _report(built, results)
-    assert report.status == "Failed"
-    assert report.pushed is False
-    assert report.images_list == [built.references[0], built.references[2]]
-    assert [f.image for f in report.failed_images] == [built.references[1], built.references[3]]
-    assert report.error == "2 of 4 reference(s) were not pushed"
-
-
-def test_report_refuses_mismatched_digests() -> None:
-    built = plan("registry: a.example")
-    results = PushResults(
-        digests={
-            built.references[0]: "sha256:" + "a" * 64,
-            built.references[1]: "sha256:" + "b" * 64,
-        }
-    )
-    report = _report(built, results)
-    assert report.status == "Failed"
-    assert report.pushed is False
-    assert report.digest is None
-    assert report.error is not None
-    assert report.error.startswith("the pushed references ended with different digests")
-
-
-def test_report_success() -> None:
-    built = plan("registry: a.example", platforms=("linux/amd64", "linux/arm64"))
-    digest = "sha256:" + "c" * 64
-    report = _report(built, PushResults(digests=dict.fromkeys(built.references, digest)))
-    assert report.status == "Succeeded"
-    assert report.pushed is True
-    assert report.digest == digest
-    assert report.architectures == ["amd64", "arm64"]
-    assert report.repository_path == "a.example/"
-    assert report.tags == ["v1", "latest"]
-
-
-def test_report_for_a_failed_build() -> None:
-    report = _report(plan(), PushResults(), error="build failed: boom")
-    assert (report.status, report.pushed, report.images_list, report.error) == (
-        "Failed",
-        False,
-        [],
-        "build failed: boom",
-    )
 
 
 @pytest.mark.parametrize(

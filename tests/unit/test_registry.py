@@ -9,13 +9,13 @@ import pytest
 
 from image_builder.errors import InputError
 from image_builder.http import RetryPolicy
+from image_builder.oci import parse_reference
 from image_builder.registry import (
     OCI_INDEX,
     OCI_MANIFEST,
     Credentials,
     RegistryClient,
     RegistryError,
-    parse_reference,
 )
 
 # Names a test may send the client to, and what they resolve to.

@@ -15,7 +15,8 @@ from image_builder.config import parse_config
 from image_builder.context import CIContext
 from image_builder.errors import ConfigError, InputError
 from image_builder.http import RetryableError, RetryPolicy, retry_after_seconds
-from image_builder.registry import Manifest, RegistryError, parse_reference, sha256_digest
+from image_builder.oci import parse_reference
+from image_builder.registry import Manifest, RegistryError, sha256_digest
 from image_builder.signing import PlatformManifest, SignTarget, select_signers
 from image_builder.signing.cosign import (
     append_signature,
@@ -119,9 +120,8 @@ def test_signer_config_is_validated_by_type(signer: str, message: str) -> None:
 
 def test_notary_payload() -> None:
     target = SignTarget(
-        repository="r.example/team/app",
+        reference=parse_reference(f"r.example/team/app@{DIGEST}"),
         tags=("v1", "latest"),
-        digest=DIGEST,
         size=501,
         media_type="application/vnd.oci.image.index.v1+json",
         platforms=(PlatformManifest(digest=OTHER, size=700, platform="linux/arm64"),),

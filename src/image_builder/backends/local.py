@@ -1,38 +1,25 @@
-"""The local backend: build once, push to every reference concurrently, report exactly what
-landed. This is also what runs inside the trusted CI backend."""
+"""The local backend: build once, publish content first and tags second (see
+:mod:`image_builder.publish`), report exactly what landed, sign. This is also what runs inside
+the trusted CI backend."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Protocol
 
+from image_builder import proc
 from image_builder.engines import BuiltImage, Engine
 from image_builder.errors import ImageBuilderError
+from image_builder.http import Deadline
+from image_builder.oci import Destination, Reference
 from image_builder.plan import BuildPlan
 from image_builder.platforms import arch_of
+from image_builder.publish import Publication, Publisher, TagResult, publish
 from image_builder.registry import RegistryClient
-from image_builder.report import BuildReport, FailedImage, SigningError
+from image_builder.report import BuildReport, FailedImage, SigningError, SupersededImage
 from image_builder.reporter import Reporter
 from image_builder.signing import Signer, sign_targets
 
-MAX_CONCURRENT_PUSHES = 8
-
-
-@dataclass(kw_only=True)
-class PushResults:
-    digests: dict[str, str] = field(default_factory=dict)  # reference → digest from the push
-    errors: dict[str, str] = field(default_factory=dict)  # reference → why it failed
-
-
 SignerFactory = Callable[[str], Signer]
-
-
-class Publisher(Protocol):
-    def push(self, image: BuiltImage, reference: str, *, plain_http: bool) -> str:
-        """Copy ``image`` to ``reference`` and return the digest the copy itself reported."""
-        ...
 
 
 def execute(
@@ -41,116 +28,85 @@ def execute(
     publisher: Publisher,
     reporter: Reporter,
     *,
-    registry: RegistryClient | None = None,
+    registry: RegistryClient,
     signers: SignerFactory | None = None,
     sign: bool = True,
+    atomic: bool = True,
+    publish_timeout: float = 180.0,
 ) -> BuildReport:
     """Run ``plan``; never raises for build, push or signing failures: they end up in the report.
 
-    Signing happens only when every reference was pushed with one digest, and signs that digest;
-    without ``sign`` it is left to a later ``sign --from-report``."""
+    Signing happens only when every repository holds the image and every tag was written, and
+    signs that digest; without ``sign`` it is left to a later ``sign --from-report``. After
+    SIGTERM or SIGINT (see :mod:`image_builder.proc`) the report says Cancelled and names what
+    was done before."""
     image: BuiltImage | None = None
+    done = Publication()
     try:
         try:
             with reporter.step(f"build {plan.name} for {', '.join(plan.platforms)}"):
                 image = engine.build(plan)
         except ImageBuilderError as exc:
-            return _report(plan, PushResults(), error=f"build failed: {exc}")
+            return _report(plan, None, error=f"build failed: {exc}")
         if not plan.push:
-            engine.tag(image, plan.references)
+            references = tuple(str(r) for r in plan.references)
+            try:
+                engine.tag(image, references)
+            except ImageBuilderError as exc:
+                return _report(plan, None, error=f"--no-push: keeping the image failed: {exc}")
             reporter.info(
                 "--no-push: nothing was pushed; the image is in local storage as "
-                + ", ".join(plan.references)
+                + ", ".join(references)
             )
-            return _report(plan, PushResults(), built_only=True)
-        with reporter.step(f"push to {len(plan.references)} reference(s)"):
-            results = push_all(publisher, image, plan, registry)
-        report = _report(plan, results)
-        if sign and report.pushed and report.digest and plan.running_signers:
-            if registry is None or signers is None:
-                raise ValueError(
-                    "signers are planned but no registry client or signer factory was given"
-                )
+            return _report(plan, None, built_only=True)
+        deadline = Deadline(publish_timeout)
+        with (
+            reporter.step(
+                f"publish to {len(plan.destinations)} repository(ies), {len(plan.references)} tag(s)"
+            ),
+            registry.bounded(deadline),
+        ):
+            publish(
+                image,
+                plan.destinations,
+                publisher,
+                registry,
+                atomic=atomic,
+                deadline=deadline,
+                progress=reporter.info,
+                into=done,
+            )
+        report = _report(plan, done, atomic=atomic)
+        if sign and report.pushed and done.digest and plan.running_signers:
+            if signers is None:
+                raise ValueError("signers are planned but no signer factory was given")
+            if proc.CHILDREN.stopping:
+                return _cancelled(report, "before signing")
+            owned = [(r, done.digest) for r in plan.references if _state(done, r) == "moved"]
+            stored = [(d.by_digest(done.digest), done.digest) for d in done.holding()]
             with reporter.step(f"sign with {', '.join(plan.running_signers)}"):
-                report = sign_all(plan.running_signers, report, report.digest, registry, signers)
+                report = sign_all(plan.running_signers, report, owned + stored, registry, signers)
         return report
     finally:
         engine.cleanup(image)
 
 
-def push_all(
-    publisher: Publisher,
-    image: BuiltImage,
-    plan: BuildPlan,
-    registry: RegistryClient | None = None,
-) -> PushResults:
-    """Push to every reference. Repositories are pushed concurrently; the tags of one repository
-    one after another, because concurrent pushes into one repository race on its blobs (the
-    registry can see a manifest before the other push's blob upload has finished). After the
-    first tag, a repository already has every blob, so the others cost one manifest upload."""
-    results = PushResults()
-    plain = set(plan.insecure_registries)
-    groups: dict[str, list[str]] = {}
-    for reference in plan.references:
-        groups.setdefault(reference.rsplit(":", 1)[0], []).append(reference)
-
-    def push_group(references: list[str]) -> list[tuple[str, str | None, str | None]]:
-        out: list[tuple[str, str | None, str | None]] = []
-        for number, reference in enumerate(references):
-            if out and out[-1][1] is None:
-                # The repository just refused or vanished: say so for the rest instead of
-                # waiting through every retry again. A re-run pushes them.
-                failed = out[-1][0]
-                out += [
-                    (r, None, f"not attempted: the push of {failed} to the same repository failed")
-                    for r in references[number:]
-                ]
-                break
-            registry_name = next(r for r in plan.registries if reference.startswith(r + "/"))
-            try:
-                digest = publisher.push(image, reference, plain_http=registry_name in plain)
-                if registry is not None:
-                    confirm_pushed(registry, reference, digest)
-                out.append((reference, digest, None))
-            except ImageBuilderError as exc:
-                out.append((reference, None, str(exc)))
-        return out
-
-    workers = max(1, min(MAX_CONCURRENT_PUSHES, len(groups)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for group in pool.map(push_group, groups.values()):
-            for reference, digest, error in group:
-                if digest is not None:
-                    results.digests[reference] = digest
-                else:
-                    results.errors[reference] = error or "push failed"
-    return results
-
-
-def confirm_pushed(registry: RegistryClient, reference: str, digest: str) -> None:
-    """A push counts only when the registry itself answers the reference with its digest."""
-    from image_builder.registry import RegistryError, parse_reference
-
-    try:
-        found = registry.manifest_digest(parse_reference(reference))
-    except RegistryError as exc:
-        raise RegistryError(f"pushed {reference}, but cannot confirm it: {exc}") from None
-    if found is None:
-        raise RegistryError(f"pushed {reference}, but the registry does not have it")
-    if found != digest:
-        raise RegistryError(f"pushed {reference} as {digest}, but the registry answers {found}")
+def _state(done: Publication, ref: Reference) -> str | None:
+    result = done.tags.get(ref)
+    return result.state if result else None
 
 
 def sign_all(
     names: Sequence[str],
     report: BuildReport,
-    digest: str,
+    pushed: Sequence[tuple[Reference, str]],
     registry: RegistryClient,
     signers: SignerFactory,
 ) -> BuildReport:
-    """Run every planned signer on the pushed digest; a failure of one does not stop the others."""
+    """Run every planned signer on the pushed digest, in every repository that holds it (with
+    the tags it still owns); a failure of one signer does not stop the others."""
     try:
-        targets = sign_targets(registry, [(ref, digest) for ref in report.images_list])
+        targets = sign_targets(registry, pushed)
     except ImageBuilderError as exc:
         error = f"cannot read back what was pushed to sign it: {exc}"
         return report.model_copy(update={"status": "Failed", "error": error})
@@ -161,7 +117,7 @@ def sign_all(
             signers(name).sign(targets)
             signed_by.append(name)
         except ImageBuilderError as exc:
-            images = ", ".join(report.images_list)
+            images = ", ".join(report.images_list or report.stored_in)
             message = str(exc) if name in str(exc) else f"signer {name}: {exc}"
             errors.append(SigningError(signer=name, error=f"{message} (images: {images})"))
     update: dict[str, object] = {
@@ -178,31 +134,92 @@ def sign_all(
 
 
 def _report(
-    plan: BuildPlan, results: PushResults, *, error: str | None = None, built_only: bool = False
+    plan: BuildPlan,
+    done: Publication | None,
+    *,
+    error: str | None = None,
+    built_only: bool = False,
+    atomic: bool = True,
 ) -> BuildReport:
-    digests = set(results.digests.values())
-    if len(digests) > 1:
-        detail = "; ".join(f"{ref} → {d}" for ref, d in results.digests.items())
-        error = f"the pushed references ended with different digests: {detail}"
-    failed = [FailedImage(image=ref, error=msg) for ref, msg in results.errors.items()]
-    if error is None and failed:
-        error = f"{len(failed)} of {len(plan.references)} reference(s) were not pushed"
-    pushed_refs = [ref for ref in plan.references if ref in results.digests]
+    references = plan.references
+    digest = done.digest if done else None
+    tags = done.tags if done else {}
+    stored = done.holding() if done else []
+    store_errors = {d: e for d, e in (done.stored.items() if done else ()) if e is not None}
+    owned = [str(r) for r in references if _state_of(tags, r) == "moved"]
+    superseded = [
+        SupersededImage(image=str(r), digest=tags[r].holds)
+        for r in references
+        if _state_of(tags, r) == "superseded"
+    ]
+    failed = []
+    for destination in plan.destinations:
+        for ref in destination.references:
+            if _state_of(tags, ref) in ("moved", "superseded"):
+                continue
+            why = store_errors.get(destination) or (tags[ref].detail if ref in tags else "")
+            failed.append(FailedImage(image=str(ref), error=why or "not attempted"))
+    if error is None and done is not None:
+        error = _publish_error(plan, done, store_errors, failed, atomic)
+    written = len(owned) + len(superseded)
     all_pushed = (
-        bool(plan.references) and len(pushed_refs) == len(plan.references) and len(digests) == 1
+        done is not None and bool(references) and written == len(references) and not store_errors
     )
+    cancelled = proc.CHILDREN.stopping and not (all_pushed or built_only)
     ok = error is None and (all_pushed or built_only)
+    if cancelled:
+        error = f"cancelled ({proc.CHILDREN.reason or 'signal'}); " + (error or "nothing pushed")
     return BuildReport(
-        status="Succeeded" if ok else "Failed",
+        status="Cancelled" if cancelled else "Succeeded" if ok else "Failed",
         pushed=all_pushed and error is None,
         signed=False,
         image_name=plan.name,
-        images_list=pushed_refs,
-        digest=digests.pop() if len(digests) == 1 else None,
+        images_list=owned,
+        digest=digest if stored else None,
         tags=[t.value for t in plan.tags],
         repository_path=f"{plan.registries[0]}/" if plan.registries else "",
         architectures=[arch_of(p) for p in plan.platforms],
         platforms=list(plan.platforms),
         failed_images=failed,
+        superseded_images=superseded,
+        stored_in=[str(d.by_digest(digest)) for d in stored if digest],
+        publish_mode=None if done is None else "atomic" if atomic else "best-effort",
         error=error,
     )
+
+
+def _state_of(tags: dict[Reference, TagResult], ref: Reference) -> str | None:
+    return tags[ref].state if ref in tags else None
+
+
+def _publish_error(
+    plan: BuildPlan,
+    done: Publication,
+    store_errors: dict[Destination, str],
+    failed: list[FailedImage],
+    atomic: bool,
+) -> str | None:
+    if store_errors:
+        names = ", ".join(f"{d.name} ({e})" for d, e in store_errors.items())
+        moved = len(plan.references) - len(failed)
+        outcome = (
+            "no tag moved anywhere (publish-mode: atomic); a rerun publishes it all"
+            if atomic
+            else f"{moved} tag(s) moved in the other repositories (publish-mode: best-effort)"
+        )
+        return (
+            f"{len(store_errors)} of {len(plan.destinations)} repository(ies) did not receive "
+            f"the image: {names}; {outcome}"
+        )
+    if failed:
+        return (
+            f"{len(failed)} of {len(plan.references)} tag(s) were not moved to {done.digest}: "
+            + ", ".join(f.image for f in failed)
+            + "; the others were; a rerun moves the rest"
+        )
+    return None
+
+
+def _cancelled(report: BuildReport, when: str) -> BuildReport:
+    error = f"cancelled ({proc.CHILDREN.reason or 'signal'}) {when}; the image is pushed, unsigned"
+    return report.model_copy(update={"status": "Cancelled", "error": error})

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from image_builder.commands.inputs import load_inputs_for, resolve_tags
 from image_builder.config import Config
 from image_builder.context import CIContext
-from image_builder.errors import InputError
+from image_builder.errors import InputError, RuntimeFailure
 from image_builder.plan import BuildPlan, make_plan, parse_build_args
 from image_builder.platforms import parse_platforms
 from image_builder.report import BuildReport
@@ -173,9 +173,11 @@ def run_build(
     if options.dry_run:
         reporter.result(json.dumps(plan.to_json(), indent=2))
         return 0
+    if options.build_report_path is not None:
+        check_writable(options.build_report_path, "--build-report-path")
 
     from image_builder.backends.local import execute
-    from image_builder.plan import plain_http_registries, registry_host
+    from image_builder.engines.buildah import BuildahEngine
     from image_builder.registry import make_client
     from image_builder.signing.factory import make_signers, provenance
     from image_builder.skopeo import SkopeoPublisher
@@ -186,18 +188,24 @@ def run_build(
 
         engine = PrebuiltEngine(options.from_layout)
     else:
-        from image_builder.engines.buildah import BuildahEngine
-
         engine = BuildahEngine(
             env=env,
             host_platform=host_platform,
             accounts=build_accounts(config, env=env, reporter=reporter, euid=euid),
             storage_driver=config.storage_driver,
             on_line=reporter.stream,
+            build_timeout=config.build_timeout.total_seconds(),
+            lock_timeout=config.lock_timeout.total_seconds(),
         )
+    if isinstance(engine, BuildahEngine):
+        swept = engine.sweep()
+        if swept:
+            reporter.info(
+                f"removed {len(swept)} work folder(s) that earlier, stopped runs left behind"
+            )
     if options.layout_out is not None:
         return build_stage(plan, engine, options.layout_out, reporter)
-    plain = {registry_host(r) for r in plain_http_registries(plan.registries, config)}
+    plain = set(plan.plain_http_hosts)
     registry = make_client(
         env, plain_http=lambda host: host in plain, max_entries=config.max_manifest_entries
     )
@@ -222,6 +230,8 @@ def run_build(
         registry=registry,
         signers=signers.__getitem__,
         sign=not options.no_sign,
+        atomic=config.publish_mode == "atomic",
+        publish_timeout=config.publish_timeout.total_seconds(),
     )
     publish(report, options=options, env=env, reporter=reporter)
     if report.status != "Succeeded":
@@ -285,18 +295,81 @@ def publish(
     from image_builder import ci_output
 
     values: dict[str, str] = {}
+    failures = []
     if report is not None:
         reporter.result(report.block())
         if options.build_report_path is not None:
-            report.write(options.build_report_path)
+            try:
+                report.write(options.build_report_path)
+            except OSError as exc:
+                failures.append(write_error("the build report", options.build_report_path, exc))
         values.update(ci_output.github_outputs(report))
     values.update(extra_outputs or {})
     if env.get("GITHUB_OUTPUT") and values:
-        ci_output.append(Path(env["GITHUB_OUTPUT"]), ci_output.format_outputs(values))
+        try:
+            ci_output.append(Path(env["GITHUB_OUTPUT"]), ci_output.format_outputs(values))
+        except OSError as exc:
+            failures.append(write_error("the GitHub outputs", Path(env["GITHUB_OUTPUT"]), exc))
     if env.get("GITHUB_STEP_SUMMARY") and (report is not None or link):
-        ci_output.append(
-            Path(env["GITHUB_STEP_SUMMARY"]), ci_output.step_summary(report, link=link)
-        )
+        summary = Path(env["GITHUB_STEP_SUMMARY"])
+        try:
+            ci_output.append(summary, ci_output.step_summary(report, link=link))
+        except OSError as exc:
+            failures.append(write_error("the step summary", summary, exc))
+    if failures:
+        # Everything else was written; the build's own outcome is in the report printed above.
+        raise RuntimeFailure("; ".join(failures))
+
+
+def write_error(what: str, path: Path, exc: OSError) -> str:
+    return f"cannot write {what} to {path}: {_why(path, exc)}"
+
+
+def _why(path: Path, exc: OSError) -> str:
+    """Why a write failed, naming the disk when it is full or read-only."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk mounted at {_mount_of(path)} is full"
+    if exc.errno == errno.EROFS:
+        return f"the disk mounted at {_mount_of(path)} is read-only"
+    return str(exc.strerror or exc)
+
+
+_REPORT_ROOM = 64 * 1024
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Refuse before any work when ``path`` cannot be written (atomically, through a temporary
+    file next to it), so that the build's report is never lost after a push."""
+    import tempfile
+
+    folder = path.parent
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is a folder; give a file name, e.g. {path}/report.json")
+    if not folder.is_dir():
+        raise InputError(f"{flag} {path}: the folder {folder} does not exist; create it first")
+    try:
+        with tempfile.NamedTemporaryFile(
+            dir=folder, prefix=f".{path.name}.", suffix=".check"
+        ) as probe:
+            probe.write(bytes(_REPORT_ROOM))  # room for the report, or the disk is full
+            probe.flush()
+    except OSError as exc:
+        raise InputError(
+            f"{flag} {path} cannot be written: {_why(path, exc)}; choose a writable place"
+        ) from None
+
+
+def _mount_of(path: Path) -> Path:
+    """The mount point of the filesystem that holds ``path``."""
+    import os
+
+    current = path if path.exists() else path.parent
+    current = current.resolve()
+    while not os.path.ismount(current) and current != current.parent:
+        current = current.parent
+    return current
 
 
 def build_accounts(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from image_builder.config import Config, SignerConfig, load_config
 from image_builder.errors import InputError, RuntimeFailure
-from image_builder.registry import Reference, RegistryClient, parse_reference
+from image_builder.oci import Reference, parse_reference
+from image_builder.registry import RegistryClient
 from image_builder.report import BuildReport
 from image_builder.reporter import Reporter
 
@@ -20,13 +21,15 @@ if TYPE_CHECKING:
     from image_builder.trust import VerifiedClaims
 
 
-def _client(config: Config, hosts: Sequence[str], env: Mapping[str, str]) -> RegistryClient:
-    from image_builder.plan import plain_http_registries, registry_host
+def _client(config: Config, env: Mapping[str, str]) -> RegistryClient:
+    from image_builder.oci import plain_http
     from image_builder.registry import make_client
 
-    plain = {registry_host(r) for r in plain_http_registries(hosts, config)}
+    insecure = config.insecure_registries
     return make_client(
-        env, plain_http=lambda host: host in plain, max_entries=config.max_manifest_entries
+        env,
+        plain_http=lambda host: plain_http(host, insecure),
+        max_entries=config.max_manifest_entries,
     )
 
 
@@ -61,7 +64,7 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
     config = load_config(options.config)
     ctx = detect_ci_context(env, Path("."))
     report = _published_report(options.from_report) if options.from_report else None
-    texts = report.images_list if report is not None else options.images
+    texts = report.images_list + report.stored_in if report is not None else options.images
     refs = [parse_reference(text) for text in texts]
     if config.trust:
         from image_builder.commands.build import consume_token, verify_caller
@@ -79,7 +82,7 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
         raise InputError(
             f"no signer runs for {repository or 'this repository'} ({ctx.job_type}): {reasons}"
         )
-    registry = _client(config, [r.name for r in refs], env)
+    registry = _client(config, env)
     signers = make_signers(
         config,
         running,
@@ -91,7 +94,8 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
     if report is not None and report.digest is not None:
         from image_builder.backends.local import sign_all
 
-        report = sign_all(running, report, report.digest, registry, signers.__getitem__)
+        signed = [(ref, report.digest) for ref in refs]
+        report = sign_all(running, report, signed, registry, signers.__getitem__)
         reporter.result(report.block())
         if options.build_report_path is not None:
             report.write(options.build_report_path)
@@ -104,7 +108,7 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
         digest = ref.digest or registry.manifest_digest(ref)
         if digest is None:
             raise RuntimeFailure(f"{ref} does not exist; nothing to sign")
-        pushed.append((str(ref), digest))
+        pushed.append((ref, digest))
         reporter.info(f"{ref} is {digest}; signing that digest")
     targets = sign_targets(registry, pushed)
     errors = []
@@ -114,7 +118,7 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
             signers[name].sign(targets)
             signed_by.append(name)
         except (InputError, RuntimeFailure) as exc:
-            errors.append(f"signer {name} failed on {', '.join(r for r, _ in pushed)}: {exc}")
+            errors.append(f"signer {name} failed on {', '.join(str(r) for r, _ in pushed)}: {exc}")
     reporter.result(
         json.dumps(
             {
@@ -162,7 +166,7 @@ def _published_report(path: Path) -> BuildReport:
             f"--from-report {path} reports a build that did not push (status {report.status}); "
             "nothing to sign"
         )
-    if not report.images_list:
+    if not report.images_list and not report.stored_in:
         raise InputError(f"--from-report {path} lists no pushed image")
     return report
 
@@ -178,7 +182,7 @@ def run_verify(
 
     public = load_public_key(key)
     ref = parse_reference(image)
-    registry = _client(load_config(config_path), [ref.name], env)
+    registry = _client(load_config(config_path), env)
     digest = ref.digest or registry.manifest_digest(ref)
     if digest is None:
         raise RuntimeFailure(f"{ref} does not exist")

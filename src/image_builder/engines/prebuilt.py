@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from image_builder import layout
+from image_builder import layout, workdirs
 from image_builder.engines import BuiltImage
 from image_builder.errors import InputError
 from image_builder.plan import BuildPlan
@@ -17,7 +17,7 @@ from image_builder.plan import BuildPlan
 class PrebuiltEngine:
     def __init__(self, source: Path) -> None:
         self._source = source
-        self._work: Path | None = None
+        self._work: workdirs.WorkDir | None = None
 
     def build(self, plan: BuildPlan) -> BuiltImage:
         if not (self._source / "index.json").is_file():
@@ -25,8 +25,8 @@ class PrebuiltEngine:
                 f"--from-layout {self._source} holds no OCI layout (no index.json); pass the "
                 "folder that `build --layout-out` wrote"
             )
-        self._work = Path(tempfile.mkdtemp(prefix="image-builder-"))
-        image = layout.take(self._source, self._work / "image", plan.platforms)
+        self._work = workdirs.create(Path(tempfile.gettempdir()))
+        image = layout.take(self._source, self._work.path / "image", plan.platforms)
         return BuiltImage(layout=image, platforms=plan.platforms)
 
     def tag(self, image: BuiltImage, references: tuple[str, ...]) -> None:
@@ -35,5 +35,6 @@ class PrebuiltEngine:
     def cleanup(self, image: BuiltImage | None) -> None:
         del image
         if self._work is not None:
-            shutil.rmtree(self._work, ignore_errors=True)
+            shutil.rmtree(self._work.path, ignore_errors=True)
+            self._work.release()
             self._work = None

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from image_builder.config import Config
 from image_builder.context import CIContext
+from image_builder.oci import Reference
 
 if TYPE_CHECKING:
     from image_builder.registry import RegistryClient
@@ -38,12 +39,20 @@ class SignTarget:
     the platform manifests it lists. Everything here comes from the push and the registry's
     bytes for that digest, never from re-reading a tag."""
 
-    repository: str  # registry/repository, the signature identity
+    reference: Reference  # repository@digest
     tags: tuple[str, ...]
-    digest: str
     size: int
     media_type: str
     platforms: tuple[PlatformManifest, ...] = ()
+
+    @property
+    def repository(self) -> str:
+        """registry/repository, the signature identity"""
+        return self.reference.name
+
+    @property
+    def digest(self) -> str:
+        return self.reference.digest or ""
 
     @property
     def digests(self) -> tuple[str, ...]:
@@ -100,21 +109,20 @@ def select_signers(
     return tuple(choices)
 
 
-def sign_targets(registry: RegistryClient, pushed: Sequence[tuple[str, str]]) -> list[SignTarget]:
+def sign_targets(
+    registry: RegistryClient, pushed: Sequence[tuple[Reference, str]]
+) -> list[SignTarget]:
     """What to sign, from ``(reference, digest)`` pairs: per repository and digest, the tags, and
     the bytes the registry holds for that digest (checked against it), with the platform
     manifests of an index. A tag is never read again here."""
-    from image_builder.registry import parse_reference
-
-    groups: dict[tuple[str, str], list[str]] = {}
-    for text, digest in pushed:
-        ref = parse_reference(text)
-        tags = groups.setdefault((ref.name, digest), [])
-        if ref.tag and ref.tag not in tags:
+    groups: dict[Reference, list[str]] = {}
+    for ref, digest in pushed:
+        tags = groups.setdefault(ref.with_digest(digest), [])
+        if ref.tag and not ref.digest and ref.tag not in tags:
             tags.append(ref.tag)
     targets = []
-    for (name, digest), tags in groups.items():
-        manifest = registry.get_manifest(parse_reference(f"{name}@{digest}"))
+    for at_digest, tags in groups.items():
+        manifest = registry.get_manifest(at_digest)
         platforms = tuple(
             PlatformManifest(
                 digest=child_digest,
@@ -127,9 +135,8 @@ def sign_targets(registry: RegistryClient, pushed: Sequence[tuple[str, str]]) ->
         )
         targets.append(
             SignTarget(
-                repository=name,
+                reference=at_digest,
                 tags=tuple(tags),
-                digest=digest,
                 size=manifest.size,
                 media_type=manifest.media_type,
                 platforms=platforms,

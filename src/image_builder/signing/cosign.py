@@ -24,13 +24,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from image_builder.errors import RuntimeFailure
-from image_builder.registry import (
-    OCI_MANIFEST,
-    Reference,
-    RegistryClient,
-    RegistryError,
-    parse_reference,
-)
+from image_builder.oci import Reference
+from image_builder.registry import OCI_MANIFEST, RegistryClient, RegistryError
 from image_builder.signing import SignTarget
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -88,7 +83,7 @@ class CosignSigner:
                 future.result()
 
     def _sign_one(self, target: SignTarget, digest: str) -> None:
-        repo = parse_reference(target.repository + ":latest")
+        repo = target.reference
         if verify_digest(self._registry, repo, digest, self._key.public_key()).ok:
             return  # a re-run: this key already signed this digest here
         body = payload(target.repository, digest, self._optional)

@@ -1,0 +1,191 @@
+"""Publishing, content first and tags second.
+
+Phase 1 copies the image once into every repository, by digest: no tag moves. Phase 2 runs only
+when every repository holds the digest (unless the config asks for best effort), and points
+each tag at it with a manifest PUT of the same bytes. Then each tag is read back: a tag that a
+concurrent build has moved since is *superseded*, not failed, and is never reported as ours."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from image_builder import proc
+from image_builder.engines import BuiltImage
+from image_builder.errors import ImageBuilderError
+from image_builder.http import Deadline
+from image_builder.oci import Destination, Reference
+
+MAX_CONCURRENT_PUSHES = 8
+
+TagState = Literal["moved", "superseded", "failed", "not-moved"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Staged:
+    """The image exactly as every registry gets it: its top manifest (or index) and digest."""
+
+    source: str  # where the publisher reads it from, e.g. oci:/path:image
+    digest: str
+    media_type: str
+    manifest: bytes
+
+
+class Publisher(Protocol):
+    def stage(self, image: BuiltImage, *, deadline: Deadline) -> Staged:
+        """Prepare ``image`` for pushing (compressed once), fixing its digest."""
+        ...
+
+    def push(self, staged: Staged, destination: Destination, *, deadline: Deadline) -> None:
+        """Copy ``staged`` into ``destination``'s repository by digest, moving no tag."""
+        ...
+
+
+class Tags(Protocol):
+    """What phase 2 needs from a registry client."""
+
+    def manifest_digest(self, ref: Reference) -> str | None: ...
+
+    def put_manifest(self, ref: Reference, data: bytes, media_type: str) -> str: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class TagResult:
+    reference: Reference
+    state: TagState
+    detail: str = ""
+    holds: str | None = None  # for a superseded tag: the digest it holds now (None: deleted)
+
+
+@dataclass(kw_only=True)
+class Publication:
+    """What publishing did so far; filled as it goes, so a cancelled run still reports it."""
+
+    digest: str | None = None
+    stored: dict[Destination, str | None] = field(default_factory=dict)  # None: holds it
+    tags: dict[Reference, TagResult] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def store(self, destination: Destination, error: str | None) -> None:
+        with self._lock:
+            self.stored[destination] = error
+
+    def tag(self, result: TagResult) -> None:
+        with self._lock:
+            self.tags[result.reference] = result
+
+    def holding(self) -> list[Destination]:
+        with self._lock:
+            return [d for d, error in self.stored.items() if error is None]
+
+
+def publish(
+    image: BuiltImage,
+    destinations: Sequence[Destination],
+    publisher: Publisher,
+    registry: Tags,
+    *,
+    atomic: bool,
+    deadline: Deadline,
+    progress: Callable[[str], None],
+    into: Publication | None = None,
+) -> Publication:
+    """Both phases; never raises for a registry's failure: every destination and tag ends up in
+    the publication with what happened to it."""
+    done = into if into is not None else Publication()
+    try:
+        staged = publisher.stage(image, deadline=deadline)
+    except ImageBuilderError as exc:
+        for d in destinations:
+            done.store(d, f"not pushed: preparing the image failed: {exc}")
+        _not_moved(done, destinations, "the image was not pushed anywhere")
+        return done
+    done.digest = staged.digest
+    progress(f"phase 1: {staged.digest} into {len(destinations)} repository(ies), no tag moved")
+
+    def store(destination: Destination) -> None:
+        try:
+            publisher.push(staged, destination, deadline=deadline)
+            found = registry.manifest_digest(destination.by_digest(staged.digest))
+            if found != staged.digest:
+                raise ImageBuilderError(
+                    f"pushed {destination.by_digest(staged.digest)}, but the registry "
+                    f"{'does not have it' if found is None else 'answers ' + found}"
+                )
+            done.store(destination, None)
+        except ImageBuilderError as exc:
+            done.store(destination, str(exc))
+
+    _each(store, destinations)
+    missing = [d for d in destinations if done.stored.get(d) is not None]
+    if proc.CHILDREN.stopping:
+        _not_moved(done, destinations, "image-builder was stopped before any tag moved")
+        return done
+    if missing and atomic:
+        names = ", ".join(d.name for d in missing)
+        _not_moved(
+            done,
+            destinations,
+            f"no tag moved: {names} did not receive the image (publish-mode: atomic)",
+        )
+        return done
+    _not_moved(done, missing, "this repository did not receive the image")
+    holding = done.holding()
+    progress(f"phase 2: {sum(len(d.tags) for d in holding)} tag(s) → {staged.digest}")
+    _each(lambda d: _move_tags(d, staged, registry, done, deadline), holding)
+    return done
+
+
+def _move_tags(
+    destination: Destination,
+    staged: Staged,
+    registry: Tags,
+    done: Publication,
+    deadline: Deadline,
+) -> None:
+    """Each tag is tried, whatever happened to the one before: a refused tag says nothing about
+    the next (a dead registry has failed phase 1 already)."""
+    moved = []
+    for ref in destination.references:
+        if proc.CHILDREN.stopping or deadline.expired:
+            why = "image-builder was stopped" if proc.CHILDREN.stopping else "publish-timeout"
+            done.tag(TagResult(reference=ref, state="not-moved", detail=f"{why} before it moved"))
+            continue
+        try:
+            registry.put_manifest(ref, staged.manifest, staged.media_type)
+            moved.append(ref)
+        except ImageBuilderError as exc:
+            done.tag(TagResult(reference=ref, state="failed", detail=str(exc)))
+    for ref in moved:
+        # The PUT's answer is the registry's word that the tag held our digest; reading it back
+        # tells whether a concurrent build has moved it since.
+        try:
+            holds = registry.manifest_digest(ref)
+        except ImageBuilderError as exc:
+            done.tag(TagResult(reference=ref, state="moved", detail=f"not read back: {exc}"))
+            continue
+        if holds == staged.digest:
+            done.tag(TagResult(reference=ref, state="moved"))
+        else:
+            detail = "another build moved it since" if holds else "it was deleted since"
+            done.tag(TagResult(reference=ref, state="superseded", detail=detail, holds=holds))
+
+
+def _not_moved(done: Publication, destinations: Sequence[Destination], why: str) -> None:
+    for d in destinations:
+        for ref in d.references:
+            done.tag(TagResult(reference=ref, state="not-moved", detail=why))
+
+
+def _each(action: Callable[[Destination], None], destinations: Sequence[Destination]) -> None:
+    """``action`` for every destination, concurrently (one repository each)."""
+    if len(destinations) <= 1:
+        for d in destinations:
+            action(d)
+        return
+    with ThreadPoolExecutor(max_workers=min(MAX_CONCURRENT_PUSHES, len(destinations))) as pool:
+        for future in [pool.submit(action, d) for d in destinations]:
+            future.result()

@@ -1,0 +1,388 @@
+"""Publishing under load and faults, with real buildah, skopeo and registries: content first and
+tags second, race-safe shared tags, deadlines, signals, and a report that is never lost."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import (
+    Cli,
+    Registry,
+    Run,
+    inspect_raw,
+    manifest_digest,
+)
+from tests.integration.test_build import config, context, github
+
+PUSH = github("push", "push.new-branch.json")
+
+
+def build(name: str, ctx: Path, cfg: str, *extra: str) -> tuple[str, ...]:
+    return ("build", "--name", name, "--context", str(ctx), "--config", cfg, *extra)
+
+
+@pytest.fixture
+def registries(tmp_path: Path) -> Iterator[list[Registry]]:
+    servers = [Registry(tmp_path / f"registry-{n}") for n in range(3)]
+    for server in servers:
+        server.start()
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def test_five_builds_sharing_the_default_tag_each_land_their_own_tag(
+    cli: Cli, registry: Registry, base_image: str, tmp_path: Path
+) -> None:
+    """Five contexts built from one commit share the default tag v<date>-<sha8> and each has a
+    tag of its own. Every build succeeds; its own tag holds its digest; the shared tag holds one
+    of them, and only that build's report claims it; every other build reports it superseded,
+    naming a digest that is not its own."""
+    cfg = config(tmp_path, f"registry: {registry.address}/race\n")
+
+    def one(n: int) -> Run:
+        ctx = context(tmp_path / f"c{n}", f"FROM {base_image}\nCOPY a /a\n", a=f"build {n}\n")
+        return cli(*build("team/shared", ctx, cfg, "--tag", f"own-{n}"), env=PUSH)
+
+    (tmp_path / "c0").mkdir()
+    for n in range(1, 5):
+        (tmp_path / f"c{n}").mkdir()
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        runs = list(pool.map(one, range(5)))
+    reports = [run.report for run in runs]
+    for n, (run, report) in enumerate(zip(runs, reports, strict=True)):
+        assert run.returncode == 0, run.stderr
+        assert report["status"] == "Succeeded"
+        own = f"{registry.address}/race/team/shared:own-{n}"
+        assert own in report["images_list"]
+        assert manifest_digest(own) == report["digest"]
+    shared_tag = reports[0]["tags"][0]
+    assert all(r["tags"][0] == shared_tag for r in reports)
+    shared = f"{registry.address}/race/team/shared:{shared_tag}"
+    holder = manifest_digest(shared)
+    assert holder in {r["digest"] for r in reports}
+    assert len({r["digest"] for r in reports}) == 5
+    digests = {r["digest"] for r in reports}
+    claims = 0
+    for report in reports:
+        if report["digest"] == holder:
+            assert shared in report["images_list"]  # the last writer always knows
+        for superseded in report["superseded_images"]:
+            # moved by another of the five, after this build had written it
+            assert superseded["image"] == shared
+            assert superseded["digest"] in digests - {report["digest"]}
+        claims += shared in report["images_list"]
+        assert (shared in report["images_list"]) != bool(report["superseded_images"])
+    # A build that ended before a later one moved the tag could not see it; the others did.
+    assert claims >= 1
+
+
+def test_atomic_publish_with_one_of_three_registries_down(
+    cli: Cli, registries: list[Registry], base_image: str, tmp_path: Path
+) -> None:
+    registries[1].stop()
+    cfg = config(
+        tmp_path,
+        f"registry: [{', '.join(r.address + '/a' for r in registries)}]\npublish-timeout: 15s\n",
+    )
+    ctx = context(tmp_path, f"FROM {base_image}\nCOPY a /a\n", a="atomic\n")
+    run = cli(*build("team/atomic", ctx, cfg, "--tag", "t1"), env=PUSH)
+    assert run.returncode == 1
+    report = run.report
+    assert (report["status"], report["pushed"], report["images_list"]) == ("Failed", False, [])
+    assert len(report["failed_images"]) == 6
+    for failed in report["failed_images"]:
+        assert inspect_raw(failed["image"]) is None, f"{failed['image']} moved"
+    digest = report["digest"]
+    assert sorted(report["stored_in"]) == sorted(
+        f"{r.address}/a/team/atomic@{digest}" for r in (registries[0], registries[2])
+    )
+    assert (
+        f"1 of 3 repository(ies) did not receive the image: {registries[1].address}"
+        in (report["error"])
+    )
+    assert "no tag moved anywhere (publish-mode: atomic)" in run.stderr
+
+    registries[1].start()
+    rerun = cli(*build("team/atomic", ctx, cfg, "--tag", "t1"), env=PUSH)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(rerun.report["images_list"]) == 6
+
+
+class Silent:
+    """A server that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_a_registry_that_never_answers_fails_the_build_with_a_report_at_the_deadline(
+    cli: Cli, registry: Registry, base_image: str, tmp_path: Path
+) -> None:
+    silent = Silent()
+    try:
+        cfg = config(
+            tmp_path,
+            f"registry: [{registry.address}/ok, {silent.address}/silent]\npublish-timeout: 10s\n",
+        )
+        ctx = context(tmp_path, f"FROM {base_image}\nCOPY a /a\n", a="silent\n")
+        run = cli(*build("team/silent", ctx, cfg), env=PUSH, timeout=120)
+    finally:
+        silent.close()
+    assert run.returncode == 1
+    report = run.report
+    assert report["status"] == "Failed"
+    errors = {f["image"].split("/")[0]: f["error"] for f in report["failed_images"]}
+    assert "did not finish within" in errors[silent.address]
+    assert inspect_raw(f"{registry.address}/ok/team/silent:{report['tags'][0]}") is None
+
+
+def test_a_held_storage_lock_is_named_and_given_up_at_the_lock_timeout(
+    cli: Cli, registry: Registry, base_image: str, tmp_path: Path
+) -> None:
+    """``--no-push`` keeps the image in the machine's buildah storage, which another process may
+    hold locked: the build says who holds it, then gives up at lock-timeout with a report."""
+    graphroot = cli.storage.parent / "root"
+    cfg = config(tmp_path, f"registry: {registry.address}/lock\nlock-timeout: 6s\n")
+    ctx = context(tmp_path, f"FROM {base_image}\nCOPY a /a\n", a="lock\n")
+    graphroot.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [
+            "python3",
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({str(graphroot / 'storage.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.lockf(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        run = cli(*build("team/locked", ctx, cfg, "--no-push"), env=PUSH, timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert run.returncode == 1
+    lock = graphroot / "storage.lock"
+    assert f"waiting for buildah's storage lock: {lock} is locked by process {holder.pid}" in (
+        run.stderr
+    )
+    assert run.report["status"] == "Failed"
+    assert (
+        f"buildah's storage lock ({lock}) stayed locked by process {holder.pid} (python3)"
+        in run.report["error"]
+    )
+    assert "(lock-timeout)" in run.report["error"]
+
+
+def test_sigterm_mid_push_stops_skopeo_reports_cancelled_and_leaves_nothing(
+    cli: Cli, registry: Registry, base_image: str, tmp_path: Path
+) -> None:
+    from tests.support.fault_proxy import FaultProxy
+
+    proxy = FaultProxy(registry.address).start()
+    proxy.faults.delay = 1.0  # every request of the push takes a second
+    try:
+        cfg = config(tmp_path, f"registry: {proxy.address}/slow\n")
+        ctx = context(tmp_path, f"FROM {base_image}\nCOPY a /a\n", a="sigterm\n")
+        started = cli.start(*build("team/term", ctx, cfg, "--tag", "t"), env=PUSH)
+        started.wait_for("phase 1:")
+        time.sleep(1.5)  # skopeo is mid-copy now
+        children = _descendants(started.process.pid)
+        assert any(name == "skopeo" for _, name in children), children
+        started.process.send_signal(signal.SIGTERM)
+        run = started.finish(timeout=60)
+    finally:
+        proxy.stop()
+    assert run.returncode == 143
+    report = run.report
+    assert report["status"] == "Cancelled"
+    assert report["error"].startswith("cancelled (SIGTERM)")
+    assert report["images_list"] == []
+    assert "stopped by SIGTERM" in run.stderr
+    for pid, name in children:
+        assert not _alive(pid), f"{name} ({pid}) still runs after image-builder ended"
+    assert _swept(), "the cancelled build left its work folder behind"
+
+
+def test_a_killed_build_is_swept_by_the_next_run(
+    cli: Cli, registry: Registry, base_image: str, tmp_path: Path
+) -> None:
+    cfg = config(tmp_path, f"registry: {registry.address}/sweep\n")
+    ctx = context(tmp_path, f"FROM {base_image}\nRUN sleep 30\n")
+    started = cli.start(*build("team/killed", ctx, cfg), env=PUSH)
+    started.wait_for("RUN sleep")
+    started.process.kill()  # SIGKILL: no chance to clean up
+    started.finish(timeout=60)
+    assert _stale_work_folders(), "the killed build left no work folder to sweep"
+    (tmp_path / "next").mkdir()
+    ctx2 = context(tmp_path / "next", f"FROM {base_image}\nCOPY a /a\n", a="next\n")
+    run = cli(*build("team/next", ctx2, cfg), env=PUSH)
+    assert run.returncode == 0, run.stderr
+    assert "work folder(s) that earlier, stopped runs left behind" in run.stderr
+    assert _swept()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_report_path_on_a_read_only_disk_is_refused_before_the_build(
+    cli: Cli, registry: Registry, small_disk: Path, tmp_path: Path
+) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    cfg = config(tmp_path, f"registry: {registry.address}/ro\n")
+    ctx = context(tmp_path, "FROM scratch\nCOPY a /a\n", a="x\n")
+    report = small_disk / "report.json"
+    run = cli(*build("team/ro", ctx, cfg, "--build-report-path", str(report)), env=PUSH)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"::error::--build-report-path {report} cannot be written: the disk mounted at "
+        f"{small_disk} is read-only; choose a writable place"
+    )
+    assert "==> build" not in run.stderr
+
+
+def test_a_report_path_on_a_full_disk_is_refused_before_the_build(
+    cli: Cli, registry: Registry, small_disk: Path, tmp_path: Path
+) -> None:
+    _fill(small_disk)
+    cfg = config(tmp_path, f"registry: {registry.address}/full\n")
+    ctx = context(tmp_path, "FROM scratch\nCOPY a /a\n", a="x\n")
+    report = small_disk / "report.json"
+    run = cli(*build("team/full", ctx, cfg, "--build-report-path", str(report)), env=PUSH)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"::error::--build-report-path {report} cannot be written: the disk mounted at "
+        f"{small_disk} is full; choose a writable place"
+    )
+
+
+def test_a_disk_that_fills_during_the_build_loses_no_output(
+    cli: Cli, registry: Registry, base_image: str, small_disk: Path, tmp_path: Path
+) -> None:
+    """The report path passed its check, then the disk filled up while the image was built:
+    the report still goes to stdout and the GitHub outputs, and the message names the disk."""
+    cfg = config(tmp_path, f"registry: {registry.address}/fills\n")
+    ctx = context(tmp_path, f"FROM {base_image}\nRUN sleep 3\n")
+    report = small_disk / "report.json"
+    outputs = tmp_path / "github-output"
+    env = {**PUSH, "GITHUB_OUTPUT": str(outputs)}
+    started = cli.start(*build("team/fills", ctx, cfg, "--build-report-path", str(report)), env=env)
+    started.wait_for("RUN sleep")
+    _fill(small_disk)
+    run = started.finish()
+    assert run.returncode == 1
+    assert run.report["status"] == "Succeeded"
+    assert "digest" in outputs.read_text()
+    assert (
+        f"cannot write the build report to {report}: the disk mounted at {small_disk} is full"
+        in run.stderr
+    )
+    assert "internal error" not in run.stderr
+
+
+def _fill(disk: Path) -> None:
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,comm="], capture_output=True, text=True)
+    children: dict[int, list[tuple[int, str]]] = {}
+    for line in out.stdout.splitlines():
+        number, parent, name = line.split(None, 2)
+        children.setdefault(int(parent), []).append((int(number), name.strip()))
+    found: list[tuple[int, str]] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child[0])
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def _work_folders() -> list[Path]:
+    import tempfile
+
+    return sorted(Path(tempfile.gettempdir()).glob("image-builder-*"))
+
+
+def _stale_work_folders() -> list[Path]:
+    """Work folders that no live process holds."""
+    stale = []
+    for path in _work_folders():
+        lock = path / ".lock"
+        if not path.is_dir() or not lock.exists():
+            continue
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            stale.append(path)
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(fd)
+    return stale
+
+
+def _swept(wait: float = 30) -> bool:
+    """Whether every stale work folder is gone (removal runs in the background)."""
+    deadline = time.monotonic() + wait
+    while _stale_work_folders():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
