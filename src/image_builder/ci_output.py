@@ -44,7 +44,9 @@ def step_summary(report: BuildReport | None, *, link: str | None = None) -> str:
     run = [f"Azure DevOps run: {link}", ""] if link else []
     if report is None:
         return "\n".join(["### Image build — ❌ no build report", "", *run]) + "\n"
-    status = "✅ Succeeded" if report.status == "Succeeded" else "❌ Failed"
+    status = {"Succeeded": "✅ Succeeded", "Cancelled": "⏹ Cancelled"}.get(
+        report.status, "❌ Failed"
+    )
     lines = [
         f"### Image build: {report.image_name} — {status}",
         "",
@@ -56,9 +58,14 @@ def step_summary(report: BuildReport | None, *, link: str | None = None) -> str:
         lines.append(
             f"| `{image}` | `{report.digest or '-'}` | {', '.join(report.architectures) or '-'} |"
         )
+    for moved in report.superseded_images:
+        now = f"`{moved.digest}`" if moved.digest else "nothing (deleted)"
+        lines.append(
+            f"| `{moved.image}` | superseded: another build moved it; it holds {now} | - |"
+        )
     for failed in report.failed_images:
         lines.append(f"| `{failed.image}` | not pushed: {failed.error} | - |")
-    if not report.images_list and not report.failed_images:
+    if not report.images_list and not report.failed_images and not report.superseded_images:
         lines.append(
             f"| {report.image_name} | not pushed | {', '.join(report.architectures) or '-'} |"
         )

@@ -155,9 +155,10 @@ def _run_build_options(
                 host_platform=host_platform(platform.machine()),
                 euid=os.geteuid(),
             )
-        except ImageBuilderError:
+        except ImageBuilderError as exc:
             if not stopped:
                 raise
+            reporter.error(str(exc))
             code = 1
     if stopped:
         reporter.error(f"stopped by {signal.Signals(stopped[0]).name}")
@@ -168,25 +169,44 @@ def _run_build_options(
 @contextmanager
 def _stopped_by_signals() -> Iterator[list[int]]:
     """SIGTERM and SIGINT stop the build's child processes; the build then unwinds, cleans up
-    and reports what it did, marked Cancelled. The list names the signal once one came. A
-    second signal stops at once."""
+    and reports what it did, marked Cancelled. The list names the signal once one came. The
+    same signal again exits at once; another one (a CI runner's SIGTERM after its SIGINT) does
+    not, so the report is still written.
+
+    The handler only sets flags and an event: it runs on the main thread between two bytecodes,
+    possibly while that thread holds a lock, so a watcher thread does the stopping."""
+    import threading
+
     from image_builder import proc
 
     received: list[int] = []
+    wake = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
         del frame
         if received:
-            raise SystemExit(128 + signum)
+            if signum == received[0]:
+                raise SystemExit(128 + signum)
+            return
         received.append(signum)
-        proc.CHILDREN.stop_all(signal.Signals(signum).name)
+        proc.CHILDREN.reason = signal.Signals(signum).name
+        proc.CHILDREN.stopping = True  # nothing new starts from here on
+        wake.set()
 
+    def watch() -> None:
+        wake.wait()
+        if received:
+            proc.CHILDREN.stop_all(signal.Signals(received[0]).name)
+
+    watcher = threading.Thread(target=watch, name="signal-watcher", daemon=True)
+    watcher.start()
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield received
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        wake.set()
 
 
 def _cmd_registry(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:

@@ -437,16 +437,18 @@ class Config(_Model):
     publish_timeout: GoDuration = Field(
         default=timedelta(minutes=3),
         description="Publishing (both phases, every registry) ends by then; a registry that "
-        "stops answering fails the build with a report.",
+        "stops answering fails the build with a report. Raise it for images that take longer "
+        "to upload.",
     )
     build_timeout: GoDuration = Field(
         default=timedelta(hours=2),
-        description="The build itself (buildah, every platform) is stopped after this long.",
+        description="The build (buildah, every platform, and the wait for a free build "
+        "account) is stopped after this long.",
     )
     lock_timeout: GoDuration = Field(
         default=timedelta(minutes=5),
-        description="How long to wait for buildah's storage lock, or a free build account, "
-        "when another process holds it.",
+        description="How long to wait for buildah's storage lock when another process holds "
+        "it (waiting for a free build account is bounded by build-timeout).",
     )
     max_manifest_entries: int = Field(
         default=64,

@@ -23,10 +23,12 @@ def split_host(host_port: str) -> tuple[str, int | None]:
     if host_port.startswith("["):
         host, _, rest = host_port[1:].partition("]")
         port = rest.removeprefix(":")
-        return host, int(port) if port.isdecimal() else None
+        if rest and (not rest.startswith(":") or not port.isdecimal()):
+            return host_port, None  # malformed: matches no address
+        return host, int(port) if port else None
     if host_port.count(":") == 1:
         host, _, port = host_port.partition(":")
-        return host, int(port) if port.isdecimal() else None
+        return (host, int(port)) if port.isdecimal() else (host_port, None)
     return host_port, None
 
 

@@ -4,6 +4,7 @@ the project's own errors."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -63,24 +64,23 @@ class _Children:
             self.stopping = True
             self.reason = reason
             live = list(self._live)
-        for process in live:
-            _stop(process)
+        _stop(*live)
         return len(live)
 
 
 CHILDREN = _Children()
 
 
-def _stop(process: subprocess.Popen[str], grace: float = 2.0) -> None:
-    """SIGTERM to the child's process group, SIGKILL after ``grace`` seconds."""
+def _stop(*processes: subprocess.Popen[str], grace: float = 2.0) -> None:
+    """SIGTERM to each child's process group, then SIGKILL to those still there after
+    ``grace`` seconds, all together."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, sig)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            if process.poll() is not None:
+            if all(process.poll() is not None for process in processes):
                 return
             time.sleep(0.02)
 

@@ -8,8 +8,8 @@ concurrent build has moved since is *superseded*, not failed, and is never repor
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -20,6 +20,8 @@ from image_builder.http import Deadline
 from image_builder.oci import Destination, Reference
 
 MAX_CONCURRENT_PUSHES = 8
+_GRACE = 5.0  # seconds past the deadline for a stopped skopeo or a timed-out request to end
+_READ_BACKS = 3
 
 TagState = Literal["moved", "superseded", "failed", "not-moved"]
 
@@ -68,14 +70,23 @@ class Publication:
     stored: dict[Destination, str | None] = field(default_factory=dict)  # None: holds it
     tags: dict[Reference, TagResult] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _closed: bool = False
 
     def store(self, destination: Destination, error: str | None) -> None:
         with self._lock:
-            self.stored[destination] = error
+            if not self._closed:
+                self.stored[destination] = error
 
     def tag(self, result: TagResult) -> None:
         with self._lock:
-            self.tags[result.reference] = result
+            if not self._closed:
+                self.tags[result.reference] = result
+
+    def close(self) -> None:
+        """What is recorded now is the answer: a request still under way after the deadline
+        can no longer change it."""
+        with self._lock:
+            self._closed = True
 
     def holding(self) -> list[Destination]:
         with self._lock:
@@ -98,7 +109,7 @@ def publish(
     done = into if into is not None else Publication()
     try:
         staged = publisher.stage(image, deadline=deadline)
-    except ImageBuilderError as exc:
+    except (ImageBuilderError, OSError) as exc:
         for d in destinations:
             done.store(d, f"not pushed: preparing the image failed: {exc}")
         _not_moved(done, destinations, "the image was not pushed anywhere")
@@ -119,7 +130,8 @@ def publish(
         except ImageBuilderError as exc:
             done.store(destination, str(exc))
 
-    _each(store, destinations)
+    for late in _each(store, destinations, deadline):
+        done.store(late, f"no answer from {late.host} within publish-timeout")
     missing = [d for d in destinations if done.stored.get(d) is not None]
     if proc.CHILDREN.stopping:
         _not_moved(done, destinations, "image-builder was stopped before any tag moved")
@@ -135,7 +147,12 @@ def publish(
     _not_moved(done, missing, "this repository did not receive the image")
     holding = done.holding()
     progress(f"phase 2: {sum(len(d.tags) for d in holding)} tag(s) → {staged.digest}")
-    _each(lambda d: _move_tags(d, staged, registry, done, deadline), holding)
+    for late in _each(lambda d: _move_tags(d, staged, registry, done, deadline), holding, deadline):
+        for ref in late.references:
+            if ref not in done.tags:
+                why = f"no answer from {late.host} within publish-timeout; it may have moved"
+                done.tag(TagResult(reference=ref, state="failed", detail=why))
+    done.close()
     return done
 
 
@@ -158,20 +175,40 @@ def _move_tags(
             registry.put_manifest(ref, staged.manifest, staged.media_type)
             moved.append(ref)
         except ImageBuilderError as exc:
-            done.tag(TagResult(reference=ref, state="failed", detail=str(exc)))
+            # The registry may have applied the PUT and lost the answer.
+            if _holds(registry, ref) == staged.digest:
+                moved.append(ref)
+            else:
+                done.tag(TagResult(reference=ref, state="failed", detail=str(exc)))
     for ref in moved:
-        # The PUT's answer is the registry's word that the tag held our digest; reading it back
-        # tells whether a concurrent build has moved it since.
+        done.tag(_read_back(registry, ref, staged.digest, deadline))
+
+
+def _read_back(registry: Tags, ref: Reference, digest: str, deadline: Deadline) -> TagResult:
+    """The PUT's answer is the registry's word that the tag held ``digest``; reading it back
+    tells whether a concurrent build has moved it since. A registry that replicates may answer
+    an older state for a moment, so a different answer is read again before it counts."""
+    holds: str | None = None
+    for attempt in range(_READ_BACKS):
+        if attempt:
+            time.sleep(0.5)
         try:
             holds = registry.manifest_digest(ref)
         except ImageBuilderError as exc:
-            done.tag(TagResult(reference=ref, state="moved", detail=f"not read back: {exc}"))
-            continue
-        if holds == staged.digest:
-            done.tag(TagResult(reference=ref, state="moved"))
-        else:
-            detail = "another build moved it since" if holds else "it was deleted since"
-            done.tag(TagResult(reference=ref, state="superseded", detail=detail, holds=holds))
+            return TagResult(reference=ref, state="moved", detail=f"not read back: {exc}")
+        if holds == digest:
+            return TagResult(reference=ref, state="moved")
+        if deadline.expired:
+            break
+    detail = "another build moved it since" if holds else "it was deleted since"
+    return TagResult(reference=ref, state="superseded", detail=detail, holds=holds)
+
+
+def _holds(registry: Tags, ref: Reference) -> str | None:
+    try:
+        return registry.manifest_digest(ref)
+    except ImageBuilderError:
+        return None
 
 
 def _not_moved(done: Publication, destinations: Sequence[Destination], why: str) -> None:
@@ -180,12 +217,27 @@ def _not_moved(done: Publication, destinations: Sequence[Destination], why: str)
             done.tag(TagResult(reference=ref, state="not-moved", detail=why))
 
 
-def _each(action: Callable[[Destination], None], destinations: Sequence[Destination]) -> None:
-    """``action`` for every destination, concurrently (one repository each)."""
-    if len(destinations) <= 1:
-        for d in destinations:
-            action(d)
-        return
-    with ThreadPoolExecutor(max_workers=min(MAX_CONCURRENT_PUSHES, len(destinations))) as pool:
-        for future in [pool.submit(action, d) for d in destinations]:
-            future.result()
+def _each(
+    action: Callable[[Destination], None], destinations: Sequence[Destination], deadline: Deadline
+) -> list[Destination]:
+    """``action`` for every destination, concurrently (one repository each); returns those
+    whose action has not ended a few seconds after ``deadline``. Their threads are abandoned
+    (daemon threads): a registry that trickles its answer cannot hold the build."""
+    gate = threading.Semaphore(MAX_CONCURRENT_PUSHES)
+    errors: list[BaseException] = []
+
+    def run(destination: Destination) -> None:
+        with gate:
+            try:
+                action(destination)
+            except BaseException as exc:  # a bug: raised again below, on the main thread
+                errors.append(exc)
+
+    threads = {d: threading.Thread(target=run, args=(d,), daemon=True) for d in destinations}
+    for thread in threads.values():
+        thread.start()
+    for thread in threads.values():
+        thread.join(timeout=deadline.remaining() + _GRACE)
+    if errors:
+        raise errors[0]
+    return [d for d, thread in threads.items() if thread.is_alive()]

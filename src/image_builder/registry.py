@@ -167,7 +167,9 @@ def credentials_from_auth_files(env: Mapping[str, str]) -> Callable[[str], Crede
 def _from_helper(helper: str, host: str, env: Mapping[str, str]) -> Credentials | None:
     from image_builder import proc
 
-    result = proc.run([f"docker-credential-{helper}", "get"], env=env, stdin=host, check=False)
+    result = proc.run(
+        [f"docker-credential-{helper}", "get"], env=env, stdin=host, check=False, timeout=30.0
+    )
     if result.returncode != 0:
         return None
     try:
@@ -196,8 +198,10 @@ class RegistryClient:
         retry: RetryPolicy | None = None,
         max_entries: int = 64,
         resolve: Callable[[str], list[str]] | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self._http = http
+        self._stopping = stopping
         self._credentials = credentials
         self._plain_http = plain_http
         self.max_entries = max_entries
@@ -258,6 +262,8 @@ class RegistryClient:
             return None
         self._check(response, f"checking {ref}")
         digest = str(response.headers.get("docker-content-digest", ""))
+        if digest and not DIGEST.fullmatch(digest):
+            raise RegistryError(f"{ref.name} answered a malformed digest for {ref}")
         return digest or self.get_manifest(ref).digest
 
     def put_manifest(self, ref: Reference, data: bytes, media_type: str) -> str:
@@ -349,6 +355,8 @@ class RegistryClient:
         own = url.netloc.decode() == httpx.URL(self._base(ref.host)).netloc.decode()
 
         def attempt() -> httpx.Response:
+            if self._stopping():
+                raise RegistryError(f"{method} {url} not sent: image-builder is stopping")
             headers = dict(kwargs.get("headers") or {})
             auth = self._auth_header(ref.host, scope) if own else None
             if auth:
@@ -595,11 +603,14 @@ def make_client(
         follow_redirects=True,
         trust_env=False,
     )
+    from image_builder import proc
+
     client = RegistryClient(
         http=http,
         credentials=credentials_from_auth_files(env),
         plain_http=plain_http,
         max_entries=max_entries,
+        stopping=lambda: proc.CHILDREN.stopping,
     )
     http.event_hooks["response"] = [client.refuse_internal_redirects]
     return client

@@ -113,8 +113,8 @@ def claim(
         if time.monotonic() > give_up:
             raise RuntimeFailure(
                 f"all {len(accounts)} build accounts stayed busy for {timeout:.0f} s "
-                "(lock-timeout): other builds hold them (locks in /run/image-builder); run again "
-                "when they are done, or raise lock-timeout"
+                "(build-timeout): other builds hold them (locks in /run/image-builder); run again "
+                "when they are done"
             )
         for account in accounts:
             path = lock_dir / f"{account.name}.lock"

@@ -22,11 +22,11 @@ from image_builder.publish import Staged
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _RETRY_BUDGET = 120.0  # seconds of whole-copy retries, within the publish deadline
 _FATAL = re.compile(r'level=fatal msg="((?:[^"\\]|\\.)*)"')
-# What skopeo and buildah print for a push refused for good (400-405, a bad manifest or name);
-# 408 and 429 are worth another try.
+# What skopeo and buildah print for a push refused for good (400-403, 405, a bad manifest or
+# name); 404 (an upload session a load balancer lost), 408 and 429 are worth another try.
 _FINAL_PUSH_ERROR = re.compile(
     r"unauthorized|authentication required|denied|forbidden|manifest invalid|name invalid"
-    r"|status ?code.{0,40}\b40[0-5]\b",
+    r"|status ?code.{0,40}\b40[0-35]\b",
     re.I,
 )
 

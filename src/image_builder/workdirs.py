@@ -1,7 +1,7 @@
 """Work folders that a later run can tell apart from live ones, and the locks of other processes
 that a build may have to wait for.
 
-Each build's folder (``image-builder-<hex>`` in the temp directory) holds an exclusive lock on
+Each build's folder (``image-builder-work-<hex>`` in the temp directory) holds an exclusive lock on
 its ``.lock`` file for as long as its process lives; the kernel drops the lock when the process
 dies, however it dies. A folder whose lock can be taken belongs to no live process, so a later
 run sweeps it."""
@@ -12,7 +12,9 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import secrets
+import stat
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -21,9 +23,11 @@ from pathlib import Path
 
 from image_builder.errors import RuntimeFailure
 
-PREFIX = "image-builder-"
+PREFIX = "image-builder-work-"
+_NEW = "image-builder-new-"  # a folder being made: never swept
 LOCK = ".lock"
-# Folders of versions before the lock file: swept once they are this old.
+# Folders of versions before the lock file (image-builder-<12 hex>), swept once this old.
+_LEGACY = re.compile(r"image-builder-[0-9a-f]{12}")
 _LEGACY_AGE = 24 * 3600.0
 
 
@@ -38,32 +42,42 @@ class WorkDir:
 
 
 def create(base: Path, mode: int = 0o700) -> WorkDir:
-    """A new folder ``base/image-builder-<hex>``, locked by this process. (Not mkdtemp: its
-    names may hold "_", which buildah refuses in an ``oci:`` reference.)"""
-    path = base / f"{PREFIX}{secrets.token_hex(6)}"
-    path.mkdir(mode=mode)
-    fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    """A new folder ``base/image-builder-work-<hex>``, locked by this process. It is made and
+    locked under a name the sweep ignores, then renamed, so no sweep can see it unlocked. (Not
+    mkdtemp: its names may hold "_", which buildah refuses in an ``oci:`` reference.)"""
+    token = secrets.token_hex(6)
+    making = base / f"{_NEW}{token}"
+    making.mkdir(mode=mode)
+    fd = os.open(making / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
+    path = base / f"{PREFIX}{token}"
+    making.rename(path)
     return WorkDir(path=path, fd=fd)
 
 
-def stale(base: Path, *, now: float | None = None) -> Iterator[Path]:
-    """The work folders in ``base`` that no live process holds."""
+def stale(base: Path, *, owner: int, now: float | None = None) -> Iterator[Path]:
+    """The work folders in ``base``, owned by ``owner``, that no live process holds."""
     now = time.time() if now is None else now
     try:
-        candidates = sorted(base.glob(f"{PREFIX}*"))
+        candidates = sorted(base.iterdir())
     except OSError:
         return
     for path in candidates:
-        if path.is_symlink() or not path.is_dir():
+        legacy = _LEGACY.fullmatch(path.name) is not None
+        if not (path.name.startswith(PREFIX) or legacy):
+            continue
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != owner:
+            continue  # a symlink, a file, or another user's: never followed, never removed
+        if legacy:
+            if now - info.st_mtime > _LEGACY_AGE:
+                yield path
             continue
         try:
             fd = os.open(path / LOCK, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            with contextlib.suppress(OSError):
-                if now - path.lstat().st_mtime > _LEGACY_AGE:
-                    yield path
-            continue
         except OSError:
             continue
         try:
@@ -75,10 +89,10 @@ def stale(base: Path, *, now: float | None = None) -> Iterator[Path]:
         yield path
 
 
-def sweep(base: Path, remove: Callable[[Path], None]) -> list[Path]:
-    """Remove every stale work folder in ``base`` with ``remove``; returns what was swept."""
+def sweep(base: Path, remove: Callable[[Path], None], *, owner: int) -> list[Path]:
+    """Remove every stale work folder of ``owner`` in ``base`` with ``remove``."""
     swept = []
-    for path in stale(base):
+    for path in stale(base, owner=owner):
         with contextlib.suppress(OSError, RuntimeFailure):
             remove(path)
             swept.append(path)

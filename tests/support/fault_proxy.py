@@ -23,6 +23,10 @@ class Faults:
     drop_uploads: int = 0  # cut this many blob uploads off half-way
     die_after: int | None = None  # after this many requests, drop every connection
     only_path: str = ""  # faults apply only to paths containing this text
+    # Reads (GET, HEAD) of paths ending so wait until that many PUTs to them went through (at
+    # most 60 s): every writer's read-back then comes after every write.
+    hold_reads: tuple[str, int] | None = None
+    puts_done: int = 0
     seen: int = 0
     log: list[str] = field(default_factory=list)
 
@@ -95,7 +99,15 @@ class FaultProxy(LocalServer):
             handler.close_connection = True
             handler.connection.close()
             return
+        held = faults.hold_reads is not None and handler.path.endswith(faults.hold_reads[0])
+        if held and faults.hold_reads is not None and handler.command in ("GET", "HEAD"):
+            deadline = time.monotonic() + 60
+            while faults.puts_done < faults.hold_reads[1] and time.monotonic() < deadline:
+                time.sleep(0.05)
         self._forward(handler, body)
+        if held and handler.command == "PUT":
+            with self._lock:
+                faults.puts_done += 1
 
     def _read_body(self, handler: BaseHTTPRequestHandler) -> bytes:
         if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":

@@ -40,9 +40,11 @@ class MemoryRegistry:
         self.manifests: dict[tuple[str, str], bytes] = {}  # (host/repo, digest) → bytes
         self.tags: dict[tuple[str, str], str] = {}  # (host/repo, tag) → digest
         self.events: list[str] = []
-        self.after_put: Callable[[str, str], None] = lambda name, tag: None
+        self.after_put: Callable[[str, str], object] = lambda name, tag: None
         self.refuse_put: set[str] = set()  # host/repo:tag answered 403
         self.unavailable: dict[str, int] = {}  # host/repo:tag → 503s still to answer
+        self.lose_answer: set[str] = set()  # host/repo:tag whose PUT lands, answered 403
+        self.lagging: dict[str, int] = {}  # host/repo:tag → reads that still answer 404
 
     def store(self, name: str, data: bytes) -> None:
         self.manifests[(name, "sha256:" + hashlib.sha256(data).hexdigest())] = data
@@ -64,7 +66,12 @@ class MemoryRegistry:
             self.tags[(name, target)] = put
             self.events.append(f"tag {key}")
             self.after_put(name, target)
+            if key in self.lose_answer:
+                return httpx.Response(403, json={"errors": [{"code": "DENIED", "message": "?"}]})
             return httpx.Response(201, headers={"Docker-Content-Digest": put})
+        if self.lagging.get(key, 0) > 0:
+            self.lagging[key] -= 1
+            return httpx.Response(404, json={"errors": []})
         digest = target if target.startswith("sha256:") else self.tags.get((name, target))
         if digest is None or (name, digest) not in self.manifests:
             return httpx.Response(404, json={"errors": []})
@@ -232,6 +239,43 @@ def test_a_signal_during_phase_1_cancels_before_any_tag(memory: MemoryRegistry) 
     assert str(report.error).startswith("cancelled (SIGTERM)")
 
 
+def test_a_put_whose_answer_was_lost_and_a_lagging_read_back_count_as_moved(
+    memory: MemoryRegistry,
+) -> None:
+    built = plan("registry: a.example:5000")
+    memory.lose_answer.add("a.example:5000/team/app:v1")
+    memory.lagging["a.example:5000/team/app:latest"] = 2  # a replica catching up
+    report = run(memory, built, FakePublisher(memory))
+    assert report.status == "Succeeded", report.error
+    assert report.images_list == [str(r) for r in built.references]
+    assert report.superseded_images == []
+
+
+def test_a_signal_during_phase_2_moves_no_further_tag(memory: MemoryRegistry) -> None:
+    built = plan("registry: a.example:5000")
+    memory.after_put = lambda name, tag: bool(proc.CHILDREN.stop_all("SIGINT"))
+    report = run(memory, built, FakePublisher(memory))
+    assert memory.tags == {("a.example:5000/team/app", "v1"): DIGEST}
+    assert report.status == "Cancelled"
+    assert report.images_list == ["a.example:5000/team/app:v1"]
+    assert [(f.image, f.error) for f in report.failed_images] == [
+        ("a.example:5000/team/app:latest", "image-builder was stopped before it moved")
+    ]
+    assert report.stored_in == [f"a.example:5000/team/app@{DIGEST}"]
+
+
+def test_a_signal_in_phase_1_is_reported_with_what_is_stored(memory: MemoryRegistry) -> None:
+    built = plan(THREE)
+    publisher = FakePublisher(memory)
+    publisher.during_push = lambda: bool(proc.CHILDREN.stop_all("SIGTERM"))
+    report = run(memory, built, publisher)
+    assert report.stored_in == [f"{d.name}@{DIGEST}" for d in built.destinations]
+    assert memory.tags == {}
+    assert {f.error for f in report.failed_images} == {
+        "image-builder was stopped before any tag moved"
+    }
+
+
 @pytest.mark.parametrize(
     ("host", "loopback"),
     [
@@ -244,6 +288,8 @@ def test_a_signal_during_phase_1_cancels_before_any_tag(memory: MemoryRegistry) 
         ("::1", True),
         ("[::ffff:127.0.0.1]:5000", True),
         ("[::2]:5000", False),
+        ("[::1]x", False),
+        ("127.0.0.1:abc", False),
         ("[fe80::1]:5000", False),
         ("10.0.0.1:5000", False),
         ("localhost.evil.example:5000", False),

@@ -7,7 +7,7 @@ import pytest
 
 from image_builder.ci_output import format_outputs, github_outputs, step_summary
 from image_builder.errors import RuntimeFailure
-from image_builder.report import BuildReport, FailedImage, parse_from_logs
+from image_builder.report import BuildReport, FailedImage, SupersededImage, parse_from_logs
 from image_builder.reporter import Reporter, inert
 
 REPORT = BuildReport(
@@ -72,6 +72,22 @@ def test_step_summary_names_failures() -> None:
     assert "| `r.example/team/app:v1` |" in text
     assert "| `r2.example/team/app:v1` | not pushed: refused | - |" in text
     assert "**Error:** 1 of 2 reference(s) were not pushed" in text
+
+
+def test_step_summary_names_superseded_tags_and_cancellation() -> None:
+    other = "sha256:" + "f" * 64
+    report = REPORT.model_copy(
+        update={
+            "status": "Cancelled",
+            "superseded_images": [SupersededImage(image="r.example/team/app:v1", digest=other)],
+        }
+    )
+    text = step_summary(report)
+    assert "⏹ Cancelled" in text
+    assert (
+        f"| `r.example/team/app:v1` | superseded: another build moved it; it holds `{other}`"
+        in (text)
+    )
 
 
 def test_build_output_cannot_drive_the_ci_agent_or_fake_a_report() -> None:

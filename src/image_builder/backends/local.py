@@ -144,7 +144,7 @@ def _report(
     references = plan.references
     digest = done.digest if done else None
     tags = done.tags if done else {}
-    stored = done.holding() if done else []
+    stored = [d for d in plan.destinations if done and done.stored.get(d, "") is None]
     store_errors = {d: e for d, e in (done.stored.items() if done else ()) if e is not None}
     owned = [str(r) for r in references if _state_of(tags, r) == "moved"]
     superseded = [

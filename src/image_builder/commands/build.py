@@ -218,6 +218,10 @@ def run_build(
         on_retry=reporter.warning,
     )
     publisher = SkopeoPublisher(env=env, on_line=reporter.stream)
+    from image_builder import proc
+
+    if proc.CHILDREN.stopping:  # a signal during set-up: stop before the token is spent
+        raise proc.Cancelled(f"stopped by {proc.CHILDREN.reason} before the build started")
     if claims is not None and plan.push:
         # Spent once every set-up check has passed (build accounts, signers), and before any work.
         signs = bool(plan.running_signers) and not options.no_sign

@@ -161,7 +161,8 @@ def _published_report(path: Path) -> BuildReport:
         raise InputError(f"cannot read --from-report {path}: {exc.strerror}") from None
     except ValueError as exc:
         raise InputError(f"--from-report {path} is not a build report: {exc}") from None
-    if report.status != "Succeeded" or not report.pushed or report.digest is None:
+    # A build stopped before signing (status Cancelled) pushed everything: it may be signed.
+    if report.status not in ("Succeeded", "Cancelled") or not report.pushed or not report.digest:
         raise InputError(
             f"--from-report {path} reports a build that did not push (status {report.status}); "
             "nothing to sign"

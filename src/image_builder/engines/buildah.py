@@ -75,7 +75,7 @@ class BuildahEngine:
         with sandbox.claim(
             self._accounts,
             on_wait=self._say,
-            timeout=self._lock_timeout,
+            timeout=self._build_timeout,  # a queue for an account, like a CI queue
             stopping=lambda: proc.CHILDREN.stopping,
         ) as account:
             self._account = account
@@ -158,13 +158,7 @@ class BuildahEngine:
         was killed, or a machine that went down mid-build). Everything a build leaves lives in
         its work folder: its storage, containers, images and temp files; its mounts lived in its
         own mount namespace and ended with it."""
-        mine = os.geteuid()
-
-        def remove(path: Path) -> None:
-            if path.lstat().st_uid == mine:
-                self._remove(path)
-
-        return workdirs.sweep(Path(tempfile.gettempdir()), remove)
+        return workdirs.sweep(Path(tempfile.gettempdir()), self._remove, owner=os.geteuid())
 
     def _remove(self, work: Path) -> None:
         """Remove ``work`` in the background."""
@@ -365,18 +359,32 @@ def choose_storage_driver(env: Mapping[str, str]) -> str | None:
 
 
 def graphroot(env: Mapping[str, str]) -> Path:
-    """Where image-builder's own buildah storage lives, as storage.conf says."""
+    """Where image-builder's own buildah storage lives, as containers/storage finds it: the
+    ``graphroot`` of storage.conf; without root, the system file's does not count (rootless
+    storage lives under the user's data folder unless the user's own storage.conf says)."""
     root = _storage_conf(env).get("graphroot")
-    if isinstance(root, str) and root:
+    rootless = os.geteuid() != 0
+    if isinstance(root, str) and root and not (rootless and _system_conf(env)):
         return Path(root)
-    if os.geteuid() != 0:
+    if rootless:
         data = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "/")) / ".local" / "share")
         return Path(data) / "containers" / "storage"
     return Path("/var/lib/containers/storage")
 
 
+def _system_conf(env: Mapping[str, str]) -> bool:
+    return "CONTAINERS_STORAGE_CONF" not in env and not _user_conf(env).exists()
+
+
+def _user_conf(env: Mapping[str, str]) -> Path:
+    config = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", "/")) / ".config")
+    return Path(config) / "containers" / "storage.conf"
+
+
 def _storage_conf(env: Mapping[str, str]) -> dict[str, object]:
     default = "/etc/containers/storage.conf"
+    if os.geteuid() != 0 and _user_conf(env).exists():
+        default = str(_user_conf(env))
     path = Path(env.get("CONTAINERS_STORAGE_CONF", default))
     try:
         conf = tomllib.loads(path.read_text())
