@@ -900,8 +900,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            where = f" holding {exc.filename}" if exc.filename else ""
-            reporter.error(f"the disk{where} is full (no space left on device); free space, rerun")
+            from image_builder.commands.build import why_unwritable
+
+            where = Path(exc.filename) if exc.filename else Path.cwd()
+            reporter.error(f"cannot write {where}: {why_unwritable(where, exc)}; free space, rerun")
             return 1
         reporter.error(
             f"internal error ({type(exc).__name__}: {exc}); rerun with --debug and report the traceback"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from image_builder import proc
 from image_builder.errors import InputError, RuntimeFailure
-from image_builder.oci import is_loopback
+from image_builder.oci import is_loopback, split_host
 from image_builder.registry import ping
 
 DEFAULT_ADDRESS = "127.0.0.1:5000"
@@ -36,10 +36,10 @@ def data_dir(env: Mapping[str, str]) -> Path:
 
 
 def check_address(address: str) -> str:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdecimal() or not 0 < int(port) < 65536:
+    _, port = split_host(address)
+    if port is None or not 0 < port < 65536:
         raise InputError(f"--address {address!r}: expected host:port, e.g. {DEFAULT_ADDRESS}")
-    if not is_loopback(host or "?"):
+    if not is_loopback(address):
         raise InputError(
             f"--address {address!r} is not a loopback address; the embedded registry has no "
             "authentication, so it only listens on 127.0.0.1, [::1] or localhost"
@@ -134,12 +134,12 @@ def _serving(pid: int, address: str, timeout: float = 2.0) -> bool:
 
 
 def _port(address: str) -> int:
-    return int(address.rpartition(":")[2])
+    return split_host(address)[1] or 0
 
 
 def _check_free(address: str) -> None:
     """Fail if another process listens on ``address`` (on any address ``localhost`` names)."""
-    host = address.rpartition(":")[0].strip("[]")
+    host = split_host(address)[0]
     try:
         found = socket.getaddrinfo(host, _port(address), type=socket.SOCK_STREAM)
     except socket.gaierror:

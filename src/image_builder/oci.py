@@ -12,9 +12,9 @@ from image_builder.errors import InputError
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-_PATH = re.compile(
-    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-)
+# The distribution spec's repository grammar: lower-case components joined by "/".
+COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_PATH = re.compile(rf"{COMPONENT.pattern}(?:/{COMPONENT.pattern})*")
 
 
 def split_host(host_port: str) -> tuple[str, int | None]:

@@ -13,12 +13,17 @@ from typing import Any
 from image_builder.config import Config
 from image_builder.context import CIContext
 from image_builder.errors import InputError
-from image_builder.oci import Destination, Reference, Registry, destination, plain_http
+from image_builder.oci import (
+    COMPONENT,
+    Destination,
+    Reference,
+    Registry,
+    destination,
+    plain_http,
+)
 from image_builder.signing import SignerChoice, select_signers
 from image_builder.tags import Tag
 
-# The OCI distribution spec's repository name grammar: lower-case path components.
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
 _MAX_NAME = 255
 _ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -92,7 +97,7 @@ def validate_name(name: str) -> str:
     if not name:
         raise InputError("--name is required: the image name, e.g. test-infra/ginkgo")
     components = name.split("/")
-    if ".." in name or not all(_COMPONENT.fullmatch(c) for c in components):
+    if ".." in name or not all(COMPONENT.fullmatch(c) for c in components):
         raise InputError(
             f"image name {name!r} is not a valid OCI repository name: use lower-case letters, "
             "digits and single separators (. _ __ -) in '/'-separated parts, e.g. team/app"

@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 
 from image_builder import proc
 from image_builder.engines import BuiltImage
-from image_builder.errors import ImageBuilderError
+from image_builder.errors import ImageBuilderError, RuntimeFailure
 from image_builder.http import Deadline
 from image_builder.oci import Destination, Reference
 
@@ -122,7 +122,7 @@ def publish(
             publisher.push(staged, destination, deadline=deadline)
             found = registry.manifest_digest(destination.by_digest(staged.digest))
             if found != staged.digest:
-                raise ImageBuilderError(
+                raise RuntimeFailure(
                     f"pushed {destination.by_digest(staged.digest)}, but the registry "
                     f"{'does not have it' if found is None else 'answers ' + found}"
                 )

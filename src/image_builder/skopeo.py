@@ -16,10 +16,9 @@ from image_builder.engines import BuiltImage
 from image_builder.errors import RuntimeFailure
 from image_builder.http import Deadline, RetryableError, RetryPolicy
 from image_builder.layout import REF_NAME
-from image_builder.oci import Destination
+from image_builder.oci import DIGEST, Destination
 from image_builder.publish import Staged
 
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _RETRY_BUDGET = 120.0  # seconds of whole-copy retries, within the publish deadline
 _FATAL = re.compile(r'level=fatal msg="((?:[^"\\]|\\.)*)"')
 # What skopeo and buildah print for a push refused for good (400-403, 405, a bad manifest or
@@ -136,7 +135,7 @@ def _staged(path: Path, source: str) -> Staged:
         index = json.loads((path / "index.json").read_text())
         top = index["manifests"][0]
         digest, media_type = str(top["digest"]), str(top["mediaType"])
-        if not _DIGEST.fullmatch(digest):
+        if not DIGEST.fullmatch(digest):
             raise ValueError(digest)
         data = (path / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_bytes()
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:

@@ -23,6 +23,7 @@ from tests.integration.conftest import (
     Run,
     inspect_raw,
     manifest_digest,
+    tool_env,
 )
 from tests.integration.test_build import config, context, github
 
@@ -125,6 +126,39 @@ def test_atomic_publish_with_one_of_three_registries_down(
     rerun = cli(*build("team/atomic", ctx, cfg, "--tag", "t1"), env=PUSH)
     assert rerun.returncode == 0, rerun.stderr
     assert len(rerun.report["images_list"]) == 6
+
+
+def test_a_layout_with_uncompressed_layers_is_compressed_once_and_published(
+    cli: Cli, registry: Registry, base_image: str, tmp_path: Path
+) -> None:
+    """``--from-layout`` of a layout whose layers are not compressed (what --layout-out wrote
+    before the build compressed them): its digest is not the pushed one, so it is compressed
+    once first, and every registry gets that one digest."""
+    env = tool_env(cli.storage, cli.home)
+    (tmp_path / "a").write_text("a layer of our own\n")
+    box = subprocess.run(
+        ["buildah", "from", "-q", "--tls-verify=false", base_image],
+        env=env, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    subprocess.run(["buildah", "copy", "-q", box, str(tmp_path / "a"), "/a"], env=env, check=True)
+    layout = tmp_path / "layout"
+    # commit (not push) keeps its layers uncompressed, as the old --layout-out's bud did
+    subprocess.run(
+        ["buildah", "commit", "-q", "--rm", box, f"oci:{layout}:image"], env=env, check=True
+    )
+    index = json.loads((layout / "index.json").read_text())
+    top = json.loads(
+        (layout / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_text()
+    )
+    assert not top["layers"][-1]["mediaType"].endswith("gzip")
+    cfg = config(tmp_path, f"registry: {registry.address}/layout\n")
+    ctx = context(tmp_path, f"FROM {base_image}\n")
+    run = cli(*build("team/layout", ctx, cfg, "--from-layout", str(layout)), env=PUSH)
+    assert run.returncode == 0, run.stderr
+    pushed = inspect_raw(run.report["images_list"][0])
+    assert pushed is not None
+    assert all(layer["mediaType"].endswith("tar+gzip") for layer in pushed["layers"])
+    assert run.report["digest"] != index["manifests"][0]["digest"]
 
 
 class Silent:
@@ -283,34 +317,36 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_a_report_path_on_a_read_only_disk_is_refused_before_the_build(
-    cli: Cli, registry: Registry, small_disk: Path, tmp_path: Path
+@pytest.mark.parametrize("disk", ["read-only", "full"])
+def test_a_report_path_on_a_read_only_or_full_disk_is_refused_before_the_build(
+    cli: Cli, registry: Registry, small_disk: Path, tmp_path: Path, disk: str
 ) -> None:
-    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
-    cfg = config(tmp_path, f"registry: {registry.address}/ro\n")
+    if disk == "full":
+        _fill(small_disk)
+    else:
+        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    cfg = config(tmp_path, f"registry: {registry.address}/{disk}\n")
     ctx = context(tmp_path, "FROM scratch\nCOPY a /a\n", a="x\n")
     report = small_disk / "report.json"
-    run = cli(*build("team/ro", ctx, cfg, "--build-report-path", str(report)), env=PUSH)
+    run = cli(*build("team/disk", ctx, cfg, "--build-report-path", str(report)), env=PUSH)
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == (
         f"::error::--build-report-path {report} cannot be written: the disk mounted at "
-        f"{small_disk} is read-only; choose a writable place"
+        f"{small_disk} is {disk}; choose a writable place"
     )
     assert "==> build" not in run.stderr
 
 
-def test_a_report_path_on_a_full_disk_is_refused_before_the_build(
-    cli: Cli, registry: Registry, small_disk: Path, tmp_path: Path
+def test_a_full_disk_under_layout_out_is_named(
+    cli: Cli, base_image: str, small_disk: Path, tmp_path: Path
 ) -> None:
     _fill(small_disk)
-    cfg = config(tmp_path, f"registry: {registry.address}/full\n")
-    ctx = context(tmp_path, "FROM scratch\nCOPY a /a\n", a="x\n")
-    report = small_disk / "report.json"
-    run = cli(*build("team/full", ctx, cfg, "--build-report-path", str(report)), env=PUSH)
-    assert run.returncode == 2
+    ctx = context(tmp_path, f"FROM {base_image}\nCOPY a /a\n", a="x" * 100_000)
+    out = small_disk / "layout"
+    run = cli(*build("team/stage", ctx, config(tmp_path, ""), "--layout-out", str(out)), env=PUSH)
+    assert run.returncode == 1
     assert run.stderr.strip().splitlines()[-1] == (
-        f"::error::--build-report-path {report} cannot be written: the disk mounted at "
-        f"{small_disk} is full; choose a writable place"
+        f"::error::cannot write the image layout to {out}: the disk mounted at {small_disk} is full"
     )
 
 

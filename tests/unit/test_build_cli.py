@@ -191,3 +191,25 @@ def test_flags_that_carry_secrets_warn_and_name_the_variable(
     ) in err.splitlines()
     assert err.count("s3cret-value") == 1  # only in the ::add-mask:: directive
     assert "::add-mask::s3cret-value" in err
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("folder", "--build-report-path {path} is a folder; give a file name"),
+        ("missing/report.json", "--build-report-path {path}: the folder {parent} does not exist"),
+    ],
+)
+def test_an_unusable_report_path_is_refused_before_any_work(
+    tmp_path: Path, where: str, message: str
+) -> None:
+    from image_builder.commands.build import check_writable
+
+    (tmp_path / "folder").mkdir()
+    path = tmp_path / where
+    with pytest.raises(InputError) as caught:
+        check_writable(path, "--build-report-path")
+    assert caught.value.exit_code == 2
+    assert str(caught.value).startswith(message.format(path=path, parent=path.parent))
+    check_writable(tmp_path / "report.json", "--build-report-path")  # a usable one passes
+    assert list(tmp_path.iterdir()) == [tmp_path / "folder"]  # and leaves no probe behind

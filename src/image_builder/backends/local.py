@@ -82,18 +82,13 @@ def execute(
                 raise ValueError("signers are planned but no signer factory was given")
             if proc.CHILDREN.stopping:
                 return _cancelled(report, "before signing")
-            owned = [(r, done.digest) for r in plan.references if _state(done, r) == "moved"]
+            owned = [(r, done.digest) for r in plan.references if _state(done.tags, r) == "moved"]
             stored = [(d.by_digest(done.digest), done.digest) for d in done.holding()]
             with reporter.step(f"sign with {', '.join(plan.running_signers)}"):
                 report = sign_all(plan.running_signers, report, owned + stored, registry, signers)
         return report
     finally:
         engine.cleanup(image)
-
-
-def _state(done: Publication, ref: Reference) -> str | None:
-    result = done.tags.get(ref)
-    return result.state if result else None
 
 
 def sign_all(
@@ -146,16 +141,16 @@ def _report(
     tags = done.tags if done else {}
     stored = [d for d in plan.destinations if done and done.stored.get(d, "") is None]
     store_errors = {d: e for d, e in (done.stored.items() if done else ()) if e is not None}
-    owned = [str(r) for r in references if _state_of(tags, r) == "moved"]
+    owned = [str(r) for r in references if _state(tags, r) == "moved"]
     superseded = [
         SupersededImage(image=str(r), digest=tags[r].holds)
         for r in references
-        if _state_of(tags, r) == "superseded"
+        if _state(tags, r) == "superseded"
     ]
     failed = []
     for destination in plan.destinations:
         for ref in destination.references:
-            if _state_of(tags, ref) in ("moved", "superseded"):
+            if _state(tags, ref) in ("moved", "superseded"):
                 continue
             why = store_errors.get(destination) or (tags[ref].detail if ref in tags else "")
             failed.append(FailedImage(image=str(ref), error=why or "not attempted"))
@@ -188,7 +183,7 @@ def _report(
     )
 
 
-def _state_of(tags: dict[Reference, TagResult], ref: Reference) -> str | None:
+def _state(tags: dict[Reference, TagResult], ref: Reference) -> str | None:
     return tags[ref].state if ref in tags else None
 
 

@@ -270,7 +270,18 @@ def build_stage(plan: BuildPlan, engine: Engine, target: Path, reporter: Reporte
     try:
         with reporter.step(f"build {plan.name} for {', '.join(plan.platforms)}"):
             image = engine.build(plan)
-        shutil.copytree(image.layout.path, target, dirs_exist_ok=True)
+        try:
+            # File by file, not copytree: its aggregated error carries no errno to name a
+            # full disk by.
+            for source in sorted(image.layout.path.rglob("*")):
+                copy = target / source.relative_to(image.layout.path)
+                if source.is_dir():
+                    copy.mkdir(parents=True, exist_ok=True)
+                else:
+                    copy.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(source, copy)
+        except OSError as exc:
+            raise RuntimeFailure(write_error("the image layout", target, exc)) from None
     finally:
         engine.cleanup(image)
     reporter.result(
@@ -326,10 +337,10 @@ def publish(
 
 
 def write_error(what: str, path: Path, exc: OSError) -> str:
-    return f"cannot write {what} to {path}: {_why(path, exc)}"
+    return f"cannot write {what} to {path}: {why_unwritable(path, exc)}"
 
 
-def _why(path: Path, exc: OSError) -> str:
+def why_unwritable(path: Path, exc: OSError) -> str:
     """Why a write failed, naming the disk when it is full or read-only."""
     import errno
 
@@ -361,7 +372,7 @@ def check_writable(path: Path, flag: str) -> None:
             probe.flush()
     except OSError as exc:
         raise InputError(
-            f"{flag} {path} cannot be written: {_why(path, exc)}; choose a writable place"
+            f"{flag} {path} cannot be written: {why_unwritable(path, exc)}; choose a writable place"
         ) from None
 
 
