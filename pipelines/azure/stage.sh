@@ -2,7 +2,7 @@
 # One stage of the trusted pipeline (oci-image-builder.yml), as a script so that tests run exactly
 # what the pipeline runs. Every value arrives in an environment variable, never spliced into
 # script text. Stages:
-#   setup    install Image Builder from this checkout
+#   setup    install Image Builder from this checkout, runtime only (scripts/setup --runtime)
 #   verify   check the caller's token (AUTHORIZATION) against the run's parameters and the image
 #            name, and set the verified values as output variables of the step (the token is not
 #            spent: publish spends its build, sign its signing)
@@ -59,7 +59,7 @@ PY
 stage=${1:?stage: setup, verify, fetch, build, publish or sign}
 case $stage in
   setup)
-    "$here/scripts/setup"
+    "$here/scripts/setup" --runtime
     ;;
   verify)
     "$ib" verify-token --config "${IMAGE_BUILDER_CONFIG:?}" --name "${IB_NAME:?}" --ado-outputs

@@ -139,70 +139,94 @@ def _run_build_options(
 
         # As the Go tool did: a config with ado-config builds in Azure DevOps unless told otherwise.
         backend = "ado" if load_config(options.config).ado_config is not None else "local"
-    if backend == "ado":
-        from image_builder.commands.ado_build import AdoOptions, run_ado_build
-
-        return run_ado_build(
-            options, ado or AdoOptions(), env=env, reporter=reporter, now=datetime.now(UTC)
-        )
     with _stopped_by_signals() as stopped:
         try:
-            code = run_build(
-                options,
-                env=env,
-                reporter=reporter,
-                now=datetime.now(UTC),
-                host_platform=host_platform(platform.machine()),
-                euid=os.geteuid(),
-            )
+            if backend == "ado":
+                from image_builder.commands.ado_build import AdoOptions, run_ado_build
+
+                code = run_ado_build(
+                    options,
+                    ado or AdoOptions(),
+                    env=env,
+                    reporter=reporter,
+                    now=datetime.now(UTC),
+                    stop=stopped.event,
+                    why_stopped=stopped.name,
+                )
+            else:
+                code = run_build(
+                    options,
+                    env=env,
+                    reporter=reporter,
+                    now=datetime.now(UTC),
+                    host_platform=host_platform(platform.machine()),
+                    euid=os.geteuid(),
+                )
         except ImageBuilderError as exc:
             if not stopped:
                 raise
             reporter.error(str(exc))
             code = 1
     if stopped:
-        reporter.error(f"stopped by {signal.Signals(stopped[0]).name}")
-        return 128 + stopped[0]
+        reporter.error(f"stopped by {stopped.name()}")
+        return 128 + stopped.signals[0]
     return code
 
 
-@contextmanager
-def _stopped_by_signals() -> Iterator[list[int]]:
-    """SIGTERM and SIGINT stop the build's child processes; the build then unwinds, cleans up
-    and reports what it did, marked Cancelled. The list names the signal once one came. The
-    same signal again exits at once; another one (a CI runner's SIGTERM after its SIGINT) does
-    not, so the report is still written.
+class _Stopped:
+    """The signals a command received, and an event set by the first one."""
 
-    The handler only sets flags and an event: it runs on the main thread between two bytecodes,
+    def __init__(self) -> None:
+        import threading
+
+        self.signals: list[int] = []
+        self.event = threading.Event()
+
+    def __bool__(self) -> bool:
+        return bool(self.signals)
+
+    def name(self) -> str:
+        return signal.Signals(self.signals[0]).name if self.signals else "nothing"
+
+
+@contextmanager
+def _stopped_by_signals() -> Iterator[_Stopped]:
+    """SIGTERM and SIGINT stop the build's child processes (and cancel a remote run); the build
+    then unwinds, cleans up and reports what it did, marked Cancelled. The same signal again
+    exits at once; another one (a CI runner's SIGTERM after its SIGINT) does not, so the report
+    is still written.
+
+    The handler only sets flags and events: it runs on the main thread between two bytecodes,
     possibly while that thread holds a lock, so a watcher thread does the stopping."""
     import threading
 
     from image_builder import proc
 
-    received: list[int] = []
+    stopped = _Stopped()
     wake = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
         del frame
-        if received:
-            if signum == received[0]:
+        if stopped.signals:
+            if signum == stopped.signals[0]:
                 raise SystemExit(128 + signum)
             return
-        received.append(signum)
+        stopped.signals.append(signum)
         proc.CHILDREN.reason = signal.Signals(signum).name
         proc.CHILDREN.stopping = True  # nothing new starts from here on
+        stopped.event.set()
         wake.set()
 
     def watch() -> None:
         wake.wait()
-        if received:
-            proc.CHILDREN.stop_all(signal.Signals(received[0]).name)
+        if stopped.signals:
+            proc.CHILDREN.stop_all(stopped.name())
 
     watcher = threading.Thread(target=watch, name="signal-watcher", daemon=True)
     watcher.start()
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield received
+        yield stopped
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

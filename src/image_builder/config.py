@@ -249,10 +249,29 @@ class AdoConfig(_Model):
     ado_pipeline_id: int = Field(ge=1)
     ado_pipeline_version: int | None = Field(default=None, ge=1)
     ado_retry_strategy: AdoRetryStrategy = Field(default_factory=AdoRetryStrategy.model_construct)
-    ado_refresh_interval: GoDuration = timedelta(seconds=30)
-    ado_timeout: GoDuration = Field(
-        default=timedelta(minutes=60), description="How long to follow a run before giving up."
+    ado_refresh_interval: GoDuration = Field(
+        default=timedelta(seconds=30),
+        description="How often to read the run's state and its new log lines.",
     )
+    ado_queue_timeout: GoDuration = Field(
+        default=timedelta(minutes=30),
+        description="How long a run may wait for an agent; then it is cancelled.",
+    )
+    ado_timeout: GoDuration = Field(
+        default=timedelta(minutes=60),
+        description="How long a run may take once an agent started it; then it is cancelled.",
+    )
+    ado_cancel_timeout: GoDuration = Field(
+        default=timedelta(minutes=2),
+        description="How long to wait for a cancelled run to stop before leaving it.",
+    )
+
+    @field_validator("ado_refresh_interval", "ado_queue_timeout", "ado_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return value
 
 
 class RepositoryOwner(_Model):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +15,9 @@ import pytest
 from image_builder.backends.ado import PARAMETER_NAMES
 from tests.conftest import EVENTS, leaks
 from tests.integration.conftest import REPO, Cli, secret
+from tests.support.fake_aad import FakeAad
 from tests.support.fake_ado import FakeAdo, Fault
+from tests.support.pki import CA
 
 PAT = secret("ado-pat-very-secret")
 BASIC = "Basic " + base64.b64encode(f":{PAT}".encode()).decode()
@@ -168,7 +172,20 @@ def test_build_arg_with_a_comma_is_refused(cli: Cli, ado: FakeAdo, tmp_path: Pat
     assert "--build-arg 'LIST=a,b' contains ','" in run.stderr
 
 
-def test_wrong_credentials(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (401, "Azure DevOps refused the credentials (HTTP 401); check the personal access token"),
+        (203, "Azure DevOps answered with a sign-in page instead of JSON (HTTP 203): the personal access token is wrong or expired"),
+        (200, "Azure DevOps answered with a sign-in page instead of JSON (HTTP 200): the personal access token is wrong or expired"),
+    ],
+)  # fmt: skip
+def test_wrong_credentials(
+    cli: Cli, ado: FakeAdo, tmp_path: Path, status: int, message: str
+) -> None:
+    """A bad PAT gets 401 from some endpoints and the HTML sign-in page, with 203, from others:
+    both are bad input with a fix, never "internal error"."""
+    ado.bad_auth_status = status
     _, cfg = workspace(tmp_path, ado)
     run = run_ado(
         cli,
@@ -176,28 +193,111 @@ def test_wrong_credentials(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
         cfg,
         env={**github("push", "push.new-branch.json"), "AZURE_DEVOPS_EXT_PAT": "wrong"},
     )
-    assert run.returncode == 2
-    assert "Azure DevOps refused the credentials (HTTP 401)" in run.stderr
-    assert len(ado.requests) == 1  # a 401 is never retried
+    assert run.returncode == 2, run.stderr
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
+    assert len(ado.requests) == 1  # a PAT cannot be renewed, so it is not asked again
+    assert ado.runs == {}
 
 
-def test_retries_on_429_and_5xx(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
-    ado.log_lines = report_lines()
-    ado.faults = [Fault(429, {"Retry-After": "1"}), Fault(503), Fault(502)]
-    _, cfg = workspace(tmp_path, ado)
-    run = run_ado(cli, tmp_path, cfg)
-    assert run.returncode == 0, run.stderr
-    assert len(ado.runs_created()) == 4  # three faults, then the run was created once
-    assert len({r.body for r in ado.runs_created()}) == 1
-
-
-def test_retries_give_up(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
-    ado.faults = [Fault(503)] * 10
+def test_a_lost_answer_never_starts_a_second_run(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
+    """Azure DevOps accepted the run, then the answer was a 504: asking again would build, push
+    and sign twice. The client says where to look instead."""
+    ado.faults = [Fault(504, after=True, method="POST")]
     _, cfg = workspace(tmp_path, ado)
     run = run_ado(cli, tmp_path, cfg)
     assert run.returncode == 1
-    assert "Azure DevOps did not answer" in run.stderr
-    assert len(ado.requests) == 4  # ado-retry-strategy attempts
+    assert len(ado.runs) == 1
+    assert len(ado.runs_created()) == 1
+    assert (
+        "Azure DevOps answered HTTP 504 to POST _apis/pipelines/17/runs: fault after the request "
+        f"took effect; Azure DevOps may have started the run anyway: look for it at "
+        f"{ado.url}/project/_build?definitionId=17 before triggering another"
+    ) in run.stderr
+
+
+def test_a_post_that_may_have_arrived_is_not_sent_again(
+    cli: Cli, ado: FakeAdo, tmp_path: Path
+) -> None:
+    """502 and 503 come from gateways that may have passed the request on: not retried either."""
+    ado.faults = [Fault(503, method="POST")]
+    _, cfg = workspace(tmp_path, ado)
+    run = run_ado(cli, tmp_path, cfg)
+    assert run.returncode == 1
+    assert len(ado.runs_created()) == 1
+    assert "may have started the run anyway" in run.stderr
+
+
+def test_429_before_acceptance_is_retried_and_one_run_starts(
+    cli: Cli, ado: FakeAdo, tmp_path: Path
+) -> None:
+    ado.log_lines = report_lines()
+    ado.faults = [Fault(429, {"Retry-After": "0"}, method="POST")] * 2 + [Fault(503, method="GET")]
+    _, cfg = workspace(tmp_path, ado)
+    run = run_ado(cli, tmp_path, cfg)
+    assert run.returncode == 0, run.stderr
+    assert len(ado.runs_created()) == 3  # two 429s, then accepted
+    assert len(ado.runs) == 1
+    assert len({r.body for r in ado.runs_created()}) == 1
+
+
+def test_a_refused_connection_is_retried(cli: Cli, tmp_path: Path) -> None:
+    """Connection refused: the request never reached Azure DevOps, so it is safe to send again.
+    Azure DevOps comes up while the client retries."""
+    from tests.integration.conftest import free_port
+
+    port = free_port()
+    server = FakeAdo(BASIC, port=port)
+    server.log_lines = report_lines()
+    _, cfg = workspace(tmp_path, server, **{"ado-retry-strategy": "{attempts: 30, delay: 100ms}"})
+    started = cli.start(
+        "build", "--name", "team/app", "--context", "ctx", "--config", cfg,
+        env=github("push", "push.new-branch.json"), cwd=tmp_path,
+    )  # fmt: skip
+    time.sleep(1.0)
+    server.start()
+    try:
+        run = started.finish(60)
+    finally:
+        server.stop()
+    assert run.returncode == 0, run.stderr
+    assert len(server.runs) == 1
+
+
+def test_gets_are_retried_and_give_up(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
+    ado.faults = [Fault(503, method="GET")] * 10
+    _, cfg = workspace(tmp_path, ado)
+    run = run_ado(cli, tmp_path, cfg)
+    assert run.returncode == 1
+    assert (
+        "Azure DevOps did not answer: GET _apis/build/builds/4242 answered HTTP 503 (gave up after "
+        f"retries); ADO run 4242 may still be running: {ado.web_link}"
+    ) in run.stderr
+    assert len(ado.of("GET", "builds/4242$")) == 4  # ado-retry-strategy attempts
+
+
+def test_pipeline_version_goes_in_the_query(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
+    """Runs - Run Pipeline takes ``pipelineVersion`` as a query parameter; the 7.1 body has no
+    ``pipeline`` member (the fake refuses unknown members, as the schema does)."""
+    ado.log_lines = report_lines()
+    _, cfg = workspace(tmp_path, ado, **{"ado-pipeline-version": "2"})
+    run = run_ado(cli, tmp_path, cfg)
+    assert run.returncode == 0, run.stderr
+    (created,) = ado.runs_created()
+    assert created.query["pipelineVersion"] == ["2"]
+    assert set(created.json()) == {"templateParameters", "variables"}
+    assert ado.runs[FakeAdo.RUN].version == 2
+
+
+def test_a_pipeline_version_that_does_not_exist(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
+    _, cfg = workspace(tmp_path, ado, **{"ado-pipeline-version": "9"})
+    run = run_ado(cli, tmp_path, cfg)
+    assert run.returncode == 1
+    assert (
+        "Azure DevOps answered HTTP 404 to POST _apis/pipelines/17/runs: pipeline version 9 not found"
+        in run.stderr
+    )
+    assert ado.runs == {}
 
 
 def test_failed_run_shows_its_report_and_exits_1(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
@@ -230,15 +330,57 @@ def test_success_without_a_report(cli: Cli, ado: FakeAdo, tmp_path: Path) -> Non
     assert "succeeded but no build report between the marker lines in the logs" in run.stderr
 
 
-def test_run_that_never_finishes(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
+def test_a_run_over_its_time_is_cancelled(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
+    """Giving up used to leave the run going, and it still pushed: now it is cancelled."""
     ado.never_finishes = True
+    outputs = tmp_path / "out"
     _, cfg = workspace(tmp_path, ado, **{"ado-timeout": "1s"})
+    run = run_ado(
+        cli, tmp_path, cfg, env=github("push", "push.new-branch.json", GITHUB_OUTPUT=str(outputs))
+    )
+    assert run.returncode == 1
+    (cancel,) = ado.of("PATCH", r"/build/builds/4242$")
+    assert cancel.json() == {"status": "cancelling"}
+    assert ado.runs[FakeAdo.RUN].result == "canceled"
+    assert "cancelling ADO run 4242: it did not finish within ado-timeout (1s)" in run.stderr
+    assert (
+        f"ADO run 4242 was cancelled (it did not finish within ado-timeout (1s)): {ado.web_link}"
+        in run.stderr
+    )
+    assert "\ncanceled\n" in outputs.read_text()
+
+
+def test_queue_time_has_its_own_limit(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
+    """Waiting for an agent is not run time: a run that never leaves the queue is cancelled at
+    ado-queue-timeout, with its place in the queue shown while it waits."""
+    ado.queue_ticks = 10_000
+    _, cfg = workspace(tmp_path, ado, **{"ado-queue-timeout": "500ms", "ado-timeout": "1h"})
+    run = run_ado(cli, tmp_path, cfg)
+    assert run.returncode == 1
+    assert "ADO run 4242: waiting for an agent at position" in run.stderr
+    assert "cancelling ADO run 4242: it did not start within ado-queue-timeout (0.5s)" in run.stderr
+    assert len(ado.of("PATCH", r"/build/builds/4242$")) == 1
+
+
+def test_queue_time_does_not_count_as_run_time(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
+    ado.log_lines = report_lines()
+    ado.queue_ticks = 30  # 30 polls at 50ms: longer in the queue than ado-timeout
+    _, cfg = workspace(tmp_path, ado, **{"ado-timeout": "1s"})
+    run = run_ado(cli, tmp_path, cfg)
+    assert run.returncode == 0, run.stderr
+    assert ado.of("PATCH", "builds") == []
+
+
+def test_a_cancelled_run_that_does_not_stop(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
+    ado.never_finishes = True
+    ado.cancel_ticks = 10_000
+    _, cfg = workspace(tmp_path, ado, **{"ado-timeout": "300ms", "ado-cancel-timeout": "300ms"})
     run = run_ado(cli, tmp_path, cfg)
     assert run.returncode == 1
     assert (
-        f"the ADO run {FakeAdo.RUN} did not complete within 1s; it may still be running: {ado.web_link}"
-        in run.stderr
-    )
+        "asked Azure DevOps to cancel ADO run 4242 (it did not finish within ado-timeout (0.3s)), "
+        f"but it had not stopped when image-builder gave up waiting; see {ado.web_link}"
+    ) in run.stderr
 
 
 def test_preview_run(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
@@ -297,39 +439,254 @@ def test_service_principal_failure_names_no_secret(cli: Cli, ado: FakeAdo, tmp_p
     assert len(run.stderr.strip().splitlines()) <= 3  # masks and the one error line
 
 
+# --- the run, live --------------------------------------------------------------------------------
+
+
+def long_run(ado: FakeAdo, build_lines: list[str]) -> None:
+    """A run whose build step logs one line every 30 simulated seconds, one line per poll."""
+    from tests.support.fake_ado import default_steps
+
+    steps = default_steps(report_lines())
+    build = next(s for s in steps if s.ref == "build")
+    build.lines = build_lines
+    ado.steps = steps
+    ado.lines_per_tick = 1
+    ado.seconds_per_line = 30
+    ado.queue_ticks = 3
+
+
+def test_a_15_minute_run_is_shown_live(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
+    """Lines reach the user while the run is in progress, once each, in order, from the step
+    logs only (the job-level logs repeat them and are never read), without ADO's timestamps and
+    unable to drive the local CI; the run link comes before any of them."""
+    lines = [f"compiling part {n} of 30" for n in range(1, 31)]
+    lines[4] = "::set-output name=digest::sha256:forged"
+    lines[5] = "##vso[task.setvariable variable=signing_success]true"
+    long_run(ado, lines)
+    _, cfg = workspace(tmp_path, ado)
+    started = cli.start(
+        "build", "--name", "team/app", "--context", "ctx", "--config", cfg,
+        env=github("push", "push.new-branch.json"), cwd=tmp_path,
+    )  # fmt: skip
+    started.wait_for("[build] compiling part 10 of 30", timeout=60)
+    assert ado.runs[FakeAdo.RUN].status == "inProgress"  # shown while the run goes on
+    run = started.finish(120)
+    assert run.returncode == 0, run.stderr
+    err = run.stderr.splitlines()
+    shown = [line for line in err if line.startswith("[build] compiling part")]
+    assert shown == [f"[build] {line}" for line in lines if line.startswith("compiling")]
+    assert "[build] | ::set-output name=digest::sha256:forged" not in err  # not at a line start
+    assert "[build] ::set-output name=digest::sha256:forged" in err
+    assert not any("##vso[" in line for line in err)
+    assert "[build] ##vso [task.setvariable variable=signing_success]true" in err
+    assert not any(line.startswith("[") and "2026-11-26T" in line for line in err)
+    link = err.index(f"ADO run 4242: {ado.web_link}")
+    step_start = err.index("[build] Build in the sandbox (no secrets): started")
+    step_end = err.index("[build] Build in the sandbox (no secrets): succeeded")
+    assert link < step_start < err.index("[build] compiling part 1 of 30")
+    assert err.index("[build] compiling part 30 of 30") < step_end
+    assert "ADO run 4242: waiting for an agent at position 3" in err
+    assert "[verify] Initialize job" not in err  # the agent's own steps are left out
+    job_logs = {r.log for r in ado.runs[FakeAdo.RUN].records if r.type == "Job"}
+    read = {int(r.path.rsplit("/", 1)[1]) for r in ado.of("GET", r"/logs/\d+$")}
+    assert read
+    assert not (read & job_logs)
+    assert run.report["digest"] == "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_cancels_the_remote_run(
+    cli: Cli, ado: FakeAdo, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Ctrl-C (or a CI runner's SIGTERM) cancels the run it started, waits for it to stop and
+    reports it cancelled; before, the client exited and the run went on to push."""
+    long_run(ado, [f"compiling part {n} of 30" for n in range(1, 31)])
+    outputs = tmp_path / "out"
+    _, cfg = workspace(tmp_path, ado)
+    started = cli.start(
+        "build", "--name", "team/app", "--context", "ctx", "--config", cfg,
+        env=github("push", "push.new-branch.json", GITHUB_OUTPUT=str(outputs)), cwd=tmp_path,
+    )  # fmt: skip
+    started.wait_for("[build] compiling part 3 of 30", timeout=60)
+    started.process.send_signal(sig)
+    run = started.finish(60)
+    assert run.returncode == 128 + sig
+    (cancel,) = ado.of("PATCH", r"/build/builds/4242$")
+    assert cancel.json() == {"status": "cancelling"}
+    assert ado.runs[FakeAdo.RUN].result == "canceled"
+    assert f"ADO run 4242 was cancelled (stopped by {sig.name}): {ado.web_link}" in run.stderr
+    assert f"::error::stopped by {sig.name}" in run.stderr
+    assert "[build] compiling part 30 of 30" not in run.stderr
+    assert "\ncanceled\n" in outputs.read_text()
+
+
+def test_the_report_comes_from_the_publish_and_sign_steps_only(
+    cli: Cli, ado: FakeAdo, tmp_path: Path
+) -> None:
+    """The build step runs the caller's code: a report block it prints is shown as output, and
+    never taken for the build's report."""
+    from tests.support.fake_ado import Step, default_steps
+
+    forged = report_lines()
+    forged[2] = forged[2].replace("a" * 64, "f" * 64)
+    steps = default_steps(["pushing", "push failed"])
+    next(s for s in steps if s.ref == "build").lines = ["building", *forged]
+    steps.append(Step("sign", "sign", "Sign the pushed digest", ["no signer configured"]))
+    ado.steps = steps
+    outputs = tmp_path / "out"
+    _, cfg = workspace(tmp_path, ado)
+    run = run_ado(
+        cli, tmp_path, cfg, env=github("push", "push.new-branch.json", GITHUB_OUTPUT=str(outputs))
+    )
+    assert run.returncode == 1
+    assert "---IMAGE BUILD REPORT---" not in run.stdout
+    assert "f" * 64 not in outputs.read_text()
+    assert (
+        "ADO run 4242 succeeded but no build report between the marker lines in the logs of its "
+        "publish and sign steps"
+    ) in run.stderr
+
+
+def test_the_sign_steps_report_wins(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
+    from tests.support.fake_ado import Step, default_steps
+
+    signed = report_lines()
+    signed[2] = signed[2].replace('"signed": false', '"signed": true')
+    steps = default_steps(report_lines())
+    steps.append(Step("sign", "sign", "Sign the pushed digest", signed))
+    ado.steps = steps
+    _, cfg = workspace(tmp_path, ado)
+    run = run_ado(cli, tmp_path, cfg)
+    assert run.returncode == 0, run.stderr
+    assert run.report["signed"] is True
+
+
+# --- auth that lasts, and answers Azure DevOps gives --------------------------------------------------
+
+
+def service_principal(
+    tmp_path: Path, aad_lifetime: float
+) -> tuple[FakeAad, FakeAdo, dict[str, str]]:
+    """A service principal with (a local fake of) Entra ID, whose tokens the fake Azure DevOps
+    accepts for ``aad_lifetime`` seconds each."""
+    ca = CA()
+    client_secret = secret("planted-sp-secret-9c1e")
+    aad = FakeAad(
+        ca, tmp_path, client_id="sp-client", client_secret=client_secret,
+        access_token=secret("aad-token-for-ado-31f0"),
+    ).start()  # fmt: skip
+    server = FakeAdo(aad.valid(aad_lifetime)).start()
+    env = {
+        **github("push", "push.new-branch.json"),
+        "AZURE_DEVOPS_EXT_PAT": "",
+        "AZURE_CLIENT_ID": "sp-client",
+        "AZURE_CLIENT_SECRET": client_secret,
+        "AZURE_TENANT_ID": "my-tenant",
+        "AZURE_AUTHORITY_HOST": aad.url,
+        "REQUESTS_CA_BUNDLE": str(ca.write(tmp_path)),
+    }
+    return aad, server, env
+
+
 def test_service_principal_token_through_azure_identity(cli: Cli, tmp_path: Path) -> None:
     """azure-identity gets a token for the Azure DevOps resource from (a local fake of) Azure AD;
-    the client then calls ADO with it as a Bearer token."""
-    from tests.support.fake_aad import FakeAad
-    from tests.support.pki import CA
-
-    ca = CA()
-    client_secret = secret("planted-sp-secret-5b7c")
-    access = secret("aad-access-token-for-ado")
-    aad = FakeAad(
-        ca, tmp_path, client_id="sp-client", client_secret=client_secret, access_token=access
-    ).start()
-    server = FakeAdo(f"Bearer {access}").start()
+    the client then calls ADO with it as a Bearer token, from its cache while it is fresh."""
+    aad, server, env = service_principal(tmp_path, aad_lifetime=3600)
     try:
         server.log_lines = report_lines()
         _, cfg = workspace(tmp_path, server)
-        env = {
-            **github("push", "push.new-branch.json"),
-            "AZURE_DEVOPS_EXT_PAT": "",
-            "AZURE_CLIENT_ID": "sp-client",
-            "AZURE_CLIENT_SECRET": client_secret,
-            "AZURE_TENANT_ID": "my-tenant",
-            "AZURE_AUTHORITY_HOST": aad.url,
-            "REQUESTS_CA_BUNDLE": str(ca.write(tmp_path)),
-        }
         run = run_ado(cli, tmp_path, cfg, env=env)
         assert run.returncode == 0, run.stderr
         (grant,) = aad.grants
         assert grant["grant_type"] == ["client_credentials"]
         assert grant["scope"] == ["499b84ac-1321-427f-aa17-267ca6975798/.default"]
-        assert server.runs_created()[0].headers["Authorization"] == f"Bearer {access}"
-        assert leaks(client_secret, run.stdout, run.stderr) == []
-        assert leaks(access, run.stdout, run.stderr) == []
+        (token,) = aad.issued
+        assert {r.headers["Authorization"] for r in server.requests} == {f"Bearer {token}"}
+        assert leaks(env["AZURE_CLIENT_SECRET"], run.stdout, run.stderr) == []
+        assert leaks(token, run.stdout, run.stderr) == []
     finally:
         server.stop()
         aad.stop()
+
+
+def test_an_expired_token_is_renewed_mid_run(cli: Cli, tmp_path: Path) -> None:
+    """Entra tokens expire (Azure DevOps here accepts each for 1s); the long run goes on with a
+    new one, where the token fetched once used to end in a 401 reported as bad input."""
+    aad, server, env = service_principal(tmp_path, aad_lifetime=1.0)
+    try:
+        long_run(server, [f"compiling part {n} of 30" for n in range(1, 31)])
+        _, cfg = workspace(tmp_path, server)
+        run = run_ado(cli, tmp_path, cfg, env=env)
+        assert run.returncode == 0, run.stderr
+        assert len(aad.grants) >= 2
+        used = {r.headers["Authorization"] for r in server.requests}
+        assert len(used) >= 2
+        for token in aad.issued:
+            assert token not in run.stderr + run.stdout
+    finally:
+        server.stop()
+        aad.stop()
+
+
+def test_a_principal_refused_mid_run_is_exit_1_with_the_cause(cli: Cli, tmp_path: Path) -> None:
+    aad, server, env = service_principal(tmp_path, aad_lifetime=1.0)
+    aad.refuse_after = 1
+    try:
+        long_run(server, [f"compiling part {n} of 30" for n in range(1, 31)])
+        _, cfg = workspace(tmp_path, server)
+        run = run_ado(cli, tmp_path, cfg, env=env)
+        assert run.returncode == 1
+        assert (
+            "the Azure service principal could not get a token for Azure DevOps: "
+        ) in run.stderr
+        assert f"ADO run 4242 may still be running: {server.web_link}" in run.stderr
+        assert "Traceback" not in run.stderr
+    finally:
+        server.stop()
+        aad.stop()
+
+
+def test_retry_after_on_a_200_slows_the_next_request(
+    cli: Cli, ado: FakeAdo, tmp_path: Path
+) -> None:
+    """Azure DevOps' delayed mode: a 200 with Retry-After asks for a pause before the next call."""
+    ado.log_lines = report_lines()
+    ado.faults = [Fault(None, {"Retry-After": "1"}, after=True, method="GET")]
+    _, cfg = workspace(tmp_path, ado)
+    run = run_ado(cli, tmp_path, cfg)
+    assert run.returncode == 0, run.stderr
+    first_get = next(i for i, r in enumerate(ado.requests) if r.method == "GET")
+    pause = ado.requests[first_get + 1].at - ado.requests[first_get].at
+    assert pause >= 0.95
+
+
+def test_https_proxy_from_the_environment(cli: Cli, tmp_path: Path) -> None:
+    """Self-hosted runners reach Azure DevOps through HTTPS_PROXY."""
+    import ssl
+
+    from tests.support.connect_proxy import ConnectProxy
+
+    ca = CA()
+    cert, key = ca.pair("127.0.0.1", server=True)
+    (tmp_path / "ado.pem").write_bytes(cert)
+    (tmp_path / "ado.key").write_bytes(key)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "ado.pem", tmp_path / "ado.key")
+    server = FakeAdo(BASIC, tls=context).start()
+    proxy = ConnectProxy().start()
+    try:
+        server.log_lines = report_lines()
+        _, cfg = workspace(tmp_path, server)
+        env = {
+            **github("push", "push.new-branch.json"),
+            "HTTPS_PROXY": proxy.url,
+            "SSL_CERT_FILE": str(ca.write(tmp_path)),
+        }
+        run = run_ado(cli, tmp_path, cfg, env=env)
+        assert run.returncode == 0, run.stderr
+        assert proxy.tunnels
+        assert set(proxy.tunnels) == {server.address}
+        assert len(server.runs) == 1
+    finally:
+        proxy.stop()
+        server.stop()

@@ -93,7 +93,11 @@ class Pipeline:
         event: str = "push",
         params: dict[str, str] | None = None,
         token: Callable[[str], str] | None = None,
+        setup: bool = False,
     ) -> tuple[RunResult, str]:
+        """``setup``: each job checks out a copy of this repository and runs the pipeline's own
+        set-up in it (a runtime venv per job, as on a fresh agent); otherwise the jobs share
+        this checkout, already set up."""
         commit = caller_repo(self.tmp / "git", files)
         if token is None:
             claims: dict[str, Any] = {"sha": commit, "event_name": event}
@@ -129,7 +133,8 @@ class Pipeline:
                 "image-builder-registry": {"RegistryAuth": self.registry_auth},
                 "image-builder-signing": {"COSIGN_PASSWORD": PASSWORD},
             },
-            skip_scripts=("stage.sh setup",),
+            skip_scripts=() if setup else ("stage.sh setup",),
+            copy_checkout=setup,
         )
         result = runner.run(parameters)
         record("pipeline log", result.log)
@@ -222,12 +227,19 @@ def test_a_release_run_builds_publishes_and_signs_in_separate_jobs(
 
 
 def test_a_pull_request_run_has_no_job_that_can_read_signing_material(
-    pipeline: Pipeline, base_image: str
+    pipeline: Pipeline, base_image: str, tmp_path: Path
 ) -> None:
-    result, _ = pipeline.run({"Dockerfile": f"FROM {base_image}\n"}, event="pull_request_target")
+    """Run as shipped: every job checks out the pipeline's repository where Azure DevOps puts it
+    (``$(Pipeline.Workspace)/image-builder``) and sets itself up from the runtime lock."""
+    result, _ = pipeline.run(
+        {"Dockerfile": f"FROM {base_image}\n"}, event="pull_request_target", setup=True
+    )
     assert pipeline.results(result) == {
         "verify": "Succeeded", "build": "Succeeded", "publish": "Succeeded",
     }, result.log[-4000:]  # fmt: skip
+    checkout = tmp_path / "agent" / "agent" / "build" / "w" / "image-builder"
+    assert (checkout / ".venv" / "bin" / "image-builder").exists()
+    assert not (checkout / ".venv" / "bin" / "pytest").exists()  # the runtime lock only
     assert "sign" not in [job["job"] for job in result.compiled["jobs"]]
     build = next(job for job in result.compiled["jobs"] if job["job"] == "build")
     assert build["pool"] == {"name": "image-builder-untrusted"}
@@ -368,3 +380,75 @@ def test_attack_a_parameter_that_forges_a_verified_output(
         "BASE_REF 'refs/heads/main\\r##vso [task.setvariable variable=REPO_NAME;isOutput=true]"
         "victim' is not a git ref: use letters, digits and . _ / @ + -" in result.log
     )
+
+
+AGENT_USER = "ib-agent-test"
+
+
+@pytest.fixture
+def agent_user() -> Iterator[tuple[str, Path]]:
+    """An unprivileged agent account as on a Microsoft-hosted agent, without subordinate ids yet;
+    the test may give it passwordless sudo, as those agents have. Its home is outside pytest's
+    folders, which only root may enter."""
+    import shutil
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="ib-agent-"))
+    home.chmod(0o755)
+    subprocess.run(["userdel", AGENT_USER], capture_output=True, check=False)
+    subprocess.run(
+        ["useradd", "--user-group", "--no-create-home", "--home-dir", str(home),
+         "--shell", "/bin/bash", AGENT_USER],
+        check=True,
+    )  # fmt: skip
+    for table in ("/etc/subuid", "/etc/subgid"):
+        lines = Path(table).read_text().splitlines(keepends=True)
+        Path(table).write_text("".join(x for x in lines if not x.startswith(f"{AGENT_USER}:")))
+    checkout = home / "image-builder"
+    from tests.support.ado_runner import _copy_checkout
+
+    _copy_checkout(REPO, checkout)
+    subprocess.run(["chown", "-R", f"{AGENT_USER}:{AGENT_USER}", str(home)], check=True)
+    try:
+        yield AGENT_USER, checkout
+    finally:
+        Path(f"/etc/sudoers.d/{AGENT_USER}").unlink(missing_ok=True)
+        subprocess.run(["userdel", AGENT_USER], capture_output=True, check=False)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_the_set_up_runs_as_an_unprivileged_agent_user(agent_user: tuple[str, Path]) -> None:
+    """Microsoft-hosted agents do not run as root: the set-up asks for root only through sudo,
+    and only for what needs it (here the user's subordinate ids), and installs the runtime
+    lock, never the dev tools. Without sudo it says what to do."""
+    user, checkout = agent_user
+
+    def setup() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
+             "env", "-i", f"HOME={checkout.parent}", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+             "bash", str(checkout / "pipelines" / "azure" / "stage.sh"), "setup"],
+            capture_output=True, text=True, check=False, timeout=600,
+        )  # fmt: skip
+
+    refused = setup()
+    assert refused.returncode == 1
+    assert (
+        "setup: this needs root: usermod --add-subuids 2000000-2065535 --add-subgids "
+        f"2000000-2065535 {user}; run scripts/setup as root, or give {user} passwordless sudo"
+    ) in refused.stderr
+    Path(f"/etc/sudoers.d/{user}").write_text(f"{user} ALL=(ALL) NOPASSWD: ALL\n")
+    Path(f"/etc/sudoers.d/{user}").chmod(0o440)
+    done = setup()
+    assert done.returncode == 0, done.stderr
+    assert f"{user}:2000000:65536" in Path("/etc/subuid").read_text()
+    venv = checkout / ".venv" / "bin"
+    assert not (venv / "pytest").exists()
+    assert not (venv / "mypy").exists()
+    version = subprocess.run(
+        ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
+         str(venv / "image-builder"), "--version"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert version.returncode == 0, version.stderr
+    assert (venv.parent.stat().st_uid, venv.parent.stat().st_gid) != (0, 0)

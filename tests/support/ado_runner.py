@@ -264,6 +264,7 @@ class AdoRunner:
     secrets: dict[str, str] = field(default_factory=dict)  # queue-time, secret
     groups: dict[str, dict[str, str]] = field(default_factory=dict)  # variable groups, secret
     skip_scripts: tuple[str, ...] = ()  # endings of scripts already done here (the set-up)
+    copy_checkout: bool = False  # check out a copy of self_repo's files (else a link to it)
 
     def run(self, parameters: Mapping[str, str]) -> RunResult:
         compiled = compile_pipeline(self.pipeline, parameters)
@@ -348,9 +349,12 @@ class AdoRunner:
         if "checkout" in step:
             if step["checkout"] == "self":
                 target = workspace / step.get("path", "s")
-                if target.exists():
-                    shutil.rmtree(target)
-                target.symlink_to(self.self_repo)
+                if target.exists() or target.is_symlink():
+                    shutil.rmtree(target) if not target.is_symlink() else target.unlink()
+                if self.copy_checkout:
+                    _copy_checkout(self.self_repo, target)
+                else:
+                    target.symlink_to(self.self_repo)
             return True
         if "publish" in step:
             source = Path(expand(step["publish"]))
@@ -403,6 +407,21 @@ class AdoRunner:
                 else:
                     plain[variable] = data
         return done.returncode == 0
+
+
+def _copy_checkout(repo: Path, target: Path) -> None:
+    """The repository's files as a checkout has them: tracked ones, and new ones not ignored
+    (so that a test sees the working tree), with their modes."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=repo, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, listed):
+        source = repo / name
+        if not source.is_file():
+            continue  # deleted in the working tree
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target / name)
 
 
 def _job_variables(variables: Any) -> list[dict[str, Any]]:

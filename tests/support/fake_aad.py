@@ -1,9 +1,15 @@
 """A local fake of Azure AD's token service for a tenant: OpenID discovery and the v2.0 token
-endpoint (client-credentials grant), over HTTPS with a certificate from the test CA."""
+endpoint (client-credentials grant), over HTTPS with a certificate from the test CA.
+
+Every grant issues a new access token (``<access_token>`` for the first, then ``-2``, ``-3``…),
+so a fake Azure DevOps can let tokens expire (``valid``). ``refuse_after`` turns the client away
+from that many grants on, as after a rotated secret."""
 
 from __future__ import annotations
 
 import ssl
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -17,6 +23,8 @@ class FakeAad(LocalServer):
         self, ca: CA, folder: Path, *, client_id: str, client_secret: str, access_token: str
     ) -> None:
         self.grants: list[dict[str, list[str]]] = []
+        self.issued: dict[str, float] = {}  # token -> when it was issued (monotonic)
+        self.refuse_after: int | None = None
         cert, key = ca.pair("127.0.0.1", server=True)
         (folder / "aad.pem").write_bytes(cert)
         (folder / "aad.key").write_bytes(key)
@@ -42,16 +50,22 @@ class FakeAad(LocalServer):
                 length = int(self.headers.get("content-length", "0"))
                 form = parse_qs(self.rfile.read(length).decode())
                 fake.grants.append(form)
-                if form.get("client_id") == [client_id] and form.get("client_secret") == [
-                    client_secret
-                ]:
+                refused = fake.refuse_after is not None and len(fake.grants) > fake.refuse_after
+                if (
+                    form.get("client_id") == [client_id]
+                    and form.get("client_secret") == [client_secret]
+                    and not refused
+                ):
+                    number = len(fake.issued) + 1
+                    token = access_token if number == 1 else f"{access_token}-{number}"
+                    fake.issued[token] = time.monotonic()
                     self._send(
                         200,
                         {
                             "token_type": "Bearer",
                             "expires_in": 3599,
                             "ext_expires_in": 3599,
-                            "access_token": access_token,
+                            "access_token": token,
                         },
                     )
                 else:
@@ -71,3 +85,12 @@ class FakeAad(LocalServer):
     @property
     def url(self) -> str:
         return self.base_url
+
+    def valid(self, lifetime: float) -> Callable[[str], bool]:
+        """An Authorization check that accepts this fake's tokens for ``lifetime`` seconds."""
+
+        def check(header: str) -> bool:
+            issued = self.issued.get(header.removeprefix("Bearer "))
+            return issued is not None and time.monotonic() - issued < lifetime
+
+        return check

@@ -48,9 +48,13 @@ class LocalServer:
     """A threaded HTTP server on a free loopback port; a fake subclasses it with its handler."""
 
     def __init__(
-        self, handler: type[BaseHTTPRequestHandler], *, tls: ssl.SSLContext | None = None
+        self,
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        tls: ssl.SSLContext | None = None,
+        port: int = 0,
     ) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.server.daemon_threads = True
         if tls is not None:
             self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)

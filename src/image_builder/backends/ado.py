@@ -1,5 +1,6 @@
-"""The Azure DevOps backend: trigger the trusted ``oci-image-builder`` pipeline, follow the run,
-and bring back the build report it printed. The only module that talks to Azure DevOps."""
+"""The Azure DevOps backend: trigger the trusted ``oci-image-builder`` pipeline, show the run as
+it goes, cancel it when asked to stop or out of time, and bring back the build report it printed.
+The only module that talks to Azure DevOps."""
 
 from __future__ import annotations
 
@@ -7,17 +8,20 @@ import base64
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from image_builder.config import AdoConfig
 from image_builder.context import CIContext
 from image_builder.errors import InputError, RuntimeFailure
 from image_builder.http import RETRY_STATUSES, RetryableError, RetryPolicy, retry_after_seconds
+from image_builder.reporter import Reporter
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,10 @@ TOKEN_VARIABLE = "AUTHORIZATION"  # noqa: S105 (a variable name)
 
 class AdoError(RuntimeFailure):
     pass
+
+
+class AdoUncertain(AdoError):
+    """A request that changes something got no clear answer: it may or may not have happened."""
 
 
 class AdoAuthError(InputError):
@@ -127,14 +135,86 @@ def template_parameters(ctx: CIContext, request: AdoRequest) -> dict[str, str]:
 # --- authentication ---------------------------------------------------------------------------------
 
 
-def auth_header(
+class Credentials(Protocol):
+    def header(self) -> str:
+        """The ``Authorization`` header for the next request."""
+        ...
+
+    def renew(self) -> bool:
+        """Start over with fresh credentials; false when that cannot change anything."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class PersonalAccessToken:
+    def __init__(self, pat: str) -> None:
+        self._header = "Basic " + base64.b64encode(f":{pat}".encode()).decode()
+
+    def header(self) -> str:
+        return self._header
+
+    def renew(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class ServicePrincipal:
+    """Entra ID tokens through azure-identity, asked for on every request: its cache hands back
+    the token while it is fresh and fetches a new one before it expires (they last about an
+    hour, and a run can take longer). ``renew`` drops the cache, for a token Azure DevOps
+    refused before its time."""
+
+    def __init__(self, tenant: str, client: str, secret: str, env: Mapping[str, str]) -> None:
+        self._args = (tenant, client, secret)
+        self._authority = env.get("AZURE_AUTHORITY_HOST")
+        self._credential: Any = None
+
+    def header(self) -> str:
+        from azure.core.exceptions import ClientAuthenticationError
+
+        if self._credential is None:
+            self._credential = self._new()
+        try:
+            return "Bearer " + str(self._credential.get_token(ADO_RESOURCE_SCOPE).token)
+        except ClientAuthenticationError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            raise AdoAuthError(
+                f"the Azure service principal could not get a token for Azure DevOps: {first}"
+            ) from None
+
+    def renew(self) -> bool:
+        self.close()
+        return True
+
+    def close(self) -> None:
+        if self._credential is not None:
+            self._credential.close()
+            self._credential = None
+
+    def _new(self) -> Any:
+        from azure.identity import ClientSecretCredential
+
+        authority = self._authority
+        microsoft = authority is None or authority.rstrip("/").endswith(
+            ("login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn")
+        )
+        tenant, client, secret = self._args
+        return ClientSecretCredential(
+            tenant, client, secret, authority=authority, disable_instance_discovery=not microsoft
+        )
+
+
+def credentials(
     *,
     client_id: str | None,
     client_secret: str | None,
     tenant_id: str | None,
     pat: str | None,
     env: Mapping[str, str],
-) -> str:
+) -> Credentials:
     """A service principal (flags, else ``AZURE_CLIENT_ID``/``_SECRET``/``TENANT_ID``) through
     azure-identity, else a personal access token (``--ado-pat``, ``AZURE_DEVOPS_EXT_PAT``,
     ``ADO_PAT``) as Basic auth with an empty user name."""
@@ -143,12 +223,10 @@ def auth_header(
     tenant_id = tenant_id or env.get("AZURE_TENANT_ID")
     principal = [client_id, client_secret, tenant_id]
     if all(principal):
-        return "Bearer " + _service_principal_token(
-            str(tenant_id), str(client_id), str(client_secret), env
-        )
+        return ServicePrincipal(str(tenant_id), str(client_id), str(client_secret), env)
     pat = pat or env.get("AZURE_DEVOPS_EXT_PAT") or env.get("ADO_PAT")
     if pat:
-        return "Basic " + base64.b64encode(f":{pat}".encode()).decode()
+        return PersonalAccessToken(pat)
     if any(principal):
         missing = [
             n
@@ -167,169 +245,459 @@ def auth_header(
     )
 
 
-def _service_principal_token(tenant: str, client: str, secret: str, env: Mapping[str, str]) -> str:
-    from azure.core.exceptions import ClientAuthenticationError
-    from azure.identity import ClientSecretCredential
+# --- what Azure DevOps answers ----------------------------------------------------------------------
 
-    authority = env.get("AZURE_AUTHORITY_HOST")
-    microsoft = authority is None or authority.rstrip("/").endswith(
-        ("login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn")
-    )
-    credential = ClientSecretCredential(
-        tenant,
-        client,
-        secret,
-        authority=authority,
-        disable_instance_discovery=not microsoft,
-    )
-    try:
-        return str(credential.get_token(ADO_RESOURCE_SCOPE).token)
-    except ClientAuthenticationError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise AdoAuthError(
-            f"the Azure service principal could not get a token for Azure DevOps: {first}"
-        ) from None
-    finally:
-        credential.close()
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class _Href(_Answer):
+    href: str | None = None
+
+
+class _Links(_Answer):
+    web: _Href | None = None
+
+
+class Run(_Answer):
+    """Runs - Run Pipeline and Runs - Get."""
+
+    id: int
+    state: str = "unknown"
+    result: str | None = None
+    links: _Links | None = Field(default=None, alias="_links")
+    final_yaml: str | None = Field(default=None, alias="finalYaml")
+
+    @property
+    def web_url(self) -> str | None:
+        return self.links.web.href if self.links and self.links.web else None
+
+
+class Build(_Answer):
+    """Builds - Get: a run as the build API sees it, with its place in the queue."""
+
+    id: int
+    status: str  # notStarted, inProgress, cancelling, completed (postponed, none)
+    result: str | None = None  # succeeded, partiallySucceeded, failed, canceled
+    queue_position: int | None = Field(default=None, alias="queuePosition")
+    links: _Links | None = Field(default=None, alias="_links")
+
+    @property
+    def started(self) -> bool:
+        return self.status not in ("notStarted", "postponed", "none")
+
+
+class _LogReference(_Answer):
+    id: int
+
+
+class Record(_Answer):
+    """One Timeline record: a stage, phase, job or task (step)."""
+
+    id: str
+    parent_id: str | None = Field(default=None, alias="parentId")
+    type: str
+    name: str = ""
+    ref_name: str | None = Field(default=None, alias="refName")
+    order: int | None = None
+    state: str | None = None  # pending, inProgress, completed
+    result: str | None = None
+    start_time: str | None = Field(default=None, alias="startTime")
+    log: _LogReference | None = None
+
+
+class _Timeline(_Answer):
+    records: list[Record] = []
+
+
+class _LogEntry(_Answer):
+    id: int
+    line_count: int = Field(default=0, alias="lineCount")
+
+
+class _Logs(_Answer):
+    value: list[_LogEntry] = []
+
+
+_A = TypeVar("_A", bound=_Answer)
 
 
 # --- the REST client -------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True, kw_only=True)
-class Run:
-    id: int
-    state: str
-    result: str | None
-    web_url: str | None
-    final_yaml: str | None = None
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Run:
-        try:
-            links = data.get("_links") or {}
-            web = (links.get("web") or {}).get("href")
-            return cls(
-                id=int(data["id"]),
-                state=str(data.get("state", "unknown")),
-                result=str(data["result"]) if data.get("result") else None,
-                web_url=str(web) if web else None,
-                final_yaml=str(data["finalYaml"]) if data.get("finalYaml") else None,
-            )
-        except (KeyError, TypeError, ValueError):
-            raise AdoError("Azure DevOps answered with a run that has no id") from None
+# Failures after which the request provably never reached Azure DevOps.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
 
 
 class AdoClient:
-    def __init__(self, *, http: httpx.Client, config: AdoConfig, authorization: str) -> None:
+    """The Azure DevOps REST API 7.1, as the image-builder pipeline needs it. Reads are retried
+    on connection errors, 408, 429 and 5xx; the run-creating POST only when it provably did not
+    reach Azure DevOps (the connection was refused) or was turned away with 429, so one request
+    never starts two builds. ``Retry-After`` is honoured on every answer, a 200 too (Azure DevOps'
+    delayed mode), and a 401 renews the credentials once."""
+
+    def __init__(
+        self,
+        *,
+        http: httpx.Client,
+        config: AdoConfig,
+        credentials: Credentials,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._http = http
         self._base = f"{config.ado_organization_url.rstrip('/')}/{config.ado_project_name}"
         self._pipeline = config.ado_pipeline_id
         self._version = config.ado_pipeline_version
-        self._authorization = authorization
+        self._credentials = credentials
+        self._clock, self._sleep = clock, sleep
+        self._not_before = 0.0
         delay = config.ado_retry_strategy.delay.total_seconds()
         self._retry = RetryPolicy(
             attempts=config.ado_retry_strategy.attempts,
             base_delay=delay,
             max_delay=max(delay * 8, delay),
-            budget=config.ado_timeout.total_seconds(),
+            budget=max(delay * 8, 60.0),
         )
+
+    @property
+    def runs_url(self) -> str:
+        """Where a person sees the pipeline's runs."""
+        return f"{self._base}/_build?definitionId={self._pipeline}"
 
     def run_pipeline(
         self, parameters: Mapping[str, str], *, token: str, preview_yaml: str | None = None
     ) -> Run:
-        """Queue a run. The caller's token travels as a secret variable, never as a template
-        parameter: parameters can be read back from the run by anyone who can read runs."""
+        """Queue a run (Runs - Run Pipeline). The caller's token travels as a secret variable,
+        never as a template parameter: parameters can be read back from the run by anyone who
+        can read runs."""
         body: dict[str, Any] = {
             "templateParameters": dict(parameters),
             "variables": {TOKEN_VARIABLE: {"value": token, "isSecret": True}},
         }
-        if self._version is not None:
-            body["pipeline"] = {"version": self._version}
         if preview_yaml is not None:
             body["previewRun"] = True
             body["yamlOverride"] = preview_yaml
-        response = self._call("POST", f"_apis/pipelines/{self._pipeline}/runs", json=body)
-        return Run.from_json(response.json())
+        query = {} if self._version is None else {"pipelineVersion": str(self._version)}
+        path = f"_apis/pipelines/{self._pipeline}/runs"
+        try:
+            response = self._call("POST", path, params=query, json=body, idempotent=False)
+        except AdoUncertain as exc:
+            raise AdoError(
+                f"{exc}; Azure DevOps may have started the run anyway: look for it at "
+                f"{self.runs_url} before triggering another"
+            ) from None
+        return self._model(Run, response, "the new run")
 
-    def get_run(self, run_id: int) -> Run:
-        response = self._call("GET", f"_apis/pipelines/{self._pipeline}/runs/{run_id}")
-        return Run.from_json(response.json())
+    def get_build(self, run_id: int) -> Build:
+        return self._model(Build, self._call("GET", f"_apis/build/builds/{run_id}"), "the run")
 
-    def logs(self, run_id: int) -> str:
-        """Every log of the run's build, in order, as one text."""
-        listing = self._call("GET", f"_apis/build/builds/{run_id}/logs").json()
-        entries = sorted(listing.get("value") or [], key=lambda e: int(e.get("id", 0)))
-        texts = []
-        for entry in entries:
-            response = self._call(
-                "GET",
-                f"_apis/build/builds/{run_id}/logs/{int(entry['id'])}",
-                headers={"Accept": "text/plain"},
-            )
-            texts.append(response.text)
-        return "\n".join(texts)
+    def timeline(self, run_id: int) -> list[Record]:
+        """The run's jobs and steps; none before an agent picked the run up."""
+        response = self._call("GET", f"_apis/build/builds/{run_id}/timeline", missing_is_empty=True)
+        if response.status_code == 404:
+            return []
+        return self._model(_Timeline, response, "the run's timeline").records
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def log_lengths(self, run_id: int) -> dict[int, int]:
+        """Each log of the run and how many lines it has so far."""
+        response = self._call("GET", f"_apis/build/builds/{run_id}/logs")
+        return {e.id: e.line_count for e in self._model(_Logs, response, "the log list").value}
+
+    def log_lines(self, run_id: int, log_id: int, first: int) -> list[str]:
+        """The lines of one log from line ``first`` on (lines count from 1)."""
+        response = self._call(
+            "GET",
+            f"_apis/build/builds/{run_id}/logs/{log_id}",
+            params={"startLine": str(first)},
+            headers={"Accept": "text/plain"},
+        )
+        return response.text.splitlines()
+
+    def cancel(self, run_id: int) -> Build:
+        """Builds - Update Build with ``status: cancelling``: the agent stops the job, and the
+        jobs that have not started never run."""
+        response = self._call(
+            "PATCH", f"_apis/build/builds/{run_id}", json={"status": "cancelling"}
+        )
+        return self._model(Build, response, "the cancelled run")
+
+    # --- plumbing ----------------------------------------------------------------------------------
+
+    def _model(self, model: type[_A], response: httpx.Response, what: str) -> _A:
+        try:
+            data = response.json()
+        except ValueError:
+            raise _not_json(response) from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "the answer"
+            raise AdoError(
+                f"Azure DevOps answered with {what} in an unexpected form ({where}: {first['msg']})"
+            ) from None
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        idempotent: bool = True,
+        missing_is_empty: bool = False,
+    ) -> httpx.Response:
         url = f"{self._base}/{path}"
-        headers = {"Authorization": self._authorization, **kwargs.pop("headers", {})}
+        query = {**(params or {}), "api-version": API_VERSION}
 
         def attempt() -> httpx.Response:
+            wait = self._not_before - self._clock()
+            if wait > 0:
+                self._sleep(wait)
             try:
                 response = self._http.request(
-                    method, url, params={"api-version": API_VERSION}, headers=headers, **kwargs
+                    method,
+                    url,
+                    params=query,
+                    json=json,
+                    headers={"Authorization": self._credentials.header(), **(headers or {})},
                 )
+            except _NOT_SENT as exc:
+                raise RetryableError(f"{method} {path}: {_describe(exc)}") from exc
             except httpx.TransportError as exc:
-                raise RetryableError(f"{method} {path}: {exc.__class__.__name__}") from exc
-            if response.status_code in RETRY_STATUSES:
+                if idempotent:
+                    raise RetryableError(f"{method} {path}: {_describe(exc)}") from exc
+                raise AdoUncertain(f"{method} {path} got no answer: {_describe(exc)}") from None
+            retry_after = retry_after_seconds(response)
+            if retry_after is not None:
+                self._not_before = self._clock() + retry_after
+            status = response.status_code
+            if status == 429 or (idempotent and status in RETRY_STATUSES):
                 raise RetryableError(
-                    f"{method} {path} answered HTTP {response.status_code}",
-                    retry_after=retry_after_seconds(response),
+                    f"{method} {path} answered HTTP {status}", retry_after=retry_after
                 )
             return response
 
         try:
-            response = self._retry.run(attempt)
+            response = self._retry.run(attempt, sleep=self._sleep)
+            if response.status_code == 401 and self._credentials.renew():
+                log.info("Azure DevOps answered 401; renewing the credentials once")
+                response = self._retry.run(attempt, sleep=self._sleep)
         except RetryableError as exc:
             raise AdoError(f"Azure DevOps did not answer: {exc} (gave up after retries)") from None
-        if response.status_code in (401, 403):
+        status = response.status_code
+        if status == 203 or "html" in response.headers.get("content-type", ""):
+            raise _not_json(response)
+        if status in (401, 403):
             raise AdoAuthError(
-                f"Azure DevOps refused the credentials (HTTP {response.status_code}); check the "
-                "personal access token or the service principal's access to the project"
+                f"Azure DevOps refused the credentials (HTTP {status}); check the personal access "
+                "token or the service principal's access to the project"
             )
-        if response.status_code >= 300:
-            detail = response.text[:300].strip()
-            raise AdoError(
-                f"Azure DevOps answered HTTP {response.status_code} to {method} {path}: {detail}"
+        if status == 404 and missing_is_empty:
+            return response
+        if status >= 300:
+            uncertain = not idempotent and (status >= 500 or status == 408)
+            raise (AdoUncertain if uncertain else AdoError)(
+                f"Azure DevOps answered HTTP {status} to {method} {path}: {_message(response)}"
             )
         return response
 
 
-def follow(
-    client: AdoClient,
-    run: Run,
-    *,
-    refresh: float,
-    timeout: float,
-    on_state: Callable[[Run], None] | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Run:
-    """Poll until the run is completed, or fail after ``timeout`` seconds."""
-    deadline = clock() + timeout
-    last_state = None
-    while run.state != "completed":
-        if clock() >= deadline:
-            raise AdoError(
-                f"the ADO run {run.id} did not complete within {int(timeout)}s; it may still be "
-                f"running: {run.web_url or 'see Azure DevOps'}"
+def _describe(exc: Exception) -> str:
+    return str(exc).strip() or exc.__class__.__name__
+
+
+def _message(response: httpx.Response) -> str:
+    """The ``message`` of an Azure DevOps error answer, else the start of its body."""
+    try:
+        data = response.json()
+        if isinstance(data, dict) and isinstance(data.get("message"), str):
+            return str(data["message"])[:300]
+    except ValueError:
+        pass
+    return _CONTROL.sub(" ", response.text[:300]).strip()
+
+
+def _not_json(response: httpx.Response) -> AdoAuthError:
+    """Azure DevOps serves its sign-in page, with 203 or 200, to credentials it does not accept."""
+    return AdoAuthError(
+        f"Azure DevOps answered with a sign-in page instead of JSON (HTTP "
+        f"{response.status_code}): the personal access token is wrong or expired, or the service "
+        "principal has no access to the organization; check the credentials and their scope "
+        "(Build: read & execute)"
+    )
+
+
+# --- following a run --------------------------------------------------------------------------------
+
+# The steps whose log may hold the build report: the publish step prints it, the sign step prints
+# it again with what it signed. Only these count: the build step runs the caller's code.
+REPORT_STEPS = ("publish", "sign")
+# Steps the agent adds to every job; their lines say nothing about the build.
+_AGENT_STEPS = re.compile(r"^(Initialize job|Finalize Job|Checkout |Post-job: |Pre-job: )")
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z ?")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    refresh: float
+    queue: float
+    run: float
+    cancel: float
+
+    @classmethod
+    def from_config(cls, config: AdoConfig) -> Limits:
+        return cls(
+            refresh=config.ado_refresh_interval.total_seconds(),
+            queue=config.ado_queue_timeout.total_seconds(),
+            run=config.ado_timeout.total_seconds(),
+            cancel=config.ado_cancel_timeout.total_seconds(),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Followed:
+    build: Build
+    report_log: str  # the report steps' lines, in order
+    cancelled: str | None = None  # why this client cancelled the run
+    stopped: bool = True  # false when a cancelled run had not stopped in time
+
+
+class Follower:
+    """Follows one run until it completes: its place in the queue, its steps as they start and
+    end, and their new log lines at every refresh (one log per step; the job-level logs repeat
+    them and are never read). ``stop`` set (a signal) or a time limit cancels the run."""
+
+    def __init__(
+        self,
+        client: AdoClient,
+        run: Run,
+        *,
+        limits: Limits,
+        reporter: Reporter,
+        stop: threading.Event,
+        why_stopped: Callable[[], str],
+        redact: Callable[[str], str],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client, self._run, self._limits = client, run, limits
+        self._reporter, self._stop, self._why_stopped = reporter, stop, why_stopped
+        self._redact, self._clock = redact, clock
+        self._shown: dict[int, int] = {}  # log id -> lines shown
+        self._states: dict[str, str] = {}  # task record id -> the state announced
+        self._report: dict[str, list[str]] = {}  # report step's ref name -> its lines
+
+    def follow(self) -> Followed:
+        queued = self._clock()
+        started: float | None = None
+        last: tuple[str, int | None] | None = None
+        while True:
+            build = self._client.get_build(self._run.id)
+            if (build.status, build.queue_position) != last and build.status != "completed":
+                self._announce(build)
+            last = (build.status, build.queue_position)
+            if build.started:
+                started = self._clock() if started is None else started
+                self._tail()
+            if build.status == "completed":
+                self._announce(build)  # after the run's last lines
+                return Followed(build=build, report_log=self._report_log())
+            if self._stop.is_set():
+                return self._cancel(f"stopped by {self._why_stopped()}")
+            now = self._clock()
+            if started is None:
+                left = queued + self._limits.queue - now
+                reason = f"it did not start within ado-queue-timeout ({_span(self._limits.queue)})"
+            else:
+                left = started + self._limits.run - now
+                reason = f"it did not finish within ado-timeout ({_span(self._limits.run)})"
+            if left <= 0:
+                return self._cancel(reason)
+            self._stop.wait(min(self._limits.refresh, left))
+
+    def _announce(self, build: Build) -> None:
+        name = f"ADO run {build.id}"
+        if build.status == "notStarted":
+            where = f" at position {build.queue_position}" if build.queue_position else ""
+            self._reporter.info(f"{name}: waiting for an agent{where}")
+        elif build.status == "completed":
+            self._reporter.info(f"{name}: completed ({build.result or 'no result'})")
+        else:
+            self._reporter.info(f"{name}: {_words(build.status)}")
+
+    def _tail(self) -> None:
+        records = self._client.timeline(self._run.id)
+        if not records:
+            return
+        jobs = {r.id: r for r in records if r.type == "Job"}
+        tasks = [r for r in records if r.type == "Task" and r.parent_id in jobs]
+        tasks.sort(
+            key=lambda t: (
+                jobs[str(t.parent_id)].start_time or "~",
+                jobs[str(t.parent_id)].order or 0,
+                t.order or 0,
             )
-        sleep(min(refresh, max(0.0, deadline - clock())))
-        run = client.get_run(run.id)
-        if on_state is not None and run.state != last_state:
-            on_state(run)
-        last_state = run.state
-    return run
+        )
+        lengths: dict[int, int] | None = None
+        for task in tasks:
+            if _AGENT_STEPS.match(task.name) or task.state not in ("inProgress", "completed"):
+                continue
+            job = jobs[str(task.parent_id)].name
+            if task.id not in self._states:
+                self._states[task.id] = "inProgress"
+                self._reporter.info(f"[{job}] {task.name}: started")
+            if task.log is not None:
+                if lengths is None:
+                    lengths = self._client.log_lengths(self._run.id)
+                self._new_lines(job, task, task.log.id, lengths.get(task.log.id, 0))
+            if task.state == "completed" and self._states[task.id] != "completed":
+                self._states[task.id] = "completed"
+                self._reporter.info(f"[{job}] {task.name}: {task.result or 'done'}")
+
+    def _new_lines(self, job: str, task: Record, log_id: int, length: int) -> None:
+        shown = self._shown.get(log_id, 0)
+        if length <= shown:
+            return
+        lines = self._client.log_lines(self._run.id, log_id, shown + 1)
+        self._shown[log_id] = shown + len(lines)
+        for raw in lines:
+            line = self._redact(_TIMESTAMP.sub("", raw))
+            self._reporter.stream(f"[{job}] {line}")
+            if task.ref_name in REPORT_STEPS:
+                self._report.setdefault(task.ref_name, []).append(line)
+
+    def _report_log(self) -> str:
+        return "\n".join(line for ref in REPORT_STEPS for line in self._report.get(ref, []))
+
+    def _cancel(self, reason: str) -> Followed:
+        """Cancel the run, show what it still logs while it stops, and say whether it did."""
+        name = f"ADO run {self._run.id}"
+        self._reporter.warning(f"cancelling {name}: {reason}")
+        build = self._client.cancel(self._run.id)
+        end = self._clock() + self._limits.cancel
+        while build.status != "completed" and self._clock() < end:
+            time.sleep(min(self._limits.refresh, max(0.0, end - self._clock())))
+            build = self._client.get_build(self._run.id)
+            if build.started:
+                self._tail()
+        return Followed(
+            build=build,
+            report_log=self._report_log(),
+            cancelled=reason,
+            stopped=build.status == "completed",
+        )
+
+
+def _words(status: str) -> str:
+    return {"inProgress": "running", "cancelling": "cancelling"}.get(status, status)
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"
 
 
 # Any control character (a carriage return too) would end the value and start a line, and with

@@ -1,12 +1,15 @@
 """``image-builder build --backend ado``: the client half. It builds nothing; it validates the
-request, triggers the trusted pipeline, follows it and brings back its report."""
+request, triggers the trusted pipeline, shows the run live, cancels it when stopped or out of
+time, and brings back its report."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from image_builder.commands.build import BuildOptions, publish
 from image_builder.commands.inputs import load_inputs_for, resolve_tags
@@ -14,6 +17,10 @@ from image_builder.errors import InputError, RuntimeFailure
 from image_builder.platforms import parse_platforms
 from image_builder.reporter import Reporter
 from image_builder.tags import decode_tags_base64
+
+if TYPE_CHECKING:
+    from image_builder.backends.ado import AdoClient, Followed
+    from image_builder.report import BuildReport
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,36 +40,46 @@ def run_ado_build(
     env: Mapping[str, str],
     reporter: Reporter,
     now: datetime,
+    stop: threading.Event | None = None,
+    why_stopped: Callable[[], str] = lambda: "a signal",
 ) -> int:
     import httpx
 
     from image_builder.backends.ado import (
+        AdoAuthError,
         AdoClient,
+        AdoError,
         AdoRequest,
-        auth_header,
-        follow,
+        Follower,
+        Limits,
+        ServicePrincipal,
+        credentials,
         parameters_json,
         template_parameters,
-        vso_variables,
     )
     from image_builder.commands.inputs import token_from
     from image_builder.http import tls_context
-    from image_builder.plan import parse_build_args
-    from image_builder.report import parse_from_logs
+    from image_builder.plan import parse_build_args, validate_name
 
     if ado.preview != (ado.preview_yaml is not None):
         raise InputError(
             "--ado-preview-run and --ado-preview-run-yaml-path go together; give both or neither"
         )
     token = token_from(options.oidc_token, env)
-    for secret in (
-        token,
-        ado.client_secret,
-        ado.pat,
-        env.get("AZURE_CLIENT_SECRET"),
-        env.get("AZURE_DEVOPS_EXT_PAT"),
-    ):
-        reporter.mask(secret or "")
+    secrets = [
+        s
+        for s in (
+            token,
+            ado.client_secret,
+            ado.pat,
+            env.get("AZURE_CLIENT_SECRET"),
+            env.get("AZURE_DEVOPS_EXT_PAT"),
+            env.get("ADO_PAT"),
+        )
+        if s
+    ]
+    for secret in secrets:
+        reporter.mask(secret)
     inputs = load_inputs_for(options, env)
     config = inputs.config.ado_config
     if config is None:
@@ -87,8 +104,6 @@ def run_ado_build(
         export_tags=options.export_tags,
         env_file=options.env_file,
     )
-    from image_builder.plan import validate_name
-
     validate_name(options.name)
     params = template_parameters(inputs.ctx, request)
     if not token:
@@ -99,77 +114,114 @@ def run_ado_build(
     if options.dry_run:
         reporter.result(parameters_json(params))
         return 0
-    authorization = auth_header(
+    creds = credentials(
         client_id=ado.client_id,
         client_secret=ado.client_secret,
         tenant_id=ado.tenant_id,
         pat=ado.pat,
         env=env,
     )
-    http = httpx.Client(verify=tls_context(), timeout=httpx.Timeout(30.0), trust_env=False)
-    client = AdoClient(http=http, config=config, authorization=authorization)
-    if ado.preview_yaml is not None:
-        try:
-            yaml_text = ado.preview_yaml.read_text()
-        except OSError as exc:
-            raise InputError(
-                f"cannot read --ado-preview-run-yaml-path {ado.preview_yaml}: {exc.strerror}"
-            ) from None
-        preview = client.run_pipeline(params, token=token, preview_yaml=yaml_text)
-        reporter.result(preview.final_yaml or "")
-        if not preview.final_yaml:
-            reporter.warning("the preview run returned no finalYaml")
-        return 0
+    if isinstance(creds, ServicePrincipal):
+        creds.header()  # a principal that cannot get a token fails before any call
+    # Proxies come from the environment (HTTPS_PROXY, NO_PROXY), as on self-hosted runners.
+    http = httpx.Client(
+        verify=tls_context(), timeout=httpx.Timeout(30.0, connect=10.0), trust_env=True
+    )
+    client = AdoClient(http=http, config=config, credentials=creds)
+    try:
+        if ado.preview_yaml is not None:
+            return _preview(client, params, token, ado.preview_yaml, reporter)
+        if stop is not None and stop.is_set():
+            raise AdoError(f"not triggering the ADO pipeline: stopped by {why_stopped()}")
+        with reporter.step("trigger the ADO pipeline"):
+            run = client.run_pipeline(params, token=token)
+        link = run.web_url or client.runs_url
+        reporter.info(f"ADO run {run.id}: {link}")
 
-    with reporter.step("trigger the ADO pipeline"):
-        run = client.run_pipeline(params, token=token)
-        reporter.info(f"ADO run {run.id}: {run.web_url or 'no web link in the answer'}")
-    with reporter.step(f"wait for ADO run {run.id}"):
-        run = follow(
+        def redact(line: str) -> str:
+            for secret in secrets:
+                line = line.replace(secret, "***")
+            return line
+
+        follower = Follower(
             client,
             run,
-            refresh=config.ado_refresh_interval.total_seconds(),
-            timeout=config.ado_timeout.total_seconds(),
-            on_state=lambda r: reporter.info(
-                f"ADO run {r.id}: {r.state}{' (' + r.result + ')' if r.result else ''}"
-            ),
+            limits=Limits.from_config(config),
+            reporter=reporter,
+            stop=stop or threading.Event(),
+            why_stopped=why_stopped,
+            redact=redact,
         )
-    result = run.result or "unknown"
-    with reporter.step(f"logs of ADO run {run.id}"):
-        logs = client.logs(run.id)
-        for line in logs.splitlines():
-            reporter.stream(line.replace(token, "***") if token else line)
+        with reporter.step(f"ADO run {run.id}"):
+            try:
+                followed = follower.follow()
+            except (AdoError, AdoAuthError) as exc:
+                # Past the trigger, refused credentials are no longer bad input: the run exists.
+                raise AdoError(f"{exc}; ADO run {run.id} may still be running: {link}") from None
+    finally:
+        creds.close()
+        http.close()
+    return _finish(followed, options=options, env=env, reporter=reporter, link=link)
+
+
+def _preview(
+    client: AdoClient, params: Mapping[str, str], token: str, path: Path, reporter: Reporter
+) -> int:
     try:
-        report = parse_from_logs(logs)
+        yaml_text = path.read_text()
+    except OSError as exc:
+        raise InputError(
+            f"cannot read --ado-preview-run-yaml-path {path}: {exc.strerror}"
+        ) from None
+    preview = client.run_pipeline(params, token=token, preview_yaml=yaml_text)
+    reporter.result(preview.final_yaml or "")
+    if not preview.final_yaml:
+        reporter.warning("the preview run returned no finalYaml")
+    return 0
+
+
+def _finish(
+    followed: Followed,
+    *,
+    options: BuildOptions,
+    env: Mapping[str, str],
+    reporter: Reporter,
+    link: str,
+) -> int:
+    """The report from the run's publish or sign step, the outputs, and the exit code."""
+    from image_builder.backends.ado import vso_variables
+    from image_builder.report import parse_from_logs
+
+    build = followed.build
+    name = f"ADO run {build.id}"
+    result = build.result or ("canceled" if followed.cancelled else "unknown")
+    report: BuildReport | None
+    try:
+        report = parse_from_logs(followed.report_log)
     except RuntimeFailure as exc:
         report = None
         missing = str(exc)
     extra = {"adoResult": result}
-    if report is not None:
-        publish(
-            report,
-            options=options,
-            env=env,
-            reporter=reporter,
-            extra_outputs=extra,
-            link=run.web_url,
-        )
-        if env.get("TF_BUILD") == "True":
-            from image_builder.ci_output import github_outputs
+    publish(report, options=options, env=env, reporter=reporter, extra_outputs=extra, link=link)
+    if report is not None and env.get("TF_BUILD") == "True":
+        from image_builder.ci_output import github_outputs
 
-            for line in vso_variables({**github_outputs(report), **extra}):
-                reporter.result(line)
-    else:
-        publish(
-            None, options=options, env=env, reporter=reporter, extra_outputs=extra, link=run.web_url
-        )
+        for line in vso_variables({**github_outputs(report), **extra}):
+            reporter.result(line)
+    if followed.cancelled:
+        if followed.stopped:
+            reporter.error(f"{name} was cancelled ({followed.cancelled}): {link}")
+        else:
+            reporter.error(
+                f"asked Azure DevOps to cancel {name} ({followed.cancelled}), but it had not "
+                f"stopped when image-builder gave up waiting; see {link}"
+            )
+        return 1
     if result != "succeeded":
-        reporter.error(
-            f"ADO run {run.id} finished with result {result}: {run.web_url or ''}".strip()
-        )
+        reporter.error(f"{name} finished with result {result}: {link}")
         return 1
     if report is None:
-        reporter.error(f"ADO run {run.id} succeeded but {missing}")
+        reporter.error(f"{name} succeeded but {missing} of its publish and sign steps")
         return 1
     if report.status != "Succeeded":
         reporter.error(report.error or "the build in ADO failed")
