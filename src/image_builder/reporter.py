@@ -23,14 +23,16 @@ _RED, _YELLOW, _BOLD, _DIM, _RESET = "\x1b[31m", "\x1b[33m", "\x1b[1m", "\x1b[2m
 # tool's report markers, which callers parse out of logs.
 _AZURE_COMMAND = re.compile(r"##(vso)?\[", re.IGNORECASE)
 _LINE_START_COMMAND = re.compile(r"^\s*(::|##|---(END OF )?IMAGE BUILD REPORT---)")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def inert(text: str) -> str:
     """``text`` with nothing a CI agent would act on: ``##vso[`` and ``##[`` are broken apart
     wherever they occur, and a line that starts like a command or a report marker is prefixed."""
     text = _AZURE_COMMAND.sub(lambda m: m.group(0)[:-1] + " [", text)
+    # Both runners also end a line at a lone carriage return.
     return "\n".join(
-        "| " + line if _LINE_START_COMMAND.match(line) else line for line in text.split("\n")
+        "| " + line if _LINE_START_COMMAND.match(line) else line for line in _LINE_BREAK.split(text)
     )
 
 
@@ -80,8 +82,8 @@ class Reporter:
         """A line of a tool's output as it arrives. It may come from the repository being built
         (a RUN step), so it is made inert first: it can never drive the CI agent or fake a
         report."""
-        if self.json:
-            self._json("info", line, event="output")
+        if self.json:  # a JSON line is still a line to the agent, which acts on ##vso[ anywhere
+            self._json("info", inert(line), event="output")
         else:
             self._line(inert(line))
 

@@ -136,8 +136,18 @@ def make_storage_conf(folder: Path) -> Path:
     return conf
 
 
+# The clients honour proxies from the environment; the tests' servers are all on loopback.
+PROXY_VARIABLES = {
+    name
+    for base in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+    for name in (base, base.lower())
+}
+
+
 def tool_env(storage: Path, home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in CI_VARIABLES}
+    env = {
+        k: v for k, v in os.environ.items() if k not in CI_VARIABLES and k not in PROXY_VARIABLES
+    }
     env.update(CONTAINERS_STORAGE_CONF=str(storage), HOME=str(home), NO_COLOR="1")
     env.update(extra)
     return env

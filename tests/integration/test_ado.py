@@ -15,6 +15,7 @@ import pytest
 from image_builder.backends.ado import PARAMETER_NAMES
 from tests.conftest import EVENTS, leaks
 from tests.integration.conftest import REPO, Cli, secret
+from tests.integration.conftest import Run as RunType
 from tests.support.fake_aad import FakeAad
 from tests.support.fake_ado import FakeAdo, Fault
 from tests.support.pki import CA
@@ -228,6 +229,63 @@ def test_a_post_that_may_have_arrived_is_not_sent_again(
     assert "may have started the run anyway" in run.stderr
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(502, body="<html><body>502 Bad Gateway</body></html>", method="POST"),
+        Fault(200, body={"state": "inProgress"}, after=True, method="POST"),
+    ],
+    ids=["html-502", "200-without-id"],
+)
+def test_an_answer_that_says_nothing_clear_names_the_run_list(
+    cli: Cli, ado: FakeAdo, tmp_path: Path, fault: Fault
+) -> None:
+    """A gateway's HTML error page is not a sign-in page, and a 200 without a run id still
+    means the run was probably made: neither is bad credentials, both say where to look."""
+    ado.faults = [fault]
+    _, cfg = workspace(tmp_path, ado)
+    run = run_ado(cli, tmp_path, cfg)
+    assert run.returncode == 1, run.stderr
+    assert len(ado.runs_created()) == 1
+    assert f"look for it at {ado.url}/project/_build?definitionId=17" in run.stderr
+    assert "sign-in page" not in run.stderr
+
+
+def test_ctrl_c_while_waiting_to_trigger_sends_nothing(
+    cli: Cli, ado: FakeAdo, tmp_path: Path
+) -> None:
+    """Waits end when the user stops: a POST turned away with 429 and Retry-After is not sent
+    again after Ctrl-C, so no run starts that nobody follows."""
+    ado.faults = [Fault(429, {"Retry-After": "25"}, method="POST")]
+    _, cfg = workspace(tmp_path, ado)
+    started = cli.start(
+        "build", "--name", "team/app", "--context", "ctx", "--config", cfg,
+        env=github("push", "push.new-branch.json"), cwd=tmp_path,
+    )  # fmt: skip
+    started.wait_for("answered HTTP 429; trying again", timeout=60)
+    sent = time.monotonic()
+    started.process.send_signal(signal.SIGINT)
+    run = started.finish(60)
+    assert time.monotonic() - sent < 20  # not after the 25s Retry-After
+    assert run.returncode == 130
+    assert len(ado.runs_created()) == 1
+    assert ado.runs == {}
+    assert "POST _apis/pipelines/17/runs was not sent: image-builder is stopping" in run.stderr
+
+
+def test_a_macro_in_a_parameter_is_refused_before_any_call(
+    cli: Cli, ado: FakeAdo, tmp_path: Path
+) -> None:
+    _, cfg = workspace(tmp_path, ado)
+    run = run_ado(cli, tmp_path, cfg, "--build-arg", "V=$(System.AccessToken)")
+    assert run.returncode == 2
+    assert (
+        "--build-arg 'V=$(System.AccessToken)' contains '$(', which Azure DevOps would expand"
+        in run.stderr
+    )
+    assert ado.requests == []
+
+
 def test_429_before_acceptance_is_retried_and_one_run_starts(
     cli: Cli, ado: FakeAdo, tmp_path: Path
 ) -> None:
@@ -247,20 +305,28 @@ def test_a_refused_connection_is_retried(cli: Cli, tmp_path: Path) -> None:
     from tests.integration.conftest import free_port
 
     port = free_port()
-    server = FakeAdo(BASIC, port=port)
-    server.log_lines = report_lines()
-    _, cfg = workspace(tmp_path, server, **{"ado-retry-strategy": "{attempts: 30, delay: 100ms}"})
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM scratch\n")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        f"ado-config:\n  ado-organization-url: http://127.0.0.1:{port}/{FakeAdo.ORG}\n"
+        f"  ado-project-name: {FakeAdo.PROJECT}\n  ado-pipeline-id: {FakeAdo.PIPELINE}\n"
+        "  ado-refresh-interval: 50ms\n  ado-retry-strategy: {attempts: 30, delay: 100ms}\n"
+    )
     started = cli.start(
-        "build", "--name", "team/app", "--context", "ctx", "--config", cfg,
+        "build", "--name", "team/app", "--context", "ctx", "--config", str(cfg),
         env=github("push", "push.new-branch.json"), cwd=tmp_path,
     )  # fmt: skip
-    time.sleep(1.0)
+    started.wait_for("Connection refused; trying again", timeout=60)  # nothing listens yet
+    server = FakeAdo(BASIC, port=port)
+    server.log_lines = report_lines()
     server.start()
     try:
         run = started.finish(60)
     finally:
         server.stop()
     assert run.returncode == 0, run.stderr
+    assert "Azure DevOps: POST _apis/pipelines/17/runs: " in run.stderr
     assert len(server.runs) == 1
 
 
@@ -271,8 +337,9 @@ def test_gets_are_retried_and_give_up(cli: Cli, ado: FakeAdo, tmp_path: Path) ->
     assert run.returncode == 1
     assert (
         "Azure DevOps did not answer: GET _apis/build/builds/4242 answered HTTP 503 (gave up after "
-        f"retries); ADO run 4242 may still be running: {ado.web_link}"
+        f"retries); ADO run 4242 was asked to cancel: {ado.web_link}"
     ) in run.stderr
+    assert len(ado.of("PATCH", "builds/4242$")) == 1  # nobody would see what it does
     assert len(ado.of("GET", "builds/4242$")) == 4  # ado-retry-strategy attempts
 
 
@@ -412,9 +479,20 @@ def test_vso_variables_inside_azure_devops(cli: Cli, ado: FakeAdo, tmp_path: Pat
     assert created.json()["templateParameters"]["PullBaseSHA"] == SHA
 
 
-def test_service_principal_failure_names_no_secret(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
-    """azure-identity is used for a service principal; an authority it cannot reach is a clear
-    error before any ADO call, and the client secret appears nowhere."""
+@pytest.mark.parametrize(
+    ("case", "code", "message"),
+    [
+        ("unreachable", 1, "::error::the Azure service principal could not get a token for Azure DevOps: Authentication failed: "),
+        ("bad tenant", 2, "::error::the Azure service principal settings are not valid: Invalid tenant ID provided."),
+        ("http authority", 2, "::error::the Azure service principal settings are not valid: 'http://127.0.0.1:9' is an invalid authority."),
+    ],
+)  # fmt: skip
+def test_service_principal_failure_names_no_secret(
+    cli: Cli, ado: FakeAdo, tmp_path: Path, case: str, code: int, message: str
+) -> None:
+    """A service principal that cannot get a token fails before any ADO call, and the client
+    secret appears nowhere. Entra ID out of reach is a runtime failure (1); settings that can
+    never work are bad input (2)."""
     from tests.integration.conftest import free_port
 
     client_secret = secret("planted-azure-client-secret-77a1")
@@ -424,19 +502,29 @@ def test_service_principal_failure_names_no_secret(cli: Cli, ado: FakeAdo, tmp_p
         "AZURE_DEVOPS_EXT_PAT": "",
         "AZURE_CLIENT_ID": "00000000-0000-0000-0000-000000000001",
         "AZURE_CLIENT_SECRET": client_secret,
-        "AZURE_TENANT_ID": "00000000-0000-0000-0000-000000000002",
-        "AZURE_AUTHORITY_HOST": f"https://127.0.0.1:{free_port()}",
-    }
+        "AZURE_TENANT_ID": "bad tenant!" if case == "bad tenant" else "00000000-0000-0000-0000-000000000002",
+        "AZURE_AUTHORITY_HOST": "http://127.0.0.1:9" if case == "http authority" else f"https://127.0.0.1:{free_port()}",
+    }  # fmt: skip
     run = run_ado(cli, tmp_path, cfg, env=env)
-    assert run.returncode == 2
-    assert (
-        "::error::the Azure service principal could not get a token for Azure DevOps: "
-        in run.stderr
-    )
+    assert run.returncode == code, run.stderr
+    assert message in run.stderr
     assert ado.requests == []
     assert leaks(client_secret, run.stdout, run.stderr) == []
     assert "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) <= 3  # masks and the one error line
+
+
+def test_a_principal_entra_refuses_is_bad_input(cli: Cli, tmp_path: Path) -> None:
+    aad, server, env = service_principal(tmp_path, uses=100)
+    try:
+        _, cfg = workspace(tmp_path, server)
+        run = run_ado(cli, tmp_path, cfg, env={**env, "AZURE_CLIENT_SECRET": "rotated"})
+        assert run.returncode == 2
+        assert "AADSTS7000215: Invalid client secret provided." in run.stderr
+        assert server.requests == []
+    finally:
+        server.stop()
+        aad.stop()
 
 
 # --- the run, live --------------------------------------------------------------------------------
@@ -462,6 +550,7 @@ def test_a_15_minute_run_is_shown_live(cli: Cli, ado: FakeAdo, tmp_path: Path) -
     lines = [f"compiling part {n} of 30" for n in range(1, 31)]
     lines[4] = "::set-output name=digest::sha256:forged"
     lines[5] = "##vso[task.setvariable variable=signing_success]true"
+    lines[6] = "compiling part 7 of 30 \x0c with a form feed and a \u2028 line separator"
     long_run(ado, lines)
     _, cfg = workspace(tmp_path, ado)
     started = cli.start(
@@ -472,7 +561,7 @@ def test_a_15_minute_run_is_shown_live(cli: Cli, ado: FakeAdo, tmp_path: Path) -
     assert ado.runs[FakeAdo.RUN].status == "inProgress"  # shown while the run goes on
     run = started.finish(120)
     assert run.returncode == 0, run.stderr
-    err = run.stderr.splitlines()
+    err = run.stderr.split("\n")  # what a CI runner counts as lines
     shown = [line for line in err if line.startswith("[build] compiling part")]
     assert shown == [f"[build] {line}" for line in lines if line.startswith("compiling")]
     assert "[build] | ::set-output name=digest::sha256:forged" not in err  # not at a line start
@@ -494,13 +583,12 @@ def test_a_15_minute_run_is_shown_live(cli: Cli, ado: FakeAdo, tmp_path: Path) -
     assert run.report["digest"] == "sha256:" + "a" * 64
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_cancels_the_remote_run(
+def interrupted(
     cli: Cli, ado: FakeAdo, tmp_path: Path, sig: signal.Signals
-) -> None:
-    """Ctrl-C (or a CI runner's SIGTERM) cancels the run it started, waits for it to stop and
-    reports it cancelled; before, the client exited and the run went on to push."""
-    long_run(ado, [f"compiling part {n} of 30" for n in range(1, 31)])
+) -> tuple[RunType, Path]:
+    """A long run, and ``sig`` to the client once the build step has logged three lines."""
+    if ado.steps is None:
+        long_run(ado, [f"compiling part {n} of 30" for n in range(1, 31)])
     outputs = tmp_path / "out"
     _, cfg = workspace(tmp_path, ado)
     started = cli.start(
@@ -509,7 +597,16 @@ def test_ctrl_c_cancels_the_remote_run(
     )  # fmt: skip
     started.wait_for("[build] compiling part 3 of 30", timeout=60)
     started.process.send_signal(sig)
-    run = started.finish(60)
+    return started.finish(60), outputs
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_cancels_the_remote_run(
+    cli: Cli, ado: FakeAdo, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Ctrl-C (or a CI runner's SIGTERM) cancels the run it started, waits for it to stop and
+    reports it cancelled; before, the client exited and the run went on to push."""
+    run, outputs = interrupted(cli, ado, tmp_path, sig)
     assert run.returncode == 128 + sig
     (cancel,) = ado.of("PATCH", r"/build/builds/4242$")
     assert cancel.json() == {"status": "cancelling"}
@@ -518,6 +615,19 @@ def test_ctrl_c_cancels_the_remote_run(
     assert f"::error::stopped by {sig.name}" in run.stderr
     assert "[build] compiling part 30 of 30" not in run.stderr
     assert "\ncanceled\n" in outputs.read_text()
+
+
+def test_a_run_that_finished_before_its_cancel_is_reported_as_it_finished(
+    cli: Cli, ado: FakeAdo, tmp_path: Path
+) -> None:
+    """Ctrl-C raced the run's end: it pushed, so its report is published, not "cancelled"."""
+    ado.finish_on_cancel = True
+    run, outputs = interrupted(cli, ado, tmp_path, signal.SIGINT)
+    assert run.returncode == 130  # the user did stop image-builder
+    assert "ADO run 4242 had finished before it could be cancelled" in run.stderr
+    assert "was cancelled" not in run.stderr
+    assert run.report["digest"] == "sha256:" + "a" * 64
+    assert "\nsucceeded\n" in outputs.read_text()
 
 
 def test_the_report_comes_from_the_publish_and_sign_steps_only(
@@ -564,18 +674,16 @@ def test_the_sign_steps_report_wins(cli: Cli, ado: FakeAdo, tmp_path: Path) -> N
 # --- auth that lasts, and answers Azure DevOps gives --------------------------------------------------
 
 
-def service_principal(
-    tmp_path: Path, aad_lifetime: float
-) -> tuple[FakeAad, FakeAdo, dict[str, str]]:
+def service_principal(tmp_path: Path, uses: int) -> tuple[FakeAad, FakeAdo, dict[str, str]]:
     """A service principal with (a local fake of) Entra ID, whose tokens the fake Azure DevOps
-    accepts for ``aad_lifetime`` seconds each."""
+    accepts ``uses`` times each."""
     ca = CA()
     client_secret = secret("planted-sp-secret-9c1e")
     aad = FakeAad(
         ca, tmp_path, client_id="sp-client", client_secret=client_secret,
         access_token=secret("aad-token-for-ado-31f0"),
     ).start()  # fmt: skip
-    server = FakeAdo(aad.valid(aad_lifetime)).start()
+    server = FakeAdo(aad.valid(uses)).start()
     env = {
         **github("push", "push.new-branch.json"),
         "AZURE_DEVOPS_EXT_PAT": "",
@@ -591,7 +699,7 @@ def service_principal(
 def test_service_principal_token_through_azure_identity(cli: Cli, tmp_path: Path) -> None:
     """azure-identity gets a token for the Azure DevOps resource from (a local fake of) Azure AD;
     the client then calls ADO with it as a Bearer token, from its cache while it is fresh."""
-    aad, server, env = service_principal(tmp_path, aad_lifetime=3600)
+    aad, server, env = service_principal(tmp_path, uses=1000)
     try:
         server.log_lines = report_lines()
         _, cfg = workspace(tmp_path, server)
@@ -610,9 +718,10 @@ def test_service_principal_token_through_azure_identity(cli: Cli, tmp_path: Path
 
 
 def test_an_expired_token_is_renewed_mid_run(cli: Cli, tmp_path: Path) -> None:
-    """Entra tokens expire (Azure DevOps here accepts each for 1s); the long run goes on with a
-    new one, where the token fetched once used to end in a 401 reported as bad input."""
-    aad, server, env = service_principal(tmp_path, aad_lifetime=1.0)
+    """Entra tokens expire (Azure DevOps here accepts each for 20 requests, while azure-identity
+    still holds it as fresh); the long run goes on with a new one, where the token fetched once
+    used to end in a 401 reported as bad input."""
+    aad, server, env = service_principal(tmp_path, uses=20)
     try:
         long_run(server, [f"compiling part {n} of 30" for n in range(1, 31)])
         _, cfg = workspace(tmp_path, server)
@@ -629,7 +738,7 @@ def test_an_expired_token_is_renewed_mid_run(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_a_principal_refused_mid_run_is_exit_1_with_the_cause(cli: Cli, tmp_path: Path) -> None:
-    aad, server, env = service_principal(tmp_path, aad_lifetime=1.0)
+    aad, server, env = service_principal(tmp_path, uses=20)
     aad.refuse_after = 1
     try:
         long_run(server, [f"compiling part {n} of 30" for n in range(1, 31)])

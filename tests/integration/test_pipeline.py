@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -423,10 +424,16 @@ def test_the_set_up_runs_as_an_unprivileged_agent_user(agent_user: tuple[str, Pa
     lock, never the dev tools. Without sudo it says what to do."""
     user, checkout = agent_user
 
+    # The agent's own environment: a home, a PATH, and how this machine reaches PyPI.
+    passed = {
+        k: v for k, v in os.environ.items() if k.upper().startswith(("PIP_", "HTTP", "NO_PROXY"))
+    }
+    passed.update(HOME=str(checkout.parent), PATH="/usr/sbin:/usr/bin:/sbin:/bin")
+
     def setup() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
-             "env", "-i", f"HOME={checkout.parent}", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+             "env", "-i", *(f"{k}={v}" for k, v in passed.items()),
              "bash", str(checkout / "pipelines" / "azure" / "stage.sh"), "setup"],
             capture_output=True, text=True, check=False, timeout=600,
         )  # fmt: skip

@@ -86,11 +86,16 @@ class FakeAad(LocalServer):
     def url(self) -> str:
         return self.base_url
 
-    def valid(self, lifetime: float) -> Callable[[str], bool]:
-        """An Authorization check that accepts this fake's tokens for ``lifetime`` seconds."""
+    def valid(self, uses: int) -> Callable[[str], bool]:
+        """An Authorization check that accepts each of this fake's tokens ``uses`` times: it
+        expires in the middle of a run, whatever the machine's speed."""
+        counts: dict[str, int] = {}
 
         def check(header: str) -> bool:
-            issued = self.issued.get(header.removeprefix("Bearer "))
-            return issued is not None and time.monotonic() - issued < lifetime
+            token = header.removeprefix("Bearer ")
+            if token not in self.issued:
+                return False
+            counts[token] = counts.get(token, 0) + 1
+            return counts[token] <= uses
 
         return check

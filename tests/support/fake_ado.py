@@ -69,6 +69,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     after: bool = False  # let the request take effect first
     method: str | None = None  # only requests with this method
+    body: Any = None  # default: {"message": ...}; a str is sent as text/html, as gateways do
 
 
 @dataclass
@@ -169,6 +170,7 @@ class FakeAdo(LocalServer):
         self.log_lines: list[str] = ["starting", "done"]
         self.steps: list[Step] | None = None  # default: default_steps(log_lines)
         self.cancel_ticks = 1  # ticks from a cancel request to the run's end
+        self.finish_on_cancel = False  # the run ends as it would have, just before the cancel
         self.final_yaml = "stages: []\n"
         self.pipeline_version = 3
         self.settable_variables = {"AUTHORIZATION"}
@@ -233,13 +235,25 @@ class FakeAdo(LocalServer):
             if fault is not None:
                 self.faults.remove(fault)
                 if not fault.after:
-                    reply(handler, fault.status or 500, {"message": "fault"}, fault.headers)
+                    answer, kind = self._fault_body(fault, "fault")
+                    reply(handler, fault.status or 500, answer, fault.headers, content_type=kind)
                     return
             status, answer, content_type = self._route(request)
             headers = dict(fault.headers) if fault is not None else {}
             if fault is not None and fault.status is not None:
-                status, answer = fault.status, {"message": "fault after the request took effect"}
+                status = fault.status
+                answer, content_type = self._fault_body(
+                    fault, "fault after the request took effect"
+                )
         reply(handler, status, answer, headers, content_type=content_type)
+
+    @staticmethod
+    def _fault_body(fault: Fault, message: str) -> tuple[Any, str | None]:
+        if fault.body is None:
+            return {"message": message}, None
+        if isinstance(fault.body, str):
+            return fault.body, "text/html"
+        return fault.body, None
 
     def _authorized(self, header: str | None) -> bool:
         if header is None:
@@ -462,6 +476,12 @@ class FakeAdo(LocalServer):
             return 400, {"message": "the request body is not JSON"}, None
         if body != {"status": "cancelling"}:
             return 400, {"message": f"unsupported build update {body}"}, None
+        if self.finish_on_cancel:  # it wrote its last lines just before the cancel came
+            budget, self.lines_per_tick = self.lines_per_tick, 1_000_000
+            run.queue_ticks = 0
+            while run.status != "completed":
+                self._tick(run)
+            self.lines_per_tick = budget
         if run.status != "completed":
             run.cancel_requested = True
             run.status = "cancelling"

@@ -114,6 +114,22 @@ def test_build_output_cannot_drive_the_ci_agent_or_fake_a_report() -> None:
     assert parse_from_logs(logged + real.block() + "\n") == real
 
 
+def test_json_log_lines_cannot_drive_the_agent_either() -> None:
+    """A JSON log line is still a line to an Azure DevOps agent, which acts on ``##vso[``
+    anywhere in it."""
+    out, err = io.StringIO(), io.StringIO()
+    reporter = Reporter(out=out, err=err, env={"TF_BUILD": "True"}, log_format="json")
+    reporter.stream("[build] ##vso[task.setvariable variable=signing_success]true")
+    assert "##vso[" not in err.getvalue()
+    assert "task.setvariable variable=signing_success" in err.getvalue()
+
+
+def test_a_carriage_return_cannot_start_a_command() -> None:
+    """Both runners also end a line at a lone carriage return."""
+    assert inert("50%\r::error::forged") == "50%\n| ::error::forged"
+    assert inert("a\r\n::warning::b") == "a\n| ::warning::b"
+
+
 def test_inert_keeps_ordinary_lines() -> None:
     assert inert("STEP 1/3: FROM scratch") == "STEP 1/3: FROM scratch"
     assert inert("##vso[task.setvariable variable=x]1") == "| ##vso [task.setvariable variable=x]1"

@@ -60,6 +60,10 @@ class AdoUncertain(AdoError):
     """A request that changes something got no clear answer: it may or may not have happened."""
 
 
+class _Unreadable(AdoError):
+    """A successful answer that is not what the API documents."""
+
+
 class AdoAuthError(InputError):
     """Azure DevOps refused the credentials: a bad token is bad input."""
 
@@ -102,6 +106,19 @@ def template_parameters(ctx: CIContext, request: AdoRequest) -> dict[str, str]:
         if "," in tag:
             raise InputError(
                 f"--tag {tag!r} contains ',', which separates tags in the Tags parameter"
+            )
+    for flag, value in (
+        ("--name", request.name),
+        ("--context", request.context),
+        ("--dockerfile", request.dockerfile),
+        ("--target", request.target or ""),
+        ("--env-file", request.env_file or ""),
+        *(("--build-arg", arg) for arg in request.build_args),
+    ):
+        if "$(" in value:
+            raise InputError(
+                f"{flag} {value!r} contains '$(', which Azure DevOps would expand as a macro; the "
+                "trusted pipeline refuses such runs"
             )
     params = {
         "RepoName": ctx.repo_name,
@@ -175,15 +192,19 @@ class ServicePrincipal:
     def header(self) -> str:
         from azure.core.exceptions import ClientAuthenticationError
 
-        if self._credential is None:
-            self._credential = self._new()
         try:
+            if self._credential is None:
+                self._credential = self._new()
             return "Bearer " + str(self._credential.get_token(ADO_RESOURCE_SCOPE).token)
+        except ValueError as exc:  # a malformed tenant id or authority, found before any call
+            raise InputError(f"the Azure service principal settings are not valid: {exc}") from None
         except ClientAuthenticationError as exc:
             first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-            raise AdoAuthError(
-                f"the Azure service principal could not get a token for Azure DevOps: {first}"
-            ) from None
+            message = f"the Azure service principal could not get a token for Azure DevOps: {first}"
+            # Entra ID's own refusals carry an AADSTS code; anything else is the way there.
+            if "AADSTS" in str(exc):
+                raise AdoAuthError(message) from None
+            raise AdoError(message) from None
 
     def renew(self) -> bool:
         self.close()
@@ -342,15 +363,20 @@ class AdoClient:
         http: httpx.Client,
         config: AdoConfig,
         credentials: Credentials,
+        stop: threading.Event | None = None,
+        on_retry: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._http = http
         self._base = f"{config.ado_organization_url.rstrip('/')}/{config.ado_project_name}"
         self._pipeline = config.ado_pipeline_id
         self._version = config.ado_pipeline_version
         self._credentials = credentials
-        self._clock, self._sleep = clock, sleep
+        self._clock = clock
+        # Waits end early once the user asks to stop: the cancel request must not queue behind a
+        # Retry-After or a back-off.
+        self._stop = stop or threading.Event()
+        self._on_retry = on_retry
         self._not_before = 0.0
         delay = config.ado_retry_strategy.delay.total_seconds()
         self._retry = RetryPolicy(
@@ -382,12 +408,12 @@ class AdoClient:
         path = f"_apis/pipelines/{self._pipeline}/runs"
         try:
             response = self._call("POST", path, params=query, json=body, idempotent=False)
-        except AdoUncertain as exc:
+            return self._model(Run, response, "the new run")
+        except (AdoUncertain, _Unreadable) as exc:
             raise AdoError(
                 f"{exc}; Azure DevOps may have started the run anyway: look for it at "
                 f"{self.runs_url} before triggering another"
             ) from None
-        return self._model(Run, response, "the new run")
 
     def get_build(self, run_id: int) -> Build:
         return self._model(Build, self._call("GET", f"_apis/build/builds/{run_id}"), "the run")
@@ -412,7 +438,12 @@ class AdoClient:
             params={"startLine": str(first)},
             headers={"Accept": "text/plain"},
         )
-        return response.text.splitlines()
+        # Azure DevOps counts lines by "\n" (lineCount); str.splitlines would also break at
+        # form feeds and Unicode separators from the build's output, and lines would be skipped.
+        lines = response.text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        return [line.removesuffix("\r") for line in lines]
 
     def cancel(self, run_id: int) -> Build:
         """Builds - Update Build with ``status: cancelling``: the agent stops the job, and the
@@ -424,17 +455,22 @@ class AdoClient:
 
     # --- plumbing ----------------------------------------------------------------------------------
 
+    def _wait(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+
     def _model(self, model: type[_A], response: httpx.Response, what: str) -> _A:
         try:
             data = response.json()
         except ValueError:
-            raise _not_json(response) from None
+            raise _Unreadable(
+                f"Azure DevOps answered HTTP {response.status_code} with {what} that is not JSON"
+            ) from None
         try:
             return model.model_validate(data)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "the answer"
-            raise AdoError(
+            raise _Unreadable(
                 f"Azure DevOps answered with {what} in an unexpected form ({where}: {first['msg']})"
             ) from None
 
@@ -455,7 +491,9 @@ class AdoClient:
         def attempt() -> httpx.Response:
             wait = self._not_before - self._clock()
             if wait > 0:
-                self._sleep(wait)
+                self._stop.wait(wait)
+            if not idempotent and self._stop.is_set():
+                raise AdoError(f"{method} {path} was not sent: image-builder is stopping")
             try:
                 response = self._http.request(
                     method,
@@ -466,7 +504,7 @@ class AdoClient:
                 )
             except _NOT_SENT as exc:
                 raise RetryableError(f"{method} {path}: {_describe(exc)}") from exc
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:  # timeouts, dropped connections, bad encodings
                 if idempotent:
                     raise RetryableError(f"{method} {path}: {_describe(exc)}") from exc
                 raise AdoUncertain(f"{method} {path} got no answer: {_describe(exc)}") from None
@@ -480,15 +518,24 @@ class AdoClient:
                 )
             return response
 
+        def report(number: int, error: RetryableError, delay: float) -> None:
+            if self._on_retry is not None:
+                self._on_retry(
+                    f"Azure DevOps: {error}; trying again in {delay:.1f}s (try {number + 1})"
+                )
+
+        def run() -> httpx.Response:
+            return self._retry.run(attempt, sleep=self._wait, on_retry=report)
+
         try:
-            response = self._retry.run(attempt, sleep=self._sleep)
+            response = run()
             if response.status_code == 401 and self._credentials.renew():
                 log.info("Azure DevOps answered 401; renewing the credentials once")
-                response = self._retry.run(attempt, sleep=self._sleep)
+                response = run()
         except RetryableError as exc:
             raise AdoError(f"Azure DevOps did not answer: {exc} (gave up after retries)") from None
         status = response.status_code
-        if status == 203 or "html" in response.headers.get("content-type", ""):
+        if status < 300 and (status == 203 or "html" in response.headers.get("content-type", "")):
             raise _not_json(response)
         if status in (401, 403):
             raise AdoAuthError(
@@ -546,6 +593,9 @@ class Limits:
     queue: float
     run: float
     cancel: float
+    # After a signal the process has seconds to live (GitHub Actions kills it about 10s after its
+    # SIGINT), so the wait for the run to stop is short and the outcome is written in time.
+    on_signal: float = 5.0
 
     @classmethod
     def from_config(cls, config: AdoConfig) -> Limits:
@@ -554,6 +604,7 @@ class Limits:
             queue=config.ado_queue_timeout.total_seconds(),
             run=config.ado_timeout.total_seconds(),
             cancel=config.ado_cancel_timeout.total_seconds(),
+            on_signal=min(5.0, config.ado_cancel_timeout.total_seconds()),
         )
 
 
@@ -594,6 +645,8 @@ class Follower:
         started: float | None = None
         last: tuple[str, int | None] | None = None
         while True:
+            if self._stop.is_set():
+                return self._cancel(f"stopped by {self._why_stopped()}", self._limits.on_signal)
             build = self._client.get_build(self._run.id)
             if (build.status, build.queue_position) != last and build.status != "completed":
                 self._announce(build)
@@ -604,8 +657,6 @@ class Follower:
             if build.status == "completed":
                 self._announce(build)  # after the run's last lines
                 return Followed(build=build, report_log=self._report_log())
-            if self._stop.is_set():
-                return self._cancel(f"stopped by {self._why_stopped()}")
             now = self._clock()
             if started is None:
                 left = queued + self._limits.queue - now
@@ -614,7 +665,7 @@ class Follower:
                 left = started + self._limits.run - now
                 reason = f"it did not finish within ado-timeout ({_span(self._limits.run)})"
             if left <= 0:
-                return self._cancel(reason)
+                return self._cancel(reason, self._limits.cancel)
             self._stop.wait(min(self._limits.refresh, left))
 
     def _announce(self, build: Build) -> None:
@@ -628,6 +679,13 @@ class Follower:
             self._reporter.info(f"{name}: {_words(build.status)}")
 
     def _tail(self) -> None:
+        """Show what is new; a failure here costs lines on screen, never the run."""
+        try:
+            self._tail_once()
+        except AdoError as exc:
+            self._reporter.warning(f"could not read the run's logs this time: {exc}")
+
+    def _tail_once(self) -> None:
         records = self._client.timeline(self._run.id)
         if not records:
             return
@@ -644,44 +702,55 @@ class Follower:
         for task in tasks:
             if _AGENT_STEPS.match(task.name) or task.state not in ("inProgress", "completed"):
                 continue
-            job = jobs[str(task.parent_id)].name
+            job = jobs[str(task.parent_id)]
             if task.id not in self._states:
                 self._states[task.id] = "inProgress"
-                self._reporter.info(f"[{job}] {task.name}: started")
+                if task.result != "skipped":
+                    self._reporter.info(f"[{job.name}] {task.name}: started")
             if task.log is not None:
                 if lengths is None:
                     lengths = self._client.log_lengths(self._run.id)
                 self._new_lines(job, task, task.log.id, lengths.get(task.log.id, 0))
             if task.state == "completed" and self._states[task.id] != "completed":
                 self._states[task.id] = "completed"
-                self._reporter.info(f"[{job}] {task.name}: {task.result or 'done'}")
+                self._reporter.info(f"[{job.name}] {task.name}: {task.result or 'done'}")
 
-    def _new_lines(self, job: str, task: Record, log_id: int, length: int) -> None:
+    def _new_lines(self, job: Record, task: Record, log_id: int, length: int) -> None:
         shown = self._shown.get(log_id, 0)
         if length <= shown:
             return
         lines = self._client.log_lines(self._run.id, log_id, shown + 1)
         self._shown[log_id] = shown + len(lines)
+        # The report counts only from the publish step of the publish job and the sign step of
+        # the sign job; no other step's output is ever believed.
+        reports = task.ref_name in REPORT_STEPS and job.ref_name == task.ref_name
         for raw in lines:
             line = self._redact(_TIMESTAMP.sub("", raw))
-            self._reporter.stream(f"[{job}] {line}")
-            if task.ref_name in REPORT_STEPS:
-                self._report.setdefault(task.ref_name, []).append(line)
+            self._reporter.stream(f"[{job.name}] {line}")
+            if reports:
+                self._report.setdefault(str(task.ref_name), []).append(line)
 
     def _report_log(self) -> str:
         return "\n".join(line for ref in REPORT_STEPS for line in self._report.get(ref, []))
 
-    def _cancel(self, reason: str) -> Followed:
-        """Cancel the run, show what it still logs while it stops, and say whether it did."""
+    def _cancel(self, reason: str, wait: float) -> Followed:
+        """Cancel the run, show what it still logs while it stops (up to ``wait`` seconds), and
+        say whether it stopped. A run that had finished first is reported as it finished."""
         name = f"ADO run {self._run.id}"
         self._reporter.warning(f"cancelling {name}: {reason}")
         build = self._client.cancel(self._run.id)
-        end = self._clock() + self._limits.cancel
+        end = self._clock() + wait
         while build.status != "completed" and self._clock() < end:
-            time.sleep(min(self._limits.refresh, max(0.0, end - self._clock())))
+            time.sleep(min(self._limits.refresh, 2.0, max(0.0, end - self._clock())))
             build = self._client.get_build(self._run.id)
             if build.started:
                 self._tail()
+        if build.status == "completed":
+            self._tail()
+            self._announce(build)
+            if build.result != "canceled":
+                self._reporter.warning(f"{name} had finished before it could be cancelled")
+                return Followed(build=build, report_log=self._report_log())
         return Followed(
             build=build,
             report_log=self._report_log(),

@@ -124,14 +124,23 @@ def run_ado_build(
     if isinstance(creds, ServicePrincipal):
         creds.header()  # a principal that cannot get a token fails before any call
     # Proxies come from the environment (HTTPS_PROXY, NO_PROXY), as on self-hosted runners.
-    http = httpx.Client(
-        verify=tls_context(), timeout=httpx.Timeout(30.0, connect=10.0), trust_env=True
+    try:
+        http = httpx.Client(
+            verify=tls_context(), timeout=httpx.Timeout(30.0, connect=10.0), trust_env=True
+        )
+    except (ImportError, ValueError) as exc:
+        raise InputError(
+            f"cannot use the proxy from the environment (HTTPS_PROXY/ALL_PROXY): {exc}; use an "
+            "http:// or https:// proxy URL"
+        ) from None
+    stop = stop or threading.Event()
+    client = AdoClient(
+        http=http, config=config, credentials=creds, stop=stop, on_retry=reporter.warning
     )
-    client = AdoClient(http=http, config=config, credentials=creds)
     try:
         if ado.preview_yaml is not None:
             return _preview(client, params, token, ado.preview_yaml, reporter)
-        if stop is not None and stop.is_set():
+        if stop.is_set():
             raise AdoError(f"not triggering the ADO pipeline: stopped by {why_stopped()}")
         with reporter.step("trigger the ADO pipeline"):
             run = client.run_pipeline(params, token=token)
@@ -148,7 +157,7 @@ def run_ado_build(
             run,
             limits=Limits.from_config(config),
             reporter=reporter,
-            stop=stop or threading.Event(),
+            stop=stop,
             why_stopped=why_stopped,
             redact=redact,
         )
@@ -157,11 +166,23 @@ def run_ado_build(
                 followed = follower.follow()
             except (AdoError, AdoAuthError) as exc:
                 # Past the trigger, refused credentials are no longer bad input: the run exists.
-                raise AdoError(f"{exc}; ADO run {run.id} may still be running: {link}") from None
+                # It is cancelled if Azure DevOps still listens: nobody would see what it does.
+                raise AdoError(f"{exc}; {_cancel_quietly(client, run.id, link)}") from None
     finally:
         creds.close()
         http.close()
     return _finish(followed, options=options, env=env, reporter=reporter, link=link)
+
+
+def _cancel_quietly(client: AdoClient, run_id: int, link: str) -> str:
+    """Cancel a run this client can no longer follow; say what became of it."""
+    from image_builder.backends.ado import AdoAuthError, AdoError
+
+    try:
+        client.cancel(run_id)
+    except (AdoError, AdoAuthError):
+        return f"ADO run {run_id} may still be running: {link}"
+    return f"ADO run {run_id} was asked to cancel: {link}"
 
 
 def _preview(
