@@ -718,10 +718,10 @@ def test_service_principal_token_through_azure_identity(cli: Cli, tmp_path: Path
 
 
 def test_an_expired_token_is_renewed_mid_run(cli: Cli, tmp_path: Path) -> None:
-    """Entra tokens expire (Azure DevOps here accepts each for 20 requests, while azure-identity
+    """Entra tokens expire (Azure DevOps here accepts each for 60 requests, while azure-identity
     still holds it as fresh); the long run goes on with a new one, where the token fetched once
     used to end in a 401 reported as bad input."""
-    aad, server, env = service_principal(tmp_path, uses=20)
+    aad, server, env = service_principal(tmp_path, uses=60)
     try:
         long_run(server, [f"compiling part {n} of 30" for n in range(1, 31)])
         _, cfg = workspace(tmp_path, server)
@@ -738,7 +738,7 @@ def test_an_expired_token_is_renewed_mid_run(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_a_principal_refused_mid_run_is_exit_1_with_the_cause(cli: Cli, tmp_path: Path) -> None:
-    aad, server, env = service_principal(tmp_path, uses=20)
+    aad, server, env = service_principal(tmp_path, uses=60)
     aad.refuse_after = 1
     try:
         long_run(server, [f"compiling part {n} of 30" for n in range(1, 31)])
