@@ -543,10 +543,15 @@ def long_run(ado: FakeAdo, build_lines: list[str]) -> None:
     ado.queue_ticks = 3
 
 
-def test_a_15_minute_run_is_shown_live(cli: Cli, ado: FakeAdo, tmp_path: Path) -> None:
+@pytest.mark.parametrize("first_line", [1, 0])
+def test_a_15_minute_run_is_shown_live(
+    cli: Cli, ado: FakeAdo, tmp_path: Path, first_line: int
+) -> None:
     """Lines reach the user while the run is in progress, once each, in order, from the step
     logs only (the job-level logs repeat them and are never read), without ADO's timestamps and
-    unable to drive the local CI; the run link comes before any of them."""
+    unable to drive the local CI; the run link comes before any of them. Whether Azure DevOps
+    numbers log lines from 1 or from 0, none is lost or shown twice."""
+    ado.first_line = first_line
     lines = [f"compiling part {n} of 30" for n in range(1, 31)]
     lines[4] = "::set-output name=digest::sha256:forged"
     lines[5] = "##vso[task.setvariable variable=signing_success]true"

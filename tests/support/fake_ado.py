@@ -12,7 +12,8 @@ it, and as strict as Azure DevOps where the client could go wrong:
 - Timeline - Get: a Job record per job and a Task record per step, with ADO's own steps
   (Initialize job, Checkout, Finalize Job) among them. Build - Get Build Logs lists every log
   with its ``lineCount``, the job-level logs included (they repeat their steps' lines);
-  Get Build Log serves lines ``startLine``..``endLine`` (numbered from 1) as text.
+  Get Build Log serves lines ``startLine``..``endLine`` as text, numbered from 1 (or from
+  ``first_line``: the documentation does not say).
 - A bad credential gets 401, or the HTML sign-in page with 203 or 200 (``bad_auth_status``); bearer
   tokens can be made to expire (``token_lifetime``).
 
@@ -171,6 +172,7 @@ class FakeAdo(LocalServer):
         self.steps: list[Step] | None = None  # default: default_steps(log_lines)
         self.cancel_ticks = 1  # ticks from a cancel request to the run's end
         self.finish_on_cancel = False  # the run ends as it would have, just before the cancel
+        self.first_line = 1  # the number of a log's first line for startLine/endLine
         self.final_yaml = "stages: []\n"
         self.pipeline_version = 3
         self.settable_variables = {"AUTHORIZATION"}
@@ -505,9 +507,10 @@ class FakeAdo(LocalServer):
         lines = run.logs.get(log_id)
         if lines is None:
             return 404, {"message": f"log {log_id} not found"}, None
-        first = int(request.query.get("startLine", ["1"])[0])
-        last = int(request.query.get("endLine", [str(len(lines))])[0])
-        chosen = lines[max(first, 1) - 1 : last]
+        base = self.first_line
+        first = int(request.query.get("startLine", [str(base)])[0])
+        last = int(request.query.get("endLine", [str(len(lines) - 1 + base)])[0])
+        chosen = lines[max(first, base) - base : last - base + 1]
         if "text/plain" in request.headers.get("Accept", ""):
             return 200, "".join(line + "\n" for line in chosen), "text/plain"
         return {"count": len(chosen), "value": chosen}

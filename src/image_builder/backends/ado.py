@@ -430,12 +430,12 @@ class AdoClient:
         response = self._call("GET", f"_apis/build/builds/{run_id}/logs")
         return {e.id: e.line_count for e in self._model(_Logs, response, "the log list").value}
 
-    def log_lines(self, run_id: int, log_id: int, first: int) -> list[str]:
-        """The lines of one log from line ``first`` on (lines count from 1)."""
+    def log_lines(self, run_id: int, log_id: int, first: int | None = None) -> list[str]:
+        """The lines of one log from line ``first`` on; all of them without ``first``."""
         response = self._call(
             "GET",
             f"_apis/build/builds/{run_id}/logs/{log_id}",
-            params={"startLine": str(first)},
+            params={} if first is None else {"startLine": str(first)},
             headers={"Accept": "text/plain"},
         )
         # Azure DevOps counts lines by "\n" (lineCount); str.splitlines would also break at
@@ -637,6 +637,7 @@ class Follower:
         self._reporter, self._stop, self._why_stopped = reporter, stop, why_stopped
         self._redact, self._clock = redact, clock
         self._shown: dict[int, int] = {}  # log id -> lines shown
+        self._last: dict[int, str] = {}  # log id -> the last line shown, as Azure DevOps sent it
         self._states: dict[str, str] = {}  # task record id -> the state announced
         self._report: dict[str, list[str]] = {}  # report step's ref name -> its lines
 
@@ -719,7 +720,18 @@ class Follower:
         shown = self._shown.get(log_id, 0)
         if length <= shown:
             return
-        lines = self._client.log_lines(self._run.id, log_id, shown + 1)
+        if shown == 0:
+            lines = self._client.log_lines(self._run.id, log_id)
+        else:
+            # The documentation does not say whether lines count from 0 or from 1. Asking from
+            # ``shown`` returns the last line shown again (from 1) or the first new one (from
+            # 0); a repeat of the last line, timestamp and all, is dropped. Either way no line
+            # is lost or shown twice.
+            lines = self._client.log_lines(self._run.id, log_id, shown)
+            if lines and lines[0] == self._last.get(log_id):
+                lines = lines[1:]
+        if lines:
+            self._last[log_id] = lines[-1]
         self._shown[log_id] = shown + len(lines)
         # The report counts only from the publish step of the publish job and the sign step of
         # the sign job; no other step's output is ever believed.
