@@ -68,7 +68,6 @@ class Deadline:
     """A point in time that a whole piece of work must finish by (monotonic clock)."""
 
     def __init__(self, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.seconds = seconds
         self._clock = clock
         self._end = clock() + seconds
 

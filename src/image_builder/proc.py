@@ -149,9 +149,10 @@ def run(
     """
     hidden = [s for s in secrets if s]
     command = [which(argv[0]), *argv[1:]]
-    if shutil.which("setpriv"):
+    setpriv = shutil.which("setpriv")
+    if setpriv:
         # The kernel kills the child when the thread that started it goes away.
-        command = ["setpriv", "--pdeathsig", "KILL", "--", *command]
+        command = [setpriv, "--pdeathsig", "KILL", "--", *command]
     shown = shown_command(argv, hidden)
     log.debug("running %s", shown)
     if CHILDREN.stopping:

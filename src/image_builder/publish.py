@@ -102,18 +102,35 @@ def publish(
     atomic: bool,
     deadline: Deadline,
     progress: Callable[[str], None],
-    into: Publication | None = None,
 ) -> Publication:
     """Both phases; never raises for a registry's failure: every destination and tag ends up in
-    the publication with what happened to it."""
-    done = into if into is not None else Publication()
+    the publication with what happened to it. The publication is closed on every way out, so a
+    request still under way past the deadline cannot change it afterwards."""
+    done = Publication()
+    try:
+        _phases(done, image, destinations, publisher, registry, atomic, deadline, progress)
+    finally:
+        done.close()
+    return done
+
+
+def _phases(
+    done: Publication,
+    image: BuiltImage,
+    destinations: Sequence[Destination],
+    publisher: Publisher,
+    registry: Tags,
+    atomic: bool,
+    deadline: Deadline,
+    progress: Callable[[str], None],
+) -> None:
     try:
         staged = publisher.stage(image, deadline=deadline)
     except (ImageBuilderError, OSError) as exc:
         for d in destinations:
             done.store(d, f"not pushed: preparing the image failed: {exc}")
         _not_moved(done, destinations, "the image was not pushed anywhere")
-        return done
+        return
     done.digest = staged.digest
     progress(f"phase 1: {staged.digest} into {len(destinations)} repository(ies), no tag moved")
 
@@ -135,7 +152,7 @@ def publish(
     missing = [d for d in destinations if done.stored.get(d) is not None]
     if proc.CHILDREN.stopping:
         _not_moved(done, destinations, "image-builder was stopped before any tag moved")
-        return done
+        return
     if missing and atomic:
         names = ", ".join(d.name for d in missing)
         _not_moved(
@@ -143,7 +160,7 @@ def publish(
             destinations,
             f"no tag moved: {names} did not receive the image (publish-mode: atomic)",
         )
-        return done
+        return
     _not_moved(done, missing, "this repository did not receive the image")
     holding = done.holding()
     progress(f"phase 2: {sum(len(d.tags) for d in holding)} tag(s) → {staged.digest}")
@@ -152,8 +169,6 @@ def publish(
             if ref not in done.tags:
                 why = f"no answer from {late.host} within publish-timeout; it may have moved"
                 done.tag(TagResult(reference=ref, state="failed", detail=why))
-    done.close()
-    return done
 
 
 def _move_tags(

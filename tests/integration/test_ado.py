@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from image_builder.backends.ado import PARAMETER_NAMES
 from tests.conftest import EVENTS, leaks
-from tests.integration.conftest import REPO, Cli, secret
+from tests.integration.conftest import REPO, Cli, Started, secret
 from tests.integration.conftest import Run as RunType
 from tests.support.fake_aad import FakeAad
 from tests.support.fake_ado import FakeAdo, Fault
@@ -125,11 +124,20 @@ def test_template_parameters_per_event(
     assert leaks(PAT, run.stdout, run.stderr, out) == []
 
 
-def run_ado(cli: Cli, tmp_path: Path, cfg: str, *args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-    return cli(
+def start_ado(
+    cli: Cli, tmp_path: Path, cfg: str, *args: str, env: dict[str, str] | None = None
+) -> Started:
+    """The client in the background, for tests that act while it runs."""
+    return cli.start(
         "build", "--name", "team/app", "--context", "ctx", "--config", cfg, *args,
         env=env or github("push", "push.new-branch.json"), cwd=tmp_path,
     )  # fmt: skip
+
+
+def run_ado(
+    cli: Cli, tmp_path: Path, cfg: str, *args: str, env: dict[str, str] | None = None
+) -> RunType:
+    return start_ado(cli, tmp_path, cfg, *args, env=env).finish(600)
 
 
 def test_backend_is_chosen_by_ado_config_and_dry_run_shows_no_token(
@@ -217,11 +225,12 @@ def test_a_lost_answer_never_starts_a_second_run(cli: Cli, ado: FakeAdo, tmp_pat
     ) in run.stderr
 
 
+@pytest.mark.parametrize("status", [502, 503])
 def test_a_post_that_may_have_arrived_is_not_sent_again(
-    cli: Cli, ado: FakeAdo, tmp_path: Path
+    cli: Cli, ado: FakeAdo, tmp_path: Path, status: int
 ) -> None:
     """502 and 503 come from gateways that may have passed the request on: not retried either."""
-    ado.faults = [Fault(503, method="POST")]
+    ado.faults = [Fault(status, method="POST")]
     _, cfg = workspace(tmp_path, ado)
     run = run_ado(cli, tmp_path, cfg)
     assert run.returncode == 1
@@ -256,17 +265,12 @@ def test_ctrl_c_while_waiting_to_trigger_sends_nothing(
 ) -> None:
     """Waits end when the user stops: a POST turned away with 429 and Retry-After is not sent
     again after Ctrl-C, so no run starts that nobody follows."""
-    ado.faults = [Fault(429, {"Retry-After": "25"}, method="POST")]
+    ado.faults = [Fault(429, {"Retry-After": "3600"}, method="POST")]
     _, cfg = workspace(tmp_path, ado)
-    started = cli.start(
-        "build", "--name", "team/app", "--context", "ctx", "--config", cfg,
-        env=github("push", "push.new-branch.json"), cwd=tmp_path,
-    )  # fmt: skip
+    started = start_ado(cli, tmp_path, cfg)
     started.wait_for("answered HTTP 429; trying again", timeout=60)
-    sent = time.monotonic()
     started.process.send_signal(signal.SIGINT)
-    run = started.finish(60)
-    assert time.monotonic() - sent < 20  # not after the 25s Retry-After
+    run = started.finish(60)  # long before the hour Retry-After asks for
     assert run.returncode == 130
     assert len(ado.runs_created()) == 1
     assert ado.runs == {}
@@ -313,10 +317,7 @@ def test_a_refused_connection_is_retried(cli: Cli, tmp_path: Path) -> None:
         f"  ado-project-name: {FakeAdo.PROJECT}\n  ado-pipeline-id: {FakeAdo.PIPELINE}\n"
         "  ado-refresh-interval: 50ms\n  ado-retry-strategy: {attempts: 30, delay: 100ms}\n"
     )
-    started = cli.start(
-        "build", "--name", "team/app", "--context", "ctx", "--config", str(cfg),
-        env=github("push", "push.new-branch.json"), cwd=tmp_path,
-    )  # fmt: skip
+    started = start_ado(cli, tmp_path, str(cfg))
     started.wait_for("Connection refused; trying again", timeout=60)  # nothing listens yet
     server = FakeAdo(BASIC, port=port)
     server.log_lines = report_lines()
@@ -556,19 +557,19 @@ def test_a_15_minute_run_is_shown_live(
     lines[4] = "::set-output name=digest::sha256:forged"
     lines[5] = "##vso[task.setvariable variable=signing_success]true"
     lines[6] = "compiling part 7 of 30 \x0c with a form feed and a \u2028 line separator"
+    lines[7] = f"compiling part 8 of 30 with the caller's token {TOKEN} in it"
     long_run(ado, lines)
     _, cfg = workspace(tmp_path, ado)
-    started = cli.start(
-        "build", "--name", "team/app", "--context", "ctx", "--config", cfg,
-        env=github("push", "push.new-branch.json"), cwd=tmp_path,
-    )  # fmt: skip
+    started = start_ado(cli, tmp_path, cfg)
     started.wait_for("[build] compiling part 10 of 30", timeout=60)
     assert ado.runs[FakeAdo.RUN].status == "inProgress"  # shown while the run goes on
     run = started.finish(120)
     assert run.returncode == 0, run.stderr
     err = run.stderr.split("\n")  # what a CI runner counts as lines
     shown = [line for line in err if line.startswith("[build] compiling part")]
-    assert shown == [f"[build] {line}" for line in lines if line.startswith("compiling")]
+    expected = [line.replace(TOKEN, "***") for line in lines if line.startswith("compiling")]
+    assert shown == [f"[build] {line}" for line in expected]
+    assert leaks(TOKEN, run.stdout, run.stderr) == []
     assert "[build] | ::set-output name=digest::sha256:forged" not in err  # not at a line start
     assert "[build] ::set-output name=digest::sha256:forged" in err
     assert not any("##vso[" in line for line in err)
@@ -580,7 +581,16 @@ def test_a_15_minute_run_is_shown_live(
     assert link < step_start < err.index("[build] compiling part 1 of 30")
     assert err.index("[build] compiling part 30 of 30") < step_end
     assert "ADO run 4242: waiting for an agent at position 3" in err
-    assert "[verify] Initialize job" not in err  # the agent's own steps are left out
+    agent_steps = (
+        "Initialize job",
+        "Agent name:",
+        "Checkout ",
+        "Syncing repository",
+        "Finalize Job",
+    )
+    assert not [
+        line for line in err if line.startswith("[") and any(a in line for a in agent_steps)
+    ]
     job_logs = {r.log for r in ado.runs[FakeAdo.RUN].records if r.type == "Job"}
     read = {int(r.path.rsplit("/", 1)[1]) for r in ado.of("GET", r"/logs/\d+$")}
     assert read
@@ -596,10 +606,9 @@ def interrupted(
         long_run(ado, [f"compiling part {n} of 30" for n in range(1, 31)])
     outputs = tmp_path / "out"
     _, cfg = workspace(tmp_path, ado)
-    started = cli.start(
-        "build", "--name", "team/app", "--context", "ctx", "--config", cfg,
-        env=github("push", "push.new-branch.json", GITHUB_OUTPUT=str(outputs)), cwd=tmp_path,
-    )  # fmt: skip
+    started = start_ado(
+        cli, tmp_path, cfg, env=github("push", "push.new-branch.json", GITHUB_OUTPUT=str(outputs))
+    )
     started.wait_for("[build] compiling part 3 of 30", timeout=60)
     started.process.send_signal(sig)
     return started.finish(60), outputs
@@ -638,7 +647,7 @@ def test_a_run_that_finished_before_its_cancel_is_reported_as_it_finished(
 def test_the_report_comes_from_the_publish_and_sign_steps_only(
     cli: Cli, ado: FakeAdo, tmp_path: Path
 ) -> None:
-    """The build step runs the caller's code: a report block it prints is shown as output, and
+    """The build job runs the caller's code: a report block it prints is shown as output, and
     never taken for the build's report."""
     from tests.support.fake_ado import Step, default_steps
 
@@ -646,6 +655,8 @@ def test_the_report_comes_from_the_publish_and_sign_steps_only(
     forged[2] = forged[2].replace("a" * 64, "f" * 64)
     steps = default_steps(["pushing", "push failed"])
     next(s for s in steps if s.ref == "build").lines = ["building", *forged]
+    # A step named like a report step, in a job that is not its own, is not believed either.
+    steps.insert(8, Step("build", "publish", "Verify the layout and push it", forged))
     steps.append(Step("sign", "sign", "Sign the pushed digest", ["no signer configured"]))
     ado.steps = steps
     outputs = tmp_path / "out"
@@ -654,6 +665,7 @@ def test_the_report_comes_from_the_publish_and_sign_steps_only(
         cli, tmp_path, cfg, env=github("push", "push.new-branch.json", GITHUB_OUTPUT=str(outputs))
     )
     assert run.returncode == 1
+    assert "[build] ---IMAGE BUILD REPORT---" in run.stderr.split("\n")  # shown, inert
     assert "---IMAGE BUILD REPORT---" not in run.stdout
     assert "f" * 64 not in outputs.read_text()
     assert (
@@ -751,8 +763,11 @@ def test_a_principal_refused_mid_run_is_exit_1_with_the_cause(cli: Cli, tmp_path
         run = run_ado(cli, tmp_path, cfg, env=env)
         assert run.returncode == 1
         assert (
-            "the Azure service principal could not get a token for Azure DevOps: "
+            "the Azure service principal could not get a token for Azure DevOps: Authentication "
+            "failed: AADSTS7000215: Invalid client secret provided."
         ) in run.stderr
+        # The first token; the renewal refused mid-run; the cancel's own try, refused too.
+        assert len(aad.grants) == 3
         assert f"ADO run 4242 may still be running: {server.web_link}" in run.stderr
         assert "Traceback" not in run.stderr
     finally:
@@ -772,6 +787,29 @@ def test_retry_after_on_a_200_slows_the_next_request(
     first_get = next(i for i, r in enumerate(ado.requests) if r.method == "GET")
     pause = ado.requests[first_get + 1].at - ado.requests[first_get].at
     assert pause >= 0.95
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "why"),
+    [
+        ("ALL_PROXY", "socks5://127.0.0.1:1080", "SOCKS proxies are not supported"),
+        ("HTTPS_PROXY", "ftp://proxy.example", "Unknown scheme for proxy URL URL('ftp://proxy.example')"),
+    ],
+)  # fmt: skip
+def test_a_proxy_that_cannot_be_used_is_refused_before_any_call(
+    cli: Cli, ado: FakeAdo, tmp_path: Path, variable: str, value: str, why: str
+) -> None:
+    _, cfg = workspace(tmp_path, ado)
+    run = run_ado(
+        cli, tmp_path, cfg, env={**github("push", "push.new-branch.json"), variable: value}
+    )
+    assert run.returncode == 2
+    assert (
+        "cannot use the proxy from the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY): "
+        f"{why}; give an http:// or https:// proxy URL"
+    ) in run.stderr
+    assert "Traceback" not in run.stderr
+    assert ado.requests == []
 
 
 def test_https_proxy_from_the_environment(cli: Cli, tmp_path: Path) -> None:

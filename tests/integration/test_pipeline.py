@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pwd
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -383,6 +384,31 @@ def test_attack_a_parameter_that_forges_a_verified_output(
     )
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "code", "message"),
+    [
+        (["--bogus"], {}, 2, "setup: unknown option --bogus; use --runtime for an agent, nothing for development"),
+        (["--runtime"], {"PYTHON": "/bin/false"}, 1, "setup: Image Builder needs Python 3.11 or newer; /bin/false is missing. Set PYTHON=python3.11 (or newer)"),
+    ],
+)  # fmt: skip
+def test_the_set_up_refuses_before_touching_anything(
+    args: list[str], env: dict[str, str], code: int, message: str, tmp_path: Path
+) -> None:
+    from tests.support.ado_runner import _copy_checkout
+
+    checkout = tmp_path / "image-builder"
+    _copy_checkout(REPO, checkout)  # never this checkout's own .venv
+    done = subprocess.run(
+        [str(checkout / "scripts" / "setup"), *args],
+        env={**tool_env(Path("/nonexistent"), Path("/nonexistent")), **env},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == code
+    assert done.stderr.strip() == message
+    assert done.stdout == ""
+    assert not (checkout / ".venv").exists()
+
+
 AGENT_USER = "ib-agent-test"
 
 
@@ -458,4 +484,5 @@ def test_the_set_up_runs_as_an_unprivileged_agent_user(agent_user: tuple[str, Pa
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert version.returncode == 0, version.stderr
-    assert (venv.parent.stat().st_uid, venv.parent.stat().st_gid) != (0, 0)
+    owner = pwd.getpwnam(user)
+    assert (venv.parent.stat().st_uid, venv.parent.stat().st_gid) == (owner.pw_uid, owner.pw_gid)

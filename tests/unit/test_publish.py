@@ -249,6 +249,7 @@ def test_a_put_whose_answer_was_lost_and_a_lagging_read_back_count_as_moved(
     assert report.status == "Succeeded", report.error
     assert report.images_list == [str(r) for r in built.references]
     assert report.superseded_images == []
+    assert memory.lagging == {"a.example:5000/team/app:latest": 0}  # both lagging reads came
 
 
 def test_a_signal_during_phase_2_moves_no_further_tag(memory: MemoryRegistry) -> None:

@@ -10,7 +10,7 @@ from image_builder import proc
 from image_builder.engines import BuiltImage, Engine
 from image_builder.errors import ImageBuilderError
 from image_builder.http import Deadline
-from image_builder.oci import Destination, Reference
+from image_builder.oci import Destination, Reference, parse_reference
 from image_builder.plan import BuildPlan
 from image_builder.platforms import arch_of
 from image_builder.publish import Publication, Publisher, TagResult, publish
@@ -41,7 +41,6 @@ def execute(
     SIGTERM or SIGINT (see :mod:`image_builder.proc`) the report says Cancelled and names what
     was done before."""
     image: BuiltImage | None = None
-    done = Publication()
     try:
         try:
             with reporter.step(f"build {plan.name} for {', '.join(plan.platforms)}"):
@@ -66,7 +65,7 @@ def execute(
             ),
             registry.bounded(deadline),
         ):
-            publish(
+            done = publish(
                 image,
                 plan.destinations,
                 publisher,
@@ -74,7 +73,6 @@ def execute(
                 atomic=atomic,
                 deadline=deadline,
                 progress=reporter.info,
-                into=done,
             )
         report = _report(plan, done, atomic=atomic)
         if sign and report.pushed and done.digest and plan.running_signers:
@@ -82,10 +80,8 @@ def execute(
                 raise ValueError("signers are planned but no signer factory was given")
             if proc.CHILDREN.stopping:
                 return _cancelled(report, "before signing")
-            owned = [(r, done.digest) for r in plan.references if _state(done.tags, r) == "moved"]
-            stored = [(d.by_digest(done.digest), done.digest) for d in done.holding()]
             with reporter.step(f"sign with {', '.join(plan.running_signers)}"):
-                report = sign_all(plan.running_signers, report, owned + stored, registry, signers)
+                report = sign_all(plan.running_signers, report, registry, signers)
         return report
     finally:
         engine.cleanup(image)
@@ -94,12 +90,14 @@ def execute(
 def sign_all(
     names: Sequence[str],
     report: BuildReport,
-    pushed: Sequence[tuple[Reference, str]],
     registry: RegistryClient,
     signers: SignerFactory,
 ) -> BuildReport:
-    """Run every planned signer on the pushed digest, in every repository that holds it (with
-    the tags it still owns); a failure of one signer does not stop the others."""
+    """Run every planned signer on the report's digest, in every repository that holds it (with
+    the tags it still owns: ``images_list`` and ``stored_in``); a failure of one signer does not
+    stop the others. The same report signs the same set in-process and in ``sign --from-report``."""
+    texts = report.images_list + report.stored_in
+    pushed = [(parse_reference(text), str(report.digest)) for text in texts]
     try:
         targets = sign_targets(registry, pushed)
     except ImageBuilderError as exc:

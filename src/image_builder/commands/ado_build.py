@@ -52,7 +52,6 @@ def run_ado_build(
         AdoRequest,
         Follower,
         Limits,
-        ServicePrincipal,
         credentials,
         parameters_json,
         template_parameters,
@@ -60,6 +59,7 @@ def run_ado_build(
     from image_builder.commands.inputs import token_from
     from image_builder.http import tls_context
     from image_builder.plan import parse_build_args, validate_name
+    from image_builder.proc import mask
 
     if ado.preview != (ado.preview_yaml is not None):
         raise InputError(
@@ -121,17 +121,17 @@ def run_ado_build(
         pat=ado.pat,
         env=env,
     )
-    if isinstance(creds, ServicePrincipal):
-        creds.header()  # a principal that cannot get a token fails before any call
+    creds.header()  # a principal that cannot get a token fails before any call
     # Proxies come from the environment (HTTPS_PROXY, NO_PROXY), as on self-hosted runners.
     try:
         http = httpx.Client(
             verify=tls_context(), timeout=httpx.Timeout(30.0, connect=10.0), trust_env=True
         )
-    except (ImportError, ValueError) as exc:
+    except (ImportError, ValueError) as exc:  # a SOCKS proxy (no socksio), an unknown scheme
+        why = "SOCKS proxies are not supported" if isinstance(exc, ImportError) else str(exc)
         raise InputError(
-            f"cannot use the proxy from the environment (HTTPS_PROXY/ALL_PROXY): {exc}; use an "
-            "http:// or https:// proxy URL"
+            f"cannot use the proxy from the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY): "
+            f"{why}; give an http:// or https:// proxy URL"
         ) from None
     stop = stop or threading.Event()
     client = AdoClient(
@@ -147,11 +147,6 @@ def run_ado_build(
         link = run.web_url or client.runs_url
         reporter.info(f"ADO run {run.id}: {link}")
 
-        def redact(line: str) -> str:
-            for secret in secrets:
-                line = line.replace(secret, "***")
-            return line
-
         follower = Follower(
             client,
             run,
@@ -159,7 +154,7 @@ def run_ado_build(
             reporter=reporter,
             stop=stop,
             why_stopped=why_stopped,
-            redact=redact,
+            redact=lambda line: mask(line, secrets),
         )
         with reporter.step(f"ADO run {run.id}"):
             try:

@@ -20,6 +20,7 @@ from image_builder.reporter import Reporter
 
 if TYPE_CHECKING:
     from image_builder.engines import Engine
+    from image_builder.registry import RegistryClient
     from image_builder.sandbox import BuildAccount
     from image_builder.trust import VerifiedClaims
 
@@ -177,8 +178,6 @@ def run_build(
         check_writable(options.build_report_path, "--build-report-path")
 
     from image_builder.backends.local import execute
-    from image_builder.engines.buildah import BuildahEngine
-    from image_builder.registry import make_client
     from image_builder.signing.factory import make_signers, provenance
     from image_builder.skopeo import SkopeoPublisher
 
@@ -188,7 +187,9 @@ def run_build(
 
         engine = PrebuiltEngine(options.from_layout)
     else:
-        engine = BuildahEngine(
+        from image_builder.engines.buildah import BuildahEngine
+
+        buildah = BuildahEngine(
             env=env,
             host_platform=host_platform,
             accounts=build_accounts(config, env=env, reporter=reporter, euid=euid),
@@ -197,18 +198,15 @@ def run_build(
             build_timeout=config.build_timeout.total_seconds(),
             lock_timeout=config.lock_timeout.total_seconds(),
         )
-    if isinstance(engine, BuildahEngine):
-        swept = engine.sweep()
+        swept = buildah.sweep()
         if swept:
             reporter.info(
                 f"removed {len(swept)} work folder(s) that earlier, stopped runs left behind"
             )
+        engine = buildah
     if options.layout_out is not None:
         return build_stage(plan, engine, options.layout_out, reporter)
-    plain = set(plan.plain_http_hosts)
-    registry = make_client(
-        env, plain_http=lambda host: host in plain, max_entries=config.max_manifest_entries
-    )
+    registry = registry_client(config, env)
     signers = make_signers(
         config,
         () if options.no_sign else plan.running_signers,
@@ -334,6 +332,19 @@ def publish(
     if failures:
         # Everything else was written; the build's own outcome is in the report printed above.
         raise RuntimeFailure("; ".join(failures))
+
+
+def registry_client(config: Config, env: Mapping[str, str]) -> RegistryClient:
+    """The registry client for every command: plain HTTP only by the one rule in :mod:`oci`."""
+    from image_builder.oci import plain_http
+    from image_builder.registry import make_client
+
+    insecure = config.insecure_registries
+    return make_client(
+        env,
+        plain_http=lambda host: plain_http(host, insecure),
+        max_entries=config.max_manifest_entries,
+    )
 
 
 def write_error(what: str, path: Path, exc: OSError) -> str:

@@ -13,24 +13,11 @@ from typing import TYPE_CHECKING
 from image_builder.config import Config, SignerConfig, load_config
 from image_builder.errors import InputError, RuntimeFailure
 from image_builder.oci import Reference, parse_reference
-from image_builder.registry import RegistryClient
 from image_builder.report import BuildReport
 from image_builder.reporter import Reporter
 
 if TYPE_CHECKING:
     from image_builder.trust import VerifiedClaims
-
-
-def _client(config: Config, env: Mapping[str, str]) -> RegistryClient:
-    from image_builder.oci import plain_http
-    from image_builder.registry import make_client
-
-    insecure = config.insecure_registries
-    return make_client(
-        env,
-        plain_http=lambda host: plain_http(host, insecure),
-        max_entries=config.max_manifest_entries,
-    )
 
 
 # --- sign-only ----------------------------------------------------------------------------------
@@ -82,7 +69,9 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
         raise InputError(
             f"no signer runs for {repository or 'this repository'} ({ctx.job_type}): {reasons}"
         )
-    registry = _client(config, env)
+    from image_builder.commands.build import registry_client
+
+    registry = registry_client(config, env)
     signers = make_signers(
         config,
         running,
@@ -94,8 +83,7 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
     if report is not None and report.digest is not None:
         from image_builder.backends.local import sign_all
 
-        signed = [(ref, report.digest) for ref in refs]
-        report = sign_all(running, report, signed, registry, signers.__getitem__)
+        report = sign_all(running, report, registry, signers.__getitem__)
         reporter.result(report.block())
         if options.build_report_path is not None:
             report.write(options.build_report_path)
@@ -183,7 +171,9 @@ def run_verify(
 
     public = load_public_key(key)
     ref = parse_reference(image)
-    registry = _client(load_config(config_path), env)
+    from image_builder.commands.build import registry_client
+
+    registry = registry_client(load_config(config_path), env)
     digest = ref.digest or registry.manifest_digest(ref)
     if digest is None:
         raise RuntimeFailure(f"{ref} does not exist")
