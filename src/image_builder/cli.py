@@ -110,6 +110,10 @@ def _cmd_build(args: argparse.Namespace, env: Mapping[str, str], reporter: Repor
         dry_run=args.dry_run,
         no_push=args.no_push,
         build_report_path=_path(args.build_report_path),
+        secrets=_values(args.secret, "--secret"),
+        use_restricted_registry=args.use_restricted_registry,
+        use_go_internal_sap_modules=args.use_go_internal_sap_modules,
+        tags_output_file=_path(args.tags_output_file),
     )
     ado = AdoOptions(
         client_id=args.azure_client_id,
@@ -498,6 +502,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument(
         "--export-tags", action="store_true", help="pass every tag as build argument TAG_<name>"
+    )
+    build.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="id=NAME,src=FILE|env=VAR",
+        help="build secret for RUN --mount=type=secret,id=NAME; repeatable. Never a build "
+        "argument, never stored in the image; pull-request builds get none unless config allows",
+    )
+    build.add_argument(
+        "--use-restricted-registry",
+        action="store_true",
+        help="base images only from config's restricted-registries; others are refused",
+    )
+    build.add_argument(
+        "--use-go-internal-sap-modules",
+        action="store_true",
+        help="mount config's go-internal-sap-modules credential as a build secret",
+    )
+    build.add_argument(
+        "--tags-output-file", metavar="PATH", help="also write the tags as JSON to this file"
     )
     build.add_argument(
         "--repo",

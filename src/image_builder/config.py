@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
+    PrivateAttr,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -80,6 +81,9 @@ def _check_registry(value: object) -> str:
             f"expected a registry host and optional path such as ghcr.io/org, got {value!r}"
         )
     _no_credentials(value)
+    # The Go tool took registry URLs too; the scheme never decides TLS here (the plain-HTTP rule
+    # and insecure-registries do), so it is dropped.
+    value = re.sub(r"^https?://", "", value, flags=re.IGNORECASE)
     if "://" in value:
         raise ValueError(
             f"expected a registry host and optional path such as ghcr.io/org, "
@@ -196,11 +200,24 @@ class CosignConfig(_Model):
 _SIGNER_CONFIG: dict[str, type[_Model]] = {"notary": NotaryConfig, "cosign": CosignConfig}
 
 
+def _periodic_is_schedule(value: object) -> object:
+    """Prow's ``periodic`` job type, which Go configs list, is a scheduled run."""
+    if isinstance(value, (list, tuple)):
+        return tuple(dict.fromkeys("schedule" if v == "periodic" else v for v in value))
+    return value
+
+
 class SignerConfig(_Model):
     name: str = Field(min_length=1)
     type: Literal["notary", "cosign"]
     config: dict[str, Any] = Field(default_factory=dict)
-    job_type: tuple[JobType, ...] | None = None
+    job_type: Annotated[tuple[JobType, ...] | None, BeforeValidator(_periodic_is_schedule)] = (
+        Field(
+            default=None,
+            description="Job types this signer runs for; default: every release build. Prow's "
+            "'periodic' means schedule.",
+        )
+    )
 
     @model_validator(mode="after")
     def _config_fits_the_type(self) -> SignerConfig:
@@ -265,6 +282,12 @@ class AdoConfig(_Model):
         default=timedelta(minutes=2),
         description="How long to wait for a cancelled run to stop before leaving it.",
     )
+    ado_token_as_parameter: bool = Field(
+        default=False,
+        description="Send the caller's OIDC token as the Authorization template parameter, as "
+        "the Go tool did, for pipelines that expect it there. Default: a secret variable "
+        "(template parameters can be read back from the run by anyone who can read runs).",
+    )
 
     @field_validator("ado_refresh_interval", "ado_queue_timeout", "ado_timeout")
     @classmethod
@@ -272,6 +295,29 @@ class AdoConfig(_Model):
         if value <= timedelta(0):
             raise ValueError("must be longer than 0s")
         return value
+
+
+class GoModulesSecret(_Model):
+    """The credential ``--use-go-internal-sap-modules`` mounts into the build as a build secret
+    (``RUN --mount=type=secret,id=<id>``): never a build argument, never stored in the image."""
+
+    id: str = Field(
+        default="netrc",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="The secret's id in RUN --mount=type=secret,id=... (default: netrc).",
+    )
+    file: str | None = Field(default=None, description="File holding the credential.")
+    env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Variable holding the credential (instead of file).",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GoModulesSecret:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("give exactly one of file or env: where the credential is")
+        return self
 
 
 class RepositoryOwner(_Model):
@@ -433,7 +479,29 @@ class Config(_Model):
         description="The unprivileged account that runs the Dockerfile's steps when image-builder "
         "runs as root (made by scripts/setup, with a subuid range). It must own nothing secret.",
     )
-    log_format: Literal["color", "text", "json"] = "text"
+    log_format: Literal["color", "text", "json"] = Field(
+        default="text",
+        description="text, color (text with colour on a terminal) or json (one JSON object per "
+        "line). Other values, which the Go tool ignored, mean text with a warning.",
+    )
+    restricted_registries: tuple[str, ...] = Field(
+        default=(),
+        description="With --use-restricted-registry, every base image (each FROM, COPY --from and "
+        "RUN --mount from=, after build arguments) must come from one of these registries "
+        "(host[/path] prefixes, e.g. cgr.dev/sap.com); anything else is refused before building "
+        "and blocked at pull time.",
+    )
+    go_internal_sap_modules: GoModulesSecret | None = Field(
+        default=None,
+        description="The credential --use-go-internal-sap-modules mounts as a build secret "
+        "(release builds only, unless secrets-for-presubmits).",
+    )
+    secrets_for_presubmits: bool = Field(
+        default=False,
+        description="Give build secrets (--secret, go-internal-sap-modules) to pull-request and "
+        "merge-group builds too. Off by default: their Dockerfile steps come from the pull "
+        "request.",
+    )
     reproducible: bool = False
     sign_config: SignConfig = Field(default_factory=SignConfig.model_construct)
     ado_config: AdoConfig | None = None
@@ -476,6 +544,18 @@ class Config(_Model):
         description="At most this many entries in an index, or signatures and attestations in a "
         "list, read from a registry.",
     )
+
+    _notices: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def notices(self) -> tuple[str, ...]:
+        """What loading the file ignored or changed, to show as warnings."""
+        return self._notices
+
+    @field_validator("restricted_registries")
+    @classmethod
+    def _registry_prefixes(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_registry(v) for v in values)
 
     @field_validator("publish_timeout", "build_timeout", "lock_timeout")
     @classmethod
@@ -543,10 +623,77 @@ def parse_config(text: str, *, source: str = "config.yaml") -> Config:
         raise ConfigError(
             f"{source}: expected a mapping of keys at the top level, got {type(data).__name__}"
         )
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: {describe_validation_error(exc, Config)}") from None
+    notices: list[str] = []
+    data = _go_leniency(data, notices, source)
+    while True:
+        try:
+            config = Config.model_validate(data)
+            break
+        except ValidationError as exc:
+            ignored = _ignorable_keys(exc)
+            if not ignored:
+                raise ConfigError(f"{source}: {describe_validation_error(exc, Config)}") from None
+            for loc in ignored:
+                data = _without(data, loc)
+                notices.append(
+                    f"{source}: key '{_dotted(loc)}' means nothing to Image Builder; ignoring it "
+                    "(as the Go tool did)"
+                )
+    config._notices = tuple(notices)
+    return config
+
+
+def _go_leniency(data: dict[str, Any], notices: list[str], source: str) -> dict[str, Any]:
+    """Values the Go tool took without a word: other log formats, registry URLs over http."""
+    data = dict(data)
+    log_format = data.get("log-format")
+    if log_format is not None and log_format not in ("color", "text", "json"):
+        notices.append(f"{source}: log-format {log_format!r} is not color, text or json; using text")
+        data["log-format"] = "text"
+    insecure = [e for e in data.get("insecure-registries") or () if isinstance(e, str)]
+    for key in ("registry", "dev-registry"):
+        values = data.get(key)
+        for value in [values] if isinstance(values, str) else values or ():
+            if not isinstance(value, str) or not value.lower().startswith("http://"):
+                continue
+            host = value[len("http://") :].split("/", 1)[0]
+            from image_builder.oci import plain_http
+
+            if not plain_http(host, insecure):
+                notices.append(
+                    f"{source}: {key} {value!r}: the scheme is dropped and {host} is reached over HTTPS; "
+                    "list it in insecure-registries for plain HTTP"
+                )
+    return data
+
+
+def _ignorable_keys(exc: ValidationError) -> list[tuple[Any, ...]]:
+    """Unknown keys the Go tool would have ignored (it ignored every unknown key): all of them,
+    except likely typos of a known key and anything under ``trust``, which stay errors."""
+    out: list[tuple[Any, ...]] = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        if error["type"] != "extra_forbidden" or not loc or loc[0] == "trust":
+            continue
+        known = _known_keys(Config, loc[:-1])
+        if difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.8):
+            return []  # a typo: report it, and everything else with it
+        out.append(loc)
+    return out
+
+
+def _without(data: Any, loc: tuple[Any, ...]) -> Any:
+    """A copy of ``data`` without the key at ``loc``."""
+    if not loc:
+        return data
+    head, rest = loc[0], loc[1:]
+    if isinstance(data, dict):
+        if not rest:
+            return {k: v for k, v in data.items() if k != head}
+        return {k: (_without(v, rest) if k == head else v) for k, v in data.items()}
+    if isinstance(data, list) and isinstance(head, int) and 0 <= head < len(data):
+        return [_without(v, rest) if i == head else v for i, v in enumerate(data)]
+    return data
 
 
 def config_schema() -> str:

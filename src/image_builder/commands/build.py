@@ -49,6 +49,14 @@ class BuildOptions:
     layout_out: Path | None = None
     from_layout: Path | None = None
     no_sign: bool = False
+    # Build secrets: `id=NAME,src=FILE` or `id=NAME,env=VAR`, mounted with
+    # RUN --mount=type=secret,id=NAME; never a build argument, never stored in the image.
+    secrets: tuple[str, ...] = ()
+    # The Go tool's flags: base images only from config's restricted-registries; mount config's
+    # go-internal-sap-modules credential as a build secret.
+    use_restricted_registry: bool = False
+    use_go_internal_sap_modules: bool = False
+    tags_output_file: Path | None = None  # the tags as the Go tool's JSON, as in `tags`
 
 
 def prepare(
