@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from image_builder import __version__
 from image_builder.errors import ImageBuilderError, UsageError
@@ -272,7 +272,17 @@ def _cmd_sign(args: argparse.Namespace, env: Mapping[str, str], reporter: Report
         from_report=_path(args.from_report),
         build_report_path=_path(args.build_report_path),
     )
-    return run_sign(options, env=env, reporter=reporter, euid=os.geteuid())
+    if not args.ado_state_output:
+        return run_sign(options, env=env, reporter=reporter, euid=os.geteuid())
+    code = 1
+    try:
+        code = run_sign(options, env=env, reporter=reporter, euid=os.geteuid())
+    finally:  # the Go tool's output variable, in its exact form
+        success = "true" if code == 0 else "false"
+        reporter.result(
+            f"##vso[task.setvariable variable=signing_success;issecret=false;isoutput=true]{success}"
+        )
+    return code
 
 
 def _cmd_verify(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
@@ -470,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    _add_log_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -577,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="push without signing; sign later with `image-builder sign --from-report`",
     )
+    _add_log_options(build)
     build.set_defaults(handler=_cmd_build)
 
     github = _command(
@@ -638,6 +650,12 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--config", metavar="PATH", help="config.yaml with sign-config")
     sign.add_argument("--repo", metavar="ORG/REPO", help="repository for choosing signers")
     _add_token_option(sign)
+    sign.add_argument(
+        "--ado-state-output",
+        action="store_true",
+        help="set the Azure DevOps output variable signing_success to true or false",
+    )
+    _add_log_options(sign)
     sign.set_defaults(handler=_cmd_sign)
 
     verify_token = _command(
@@ -730,6 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tags-output-file", metavar="PATH", help="also write the JSON list to this file"
     )
     tags.add_argument("--name", help=argparse.SUPPRESS)  # accepted from the Go tool's callers
+    _add_log_options(tags)
     tags.set_defaults(handler=_cmd_tags)
 
     config = _command(
@@ -759,6 +778,23 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--config", required=True, metavar="PATH", help="config.yaml to check")
     validate.set_defaults(handler=_cmd_config_validate)
     return parser
+
+
+def _add_log_options(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``--silent`` and ``--log-dir``, before or after the command (the Go tool's flags)."""
+    parser.add_argument(
+        "--silent",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="keep tools' output (buildah, the remote run's log) off the terminal; steps, "
+        "errors and the report still show",
+    )
+    parser.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        default=None if top else argparse.SUPPRESS,
+        help="also write every log line, secrets masked, to DIR/image-builder.log",
+    )
 
 
 def _add_token_option(parser: argparse.ArgumentParser) -> None:
@@ -811,82 +847,109 @@ def _add_tag_options(parser: argparse.ArgumentParser) -> None:
 
 # --- the Go tool's spellings ------------------------------------------------------------------
 
-_LEGACY_DROPPED_BOOL = {"silent", "use-go-internal-sap-modules", "ado-state-output"}
-_LEGACY_BOOL = {"export-tags", "dry-run", "ado-preview-run"}
-_LEGACY_KEPT = {
-    "images-to-sign",
+# Every flag of the Go tool at HEAD (kyma-project/test-infra cmd/image-builder), by kind.
+_GO_BOOL = {
+    "silent",
+    "debug",
+    "dry-run",
+    "export-tags",
+    "sign-only",
+    "ado-preview-run",
+    "parse-tags-only",
+    "use-go-internal-sap-modules",
+    "ado-state-output",
+    "use-restricted-registry",
+}
+_GO_VALUE = {
     "config",
+    "context",
+    "name",
+    "dockerfile",
+    "log-dir",
     "repo",
+    "tag",
+    "tag-base64",
+    "build-arg",
+    "platform",
+    "images-to-sign",
+    "ado-preview-run-yaml-path",
     "oidc-token",
-}  # the flags sign-only mode understands
-_LEGACY_DROPPED_VALUE = {"log-dir"}
-_LEGACY_RENAMED = {"azure-access-token": "ado-pat"}
+    "azure-client-id",
+    "azure-client-secret",
+    "azure-tenant-id",
+    "tags-output-file",
+    "build-report-path",
+    "target",
+    "azure-access-token",  # an older Go flag
+}
+_GO_RENAMED = {"azure-access-token": "ado-pat"}
+_GLOBAL = {"silent", "log-dir", "debug"}
+# What each mode reads; the Go tool accepted, and ignored, every other flag in that mode.
+_MODE_FLAGS = {
+    "tags": {"config", "context", "name", "dockerfile", "tag", "tag-base64", "tags-output-file"},
+    "sign": {"images-to-sign", "config", "repo", "oidc-token", "ado-state-output"},
+    # --ado-state-output: the Go tool set its variable in sign-only mode only.
+    "build": (_GO_BOOL | _GO_VALUE)
+    - {"sign-only", "parse-tags-only", "images-to-sign", "ado-state-output"},
+}
+_GO_TRUE = ("1", "t", "true")
+_GO_FALSE = ("0", "f", "false")
+GO_CONFIG_PATH = "/config/image-builder-config.yaml"  # the Go tool's default --config
+GO_TAGS_OUTPUT_FILE = "/generated-tags.json"  # the Go tool's default --tags-output-file
 
 
-def translate_legacy_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Turn a Go-tool command line (``-tag x``, ``--parse-tags-only``) into ours.
-
-    Returns the new argv and the flags that were dropped because they mean nothing here.
-    """
+def translate_legacy_argv(
+    argv: Sequence[str], *, exists: Callable[[str], bool] = os.path.exists
+) -> list[str]:
+    """Turn a Go-tool command line (``-tag x``, ``--export-tags=false``, ``--parse-tags-only``)
+    into ours, with the Go tool's meaning: the mode comes from ``--parse-tags-only`` or
+    ``--sign-only``, flags another mode reads are accepted and ignored, and the Go defaults for
+    ``--config`` and (in parse-tags-only mode) ``--tags-output-file`` apply."""
     if not argv or not argv[0].startswith("-") or argv[0] in ("-h", "--help", "--version"):
-        return list(argv), []
-    out: list[str] = []
-    dropped: list[str] = []
+        return list(argv)
+    flags: list[tuple[str, str | None]] = []  # (name, value); None for a true bool
+    rest: list[str] = []
     command = "build"
-    skip_value = False
-    for token in argv:
-        if skip_value:
-            skip_value = False
-            continue
+    tokens = list(argv)
+    while tokens:
+        token = tokens.pop(0)
         if token.startswith("-") and not token.startswith("--") and len(token) > 2:
-            token = "-" + token  # Go's flag package accepts -flag as well as --flag
+            token = "-" + token  # Go's flag package takes -flag as well as --flag
         name, has_value, value = (
-            token[2:].partition("=") if token.startswith("--") else ("", False, "")
+            token[2:].partition("=") if token.startswith("--") else ("", "", "")
         )
-        if name == "parse-tags-only":
-            if not has_value or value.lower() in ("1", "t", "true"):
-                command = "tags"
-            continue
-        if name == "sign-only":
-            if not has_value or value.lower() in ("1", "t", "true"):
-                command = "sign"
-            continue
-        if name in _LEGACY_RENAMED:
-            token = f"--{_LEGACY_RENAMED[name]}" + (f"={value}" if has_value else "")
-            name = _LEGACY_RENAMED[name]
-        if name in _LEGACY_BOOL and has_value:  # Go accepts --flag=true / --flag=false
-            if value.lower() in ("1", "t", "true"):
-                out.append(f"--{name}")
-            continue
-        if name in _LEGACY_DROPPED_BOOL:
-            dropped.append(f"--{name}")
-            continue
-        if name in _LEGACY_DROPPED_VALUE:
-            dropped.append(f"--{name}")
-            skip_value = not has_value
-            continue
-        out.append(token)
-    if command == "sign":
-        out = _only_sign_flags(out, dropped)
-    return [command, *out], dropped
-
-
-def _only_sign_flags(tokens: list[str], dropped: list[str]) -> list[str]:
-    """Sign-only callers of the Go tool also pass build flags (--name, --context, ...); keep the
-    ones signing uses and drop the rest with their values."""
-    kept: list[str] = []
-    skip = False
-    for token in tokens:
-        if skip:
-            skip = False
-            continue
-        name, has_value, _ = token[2:].partition("=") if token.startswith("--") else ("", "", "")
-        if not name or name in _LEGACY_KEPT:
-            kept.append(token)
-            continue
-        dropped.append(f"--{name}")
-        skip = not has_value and name not in _LEGACY_BOOL
-    return kept
+        if name in _GO_BOOL:
+            if has_value and value.lower() not in _GO_TRUE + _GO_FALSE:
+                raise UsageError(f"--{name}={value}: a Go boolean flag takes true or false")
+            if has_value and value.lower() in _GO_FALSE:
+                continue
+            if name in ("parse-tags-only", "sign-only"):
+                command = "tags" if name == "parse-tags-only" else "sign"
+            else:
+                flags.append((name, None))
+        elif name in _GO_VALUE:
+            if not has_value:
+                if not tokens:
+                    raise UsageError(f"--{name} needs a value; see '{PROG} --help'")
+                value = tokens.pop(0)
+            flags.append((_GO_RENAMED.get(name, name), value))
+        else:
+            rest.append(token)  # one of ours (or a mistake argparse will name)
+    given = {name for name, _ in flags}
+    if "config" not in given and exists(GO_CONFIG_PATH):
+        flags.append(("config", GO_CONFIG_PATH))
+    if command == "tags" and "tags-output-file" not in given:
+        flags.append(("tags-output-file", GO_TAGS_OUTPUT_FILE))
+    wanted = _MODE_FLAGS[command] | {_GO_RENAMED.get(n, n) for n in _MODE_FLAGS[command]}
+    front: list[str] = []
+    out: list[str] = []
+    for name, flag_value in flags:
+        token = f"--{name}" if flag_value is None else f"--{name}={flag_value}"
+        if name in _GLOBAL:
+            front.append(token)
+        elif name in wanted:
+            out.append(token)
+    return [*front, command, *out, *rest]
 
 
 # --- entry point ------------------------------------------------------------------------------
@@ -911,14 +974,31 @@ def _warn_secret_flags(args: argparse.Namespace, reporter: Reporter) -> None:
             )
 
 
+def _keep_log(args: argparse.Namespace, reporter: Reporter) -> None:
+    """``--log-dir``: every log line also goes to ``<dir>/image-builder.log``; ``--silent``:
+    tools' output goes there only."""
+    log = None
+    if args.log_dir:
+        path = Path(args.log_dir) / "image-builder.log"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            log = path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write the log to --log-dir {args.log_dir}: {exc.strerror}; pass a "
+                "writable folder"
+            ) from None
+    reporter.keep_log(log, silent=args.silent)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     # pydantic scans every installed distribution for plugins on import (~10 ms of start-up);
     # Image Builder uses none.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     env: Mapping[str, str] = dict(os.environ)
-    debug = "--debug" in args_in
-    args_in = [a for a in args_in if a != "--debug"]
+    debug = any(a in ("--debug", "-debug", "--debug=true") for a in args_in)
+    args_in = [a for a in args_in if a not in ("--debug", "-debug", "--debug=true")]
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         stream=sys.stderr,
@@ -928,10 +1008,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("azure").setLevel(logging.ERROR)  # its warnings repeat our one-line error
     reporter = Reporter(out=sys.stdout, err=sys.stderr, env=env)
     try:
-        translated, dropped = translate_legacy_argv(args_in)
-        for flag in dropped:
-            reporter.warning(f"{flag} is a Go image-builder flag with no effect here; ignoring it")
-        args = build_parser().parse_args(translated)
+        return _run(args_in, env, reporter, debug)
+    finally:
+        log = reporter.keep_log(None, silent=False)
+        if log is not None:
+            log.close()
+
+
+def _run(args_in: list[str], env: Mapping[str, str], reporter: Reporter, debug: bool) -> int:
+    try:
+        args = build_parser().parse_args(translate_legacy_argv(args_in))
+        _keep_log(args, reporter)
         _warn_secret_flags(args, reporter)
         handler: Handler = args.handler
         return handler(args, env, reporter)

@@ -18,11 +18,11 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
-    PrivateAttr,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -211,12 +211,10 @@ class SignerConfig(_Model):
     name: str = Field(min_length=1)
     type: Literal["notary", "cosign"]
     config: dict[str, Any] = Field(default_factory=dict)
-    job_type: Annotated[tuple[JobType, ...] | None, BeforeValidator(_periodic_is_schedule)] = (
-        Field(
-            default=None,
-            description="Job types this signer runs for; default: every release build. Prow's "
-            "'periodic' means schedule.",
-        )
+    job_type: Annotated[tuple[JobType, ...] | None, BeforeValidator(_periodic_is_schedule)] = Field(
+        default=None,
+        description="Job types this signer runs for; default: every release build. Prow's "
+        "'periodic' means schedule.",
     )
 
     @model_validator(mode="after")
@@ -648,7 +646,9 @@ def _go_leniency(data: dict[str, Any], notices: list[str], source: str) -> dict[
     data = dict(data)
     log_format = data.get("log-format")
     if log_format is not None and log_format not in ("color", "text", "json"):
-        notices.append(f"{source}: log-format {log_format!r} is not color, text or json; using text")
+        notices.append(
+            f"{source}: log-format {log_format!r} is not color, text or json; using text"
+        )
         data["log-format"] = "text"
     insecure = [e for e in data.get("insecure-registries") or () if isinstance(e, str)]
     for key in ("registry", "dev-registry"):

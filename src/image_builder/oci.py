@@ -157,4 +157,4 @@ class Destination:
 
 def destination(registry: Registry, name: str, tags: Iterable[str]) -> Destination:
     repository = f"{registry.path}/{name}" if registry.path else name
-    return Destination(registry=registry, repository=repository, tags=tuple(tags))
+    return Destination(registry=registry, repository=repository, tags=tuple(dict.fromkeys(tags)))

@@ -88,7 +88,7 @@ class BuildPlan:
         # Names only: a build argument's value may be a secret (NPM_TOKEN=...).
         data["build_args"] = [key for key, _ in self.build_args]
         data["labels"] = dict(self.labels)
-        data["tags"] = [{"name": t.name, "value": t.value} for t in self.tags]
+        data["tags"] = [t.to_json() for t in self.tags]
         data["signers"] = [asdict(s) for s in self.signers]
         return data
 

@@ -58,13 +58,22 @@ class Reporter:
             not self.json and "NO_COLOR" not in env and env.get("TERM") != "dumb" and err.isatty()
         )
         self._masked: set[str] = set()
+        self.silent = False  # the Go tool's --silent: tool output goes to the log file only
+        self._log: TextIO | None = None  # the Go tool's --log-dir: a copy of every log line
 
     def with_format(self, log_format: str) -> Reporter:
         """The same streams with a log format read from config.yaml."""
         clone = Reporter(out=self._out, err=self._err, env={}, log_format=log_format)
         clone.github, clone.azure, clone._masked = self.github, self.azure, self._masked
         clone.color = self.color and log_format != "json"
+        clone.silent, clone._log = self.silent, self._log
         return clone
+
+    def keep_log(self, log: TextIO | None, *, silent: bool) -> TextIO | None:
+        """Copy every log line to ``log`` (secrets masked); with ``silent``, tools' output
+        (buildah, remote run logs) goes there only, not to stderr. Returns the previous log."""
+        previous, self._log, self.silent = self._log, log, silent
+        return previous
 
     def result(self, text: str) -> None:
         """A machine-readable result, on stdout."""
@@ -74,18 +83,21 @@ class Reporter:
     def mask(self, secret: str) -> None:
         """Ask GitHub to hide ``secret`` in every later log line. The runner consumes this
         directive; it is the only place the value is ever written."""
-        if self.github and secret and secret not in self._masked:
-            self._masked.add(secret)
-            self._line(f"::add-mask::{secret}")
+        if not secret or secret in self._masked:
+            return
+        self._masked.add(secret)
+        if self.github:
+            self._err.write(f"::add-mask::{secret}\n")
+            self._err.flush()
 
     def stream(self, line: str) -> None:
         """A line of a tool's output as it arrives. It may come from the repository being built
         (a RUN step), so it is made inert first: it can never drive the CI agent or fake a
         report."""
         if self.json:  # a JSON line is still a line to the agent, which acts on ##vso[ anywhere
-            self._json("info", inert(line), event="output")
+            self._json("info", inert(line), event="output", quiet=self.silent)
         else:
-            self._line(inert(line))
+            self._line(inert(line), quiet=self.silent)
 
     def info(self, message: str) -> None:
         self._emit("info", inert(message), "", "")
@@ -141,9 +153,16 @@ class Reporter:
         else:
             self._line(f"{on}{message}{off}" if self.color and on else message)
 
-    def _json(self, level: str, message: str, **fields: object) -> None:
-        self._line(json.dumps({"level": level, "msg": message, **fields}, sort_keys=True))
+    def _json(self, level: str, message: str, *, quiet: bool = False, **fields: object) -> None:
+        line = json.dumps({"level": level, "msg": message, **fields}, sort_keys=True)
+        self._line(line, quiet=quiet)
 
-    def _line(self, text: str) -> None:
-        self._err.write(text + "\n")
-        self._err.flush()
+    def _line(self, text: str, *, quiet: bool = False) -> None:
+        for secret in self._masked:
+            text = text.replace(secret, "***")
+        if self._log is not None:
+            self._log.write(text + "\n")
+            self._log.flush()
+        if not quiet:
+            self._err.write(text + "\n")
+            self._err.flush()

@@ -20,7 +20,7 @@ from image_builder.errors import TagError, TemplateError
 
 FIELDS = ("CommitSHA", "ShortSHA", "PRNumber", "Date")
 OCI_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-TAG_NAME = re.compile(r"[A-Za-z0-9_-]+")
+TAG_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _SIGNATURE_TAG = re.compile(r"sha256-[0-9a-fA-F]+\.(sig|att|sbom)")
 _NOT_NAME = re.compile(r"[^a-zA-Z0-9_-]+")
 _FIELD = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)")
@@ -35,6 +35,14 @@ class Tag:
 
     name: str
     value: str
+    validation: str | None = None  # the config's regex the value matched, as the Go tool reports
+
+    def to_json(self) -> dict[str, str]:
+        """The Go tool's form: ``name``, ``value``, and ``validation`` when there is one."""
+        out = {"name": self.name, "value": self.value}
+        if self.validation:
+            out["validation"] = self.validation
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,7 +225,8 @@ def parse_tag_arg(text: str, *, source: str = "--tag") -> TagSpec:
             raise TagError(f"{source} {text!r} has more than one '='; use name=value")
         if not TAG_NAME.fullmatch(name):
             raise TagError(
-                f"{source} {text!r}: tag name {name!r} may hold only letters, digits, '_' and '-'"
+                f"{source} {text!r}: tag name {name!r} may hold only letters, digits, '_', '.' "
+                "and '-'"
             )
     else:
         name, value = derive_name(text), text
@@ -251,40 +260,49 @@ def spec_from_config(template: TagTemplate, key: str) -> TagSpec:
     )
 
 
-def default_specs(config: Config, ctx: CIContext) -> list[TagSpec]:
-    """The default tag for the event, then ``additional-pr-tag`` on pull request builds."""
+def default_spec(config: Config, ctx: CIContext) -> TagSpec:
+    """The event's default tag."""
     if ctx.job_type == "presubmit":
-        specs = [spec_from_config(config.default_pr_tag, "default-pr-tag")]
-        if config.additional_pr_tag is not None:
-            specs.append(spec_from_config(config.additional_pr_tag, "additional-pr-tag"))
-        return specs
+        return spec_from_config(config.default_pr_tag, "default-pr-tag")
     if ctx.job_type == "merge_group":
-        return [spec_from_config(config.default_merge_group_tag, "default-merge-group-tag")]
-    return [spec_from_config(config.default_commit_tag, "default-commit-tag")]
+        return spec_from_config(config.default_merge_group_tag, "default-merge-group-tag")
+    return spec_from_config(config.default_commit_tag, "default-commit-tag")
+
+
+def additional_specs(config: Config, ctx: CIContext) -> list[TagSpec]:
+    """``additional-pr-tag``, on pull request builds only."""
+    if ctx.job_type == "presubmit" and config.additional_pr_tag is not None:
+        return [spec_from_config(config.additional_pr_tag, "additional-pr-tag")]
+    return []
 
 
 # --- rendering and validation -----------------------------------------------------------------
 
 
 def render_tags(specs: Sequence[TagSpec], values: TemplateValues) -> list[Tag]:
-    """Render, normalise and validate; drop repeated values keeping the first."""
+    """Render, normalise and validate. Every name is kept, so ``--export-tags`` passes each
+    ``TAG_<name>`` even when two names share a value; only a repeated name/value pair is
+    merged. (The image gets each distinct value once: see :func:`tag_values`.)"""
     tags: list[Tag] = []
-    seen_values: set[str] = set()
     names: dict[str, str] = {}
     for spec in specs:
         value = render_template(spec.template, values).strip().replace(" ", "-")
         check_tag_value(value, spec)
-        if value in seen_values:
+        if spec.name in names:
+            if names[spec.name] != value:
+                raise TagError(
+                    f"two tags are named {spec.name!r} ({names[spec.name]!r} and {value!r}); "
+                    "give one another name with --tag name=value"
+                )
             continue
-        if spec.name in names and names[spec.name] != value:
-            raise TagError(
-                f"two tags are named {spec.name!r} ({names[spec.name]!r} and {value!r}); "
-                "give one another name with --tag name=value"
-            )
-        seen_values.add(value)
         names[spec.name] = value
-        tags.append(Tag(name=spec.name, value=value))
+        tags.append(Tag(name=spec.name, value=value, validation=spec.validation))
     return tags
+
+
+def tag_values(tags: Iterable[Tag]) -> tuple[str, ...]:
+    """The distinct tag values, in order: what goes on the image."""
+    return tuple(dict.fromkeys(t.value for t in tags))
 
 
 def check_tag_value(value: str, spec: TagSpec) -> None:

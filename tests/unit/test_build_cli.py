@@ -101,7 +101,7 @@ def test_dry_run_prints_the_plan(workspace: Path, capsys: pytest.CaptureFixture[
     assert code == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["platforms"] == ["linux/arm64", "linux/amd64"]
-    assert plan["references"][1] == "localhost:5000/team/app:latest"
+    assert plan["references"][0] == "localhost:5000/team/app:latest"
     assert "TAG_latest" in plan["build_args"]
     assert plan["plain_http_hosts"] == ["localhost:5000"]
     assert plan["dockerfile"] == str(workspace / "app" / "Dockerfile")
@@ -113,7 +113,7 @@ def test_go_spelling_of_build(workspace: Path, capsys: pytest.CaptureFixture[str
     )  # fmt: skip
     assert code == 0
     plan = json.loads(capsys.readouterr().out)
-    assert plan["build_args"] == ["TAG_default_tag", "TAG_x"]
+    assert plan["build_args"] == ["TAG_x", "TAG_default_tag"]
 
 
 @pytest.mark.parametrize("address", ["0.0.0.0:5000", "10.1.2.3:5000", "example.com:5000"])

@@ -44,6 +44,11 @@ def set_github(monkeypatch: pytest.MonkeyPatch, event: str, payload: str, **extr
 USER_TAGS = ("--tag", "latest", "--tag", "commit={{ .ShortSHA }}")
 
 
+def pairs(tags: list[dict[str, str]] | None) -> list[tuple[str, str]]:
+    """(name, value) of each tag, without the validation the default tag carries."""
+    return [(t["name"], t["value"]) for t in tags or []]
+
+
 @pytest.mark.parametrize(
     ("event", "payload", "extra", "expected"),
     [
@@ -51,37 +56,37 @@ USER_TAGS = ("--tag", "latest", "--tag", "commit={{ .ShortSHA }}")
             "pull_request_target",
             "pull_request_target.synchronize.json",
             {},
-            [("default_tag", "PR-123"), ("latest", "latest"), ("commit", "1a2b3c4d")],
+            [("latest", "latest"), ("commit", "1a2b3c4d"), ("default_tag", "PR-123")],
         ),
         (
             "pull_request",
             "pull_request.opened.json",
             {},
-            [("default_tag", "PR-2"), ("latest", "latest"), ("commit", "ec26c3e5")],
+            [("latest", "latest"), ("commit", "ec26c3e5"), ("default_tag", "PR-2")],
         ),
         (
             "merge_group",
             "merge_group.checks_requested.json",
             {},
-            [("default_tag", "MG-2ffea6db"), ("latest", "latest"), ("commit", "2ffea6db")],
+            [("latest", "latest"), ("commit", "2ffea6db"), ("default_tag", "MG-2ffea6db")],
         ),
         (
             "push",
             "push.new-branch.json",
             {"GITHUB_SHA": "f" * 40},
-            [("default_tag", "v{today}-6113728f"), ("latest", "latest"), ("commit", "6113728f")],
+            [("latest", "latest"), ("commit", "6113728f"), ("default_tag", "v{today}-6113728f")],
         ),
         (
             "workflow_dispatch",
             "workflow_dispatch.json",
             {"GITHUB_SHA": "abcdef0123456789abcdef0123456789abcdef01"},
-            [("default_tag", "v{today}-abcdef01"), ("latest", "latest"), ("commit", "abcdef01")],
+            [("latest", "latest"), ("commit", "abcdef01"), ("default_tag", "v{today}-abcdef01")],
         ),
         (
             "schedule",
             "schedule.json",
             {"GITHUB_SHA": "0123456789abcdef0123456789abcdef01234567"},
-            [("default_tag", "v{today}-01234567"), ("latest", "latest"), ("commit", "01234567")],
+            [("latest", "latest"), ("commit", "01234567"), ("default_tag", "v{today}-01234567")],
         ),
     ],
 )
@@ -97,7 +102,7 @@ def test_github_events(
     set_github(monkeypatch, event, payload, **extra)
     code, tags, err = run(capsys, "tags", "--config", GO_CONFIG, "--context", ".", *USER_TAGS)
     assert (code, err) == (0, "")
-    assert tags == [{"name": n, "value": v.format(today=today())} for n, v in expected]
+    assert pairs(tags) == [(n, v.format(today=today())) for n, v in expected]
 
 
 @pytest.mark.parametrize(
@@ -128,9 +133,9 @@ def test_azure_devops(
         monkeypatch.setenv(key, value)
     code, tags, _ = run(capsys, "tags", "--context", ".", "--tag", "latest")
     assert code == 0
-    assert tags == [
-        {"name": "default_tag", "value": expected_default.format(today=today())},
-        {"name": "latest", "value": "latest"},
+    assert pairs(tags) == [
+        ("latest", "latest"),
+        ("default_tag", expected_default.format(today=today())),
     ]
 
 
@@ -157,9 +162,9 @@ def test_jenkins(
         monkeypatch.setenv(key, value)
     code, tags, _ = run(capsys, "tags", "--context", ".", "--tag", "x={{ .ShortSHA }}")
     assert code == 0
-    assert tags == [
-        {"name": "default_tag", "value": expected_default.format(today=today())},
-        {"name": "x", "value": "cccccccc"},
+    assert pairs(tags) == [
+        ("x", "cccccccc"),
+        ("default_tag", expected_default.format(today=today())),
     ]
 
 
@@ -183,10 +188,7 @@ def test_env_file_and_tag_template_env(
         "--tag", 'v={{ .Env "VERSION" }}-{{ .Env "CHANNEL" }}-{{ .Env "BUILD_NUMBER" }}',
     )  # fmt: skip
     assert code == 0
-    assert tags == [
-        {"name": "default_tag", "value": "PR-2"},
-        {"name": "v", "value": "1.4-stable-88"},
-    ]
+    assert pairs(tags) == [("v", "1.4-stable-88"), ("default_tag", "PR-2")]
 
 
 def test_an_env_file_cannot_make_a_secret_readable_by_a_template(
@@ -221,11 +223,7 @@ def test_tag_base64_and_output_file(
         "--tags-output-file", str(out),
     )  # fmt: skip
     assert code == 0
-    assert tags == [
-        {"name": "default_tag", "value": "PR-2"},
-        {"name": "one", "value": "1"},
-        {"name": "two", "value": "2"},
-    ]
+    assert pairs(tags) == [("one", "1"), ("two", "2"), ("default_tag", "PR-2")]
     assert json.loads(out.read_text()) == tags
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tags.json")] == []
 
@@ -233,30 +231,57 @@ def test_tag_base64_and_output_file(
 def test_go_tool_spellings(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    """Go's parse-tags-only command line, build flags included: they are accepted and ignored;
+    the JSON is Go's (validation, the default tag last) and goes to the output file too."""
     set_github(monkeypatch, "pull_request", "pull_request.opened.json")
+    out = tmp_path / "generated-tags.json"
     code, tags, err = run(
         capsys,
         "--parse-tags-only", "--name", "test-infra/ginkgo", "-config", GO_CONFIG,
         "-context", ".", "-tag", "v{{ .ShortSHA }}", "--tag=latest",
-        "-log-dir", "/logs/artifacts", "--silent",
+        "-log-dir", str(tmp_path / "logs"), "--silent", "--platform", "linux/arm64",
+        "--build-arg=A=1", "--export-tags=true", "--target=", "--use-restricted-registry=false",
+        "--use-go-internal-sap-modules", "--oidc-token=not-needed", "--dry-run",
+        f"--tags-output-file={out}",
     )  # fmt: skip
-    assert code == 0
+    assert (code, err) == (0, "")
     assert tags == [
-        {"name": "default_tag", "value": "PR-2"},
         {"name": "vShortSHA", "value": "vec26c3e5"},
         {"name": "latest", "value": "latest"},
+        {"name": "default_tag", "value": "PR-2", "validation": "^(PR-[0-9]+)$"},
     ]
-    assert "::warning::--log-dir is a Go image-builder flag with no effect here; ignoring it" in err
-    assert "::warning::--silent is a Go image-builder flag with no effect here" in err
+    assert json.loads(out.read_text()) == tags
+
+
+def test_parse_tags_only_writes_go_default_output_file() -> None:
+    assert translate_legacy_argv(["--parse-tags-only"], exists=lambda _: False) == [
+        "tags",
+        "--tags-output-file=/generated-tags.json",
+    ]
+    assert translate_legacy_argv(["--parse-tags-only", "--tags-output-file="], exists=bool) == [
+        "tags",
+        "--tags-output-file=",
+        "--config=/config/image-builder-config.yaml",
+    ]
 
 
 def test_translate_legacy_argv() -> None:
-    assert translate_legacy_argv(["tags", "--tag", "x"]) == (["tags", "--tag", "x"], [])
-    assert translate_legacy_argv(["--parse-tags-only=true", "-tag=x"]) == (["tags", "--tag=x"], [])
-    assert translate_legacy_argv(["-name", "x", "-log-dir=/l"]) == (
-        ["build", "--name", "x"],
-        ["--log-dir"],
-    )
+    never = {"exists": lambda _: False}
+    assert translate_legacy_argv(["tags", "--tag", "x"], **never) == ["tags", "--tag", "x"]
+    assert translate_legacy_argv(["--parse-tags-only=true", "-tag=x"], **never) == [
+        "tags",
+        "--tag=x",
+        "--tags-output-file=/generated-tags.json",
+    ]
+    assert translate_legacy_argv(["-name", "x", "-log-dir=/l", "--silent=false"], **never) == [
+        "--log-dir=/l",
+        "build",
+        "--name=x",
+    ]
+    assert translate_legacy_argv(
+        ["--name", "x", "--use-restricted-registry", "--use-go-internal-sap-modules=true",
+         "--ado-state-output", "--export-tags=0"], **never,
+    ) == ["build", "--name=x", "--use-restricted-registry", "--use-go-internal-sap-modules"]  # fmt: skip
 
 
 @pytest.mark.parametrize(

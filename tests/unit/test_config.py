@@ -105,12 +105,14 @@ def test_older_tag_template_key_becomes_default_commit_tag() -> None:
             "  ado-pipeline-id: 1\n  ado-retry-strategy:\n    attempt: 3",
             "did you mean 'ado-config.ado-retry-strategy.attempts'?",
         ),
-        ('? "\\n"\n: 1', "unknown key '\\n'; known keys: registry"),
-        ("zzzzzz: 1", "unknown key 'zzzzzz'; known keys: registry, dev-registry"),
+        (
+            "trust:\n  - zzzzzz: 1\n    job-workflow-refs: any",
+            "unknown key 'trust[0].zzzzzz'; known keys under 'trust[0]': issuer, audience",
+        ),
+        ("registri: x", "unknown key 'registri'; did you mean 'registry'?"),
         ("cache:\n  enabled: maybe", "'cache.enabled': input should be a valid boolean"),
         ("reproducible: [1]", "'reproducible': input should be a valid boolean"),
-        ("log-format: xml", "'log-format': input should be 'color', 'text' or 'json'"),
-        ("registry: https://ghcr.io/a", "'registry[0]': expected a registry host"),
+        ("registry: oci://ghcr.io/a", "'registry[0]': expected a registry host"),
         ("registry: []", "'registry': tuple should have at least 1 item"),
         (
             "ado-config:\n  ado-organization-url: https://dev.azure.com/o\n  ado-project-name: p\n"

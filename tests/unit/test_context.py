@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from image_builder.context import CIContext, detect_ci_context
-from image_builder.context.model import repo_from_url
+from image_builder.context.model import PipelineSource, repo_from_url
 from image_builder.errors import InputError, UnsupportedEventError
 from tests.conftest import EVENTS
 
@@ -41,6 +41,11 @@ def test_github_pull_request(event: str, tmp_path: Path) -> None:
         ref="refs/pull/2/merge",
         base_ref="refs/heads/master",
         source_url="https://github.com/Codertocat/Hello-World",
+        pipeline=PipelineSource(
+            base_sha="f95f852bd8fca8fcc58a9a2d6c842781e32a215e",
+            pull_sha="ec26c3e57ca3a959ca5aad62de7213c562f8c821",
+            pull_number=2,
+        ),
     )
     assert ctx.is_pull_request
     assert ctx.repository == "Codertocat/Hello-World"
@@ -248,7 +253,7 @@ def test_azure_other_job_types_build_the_base_sha(job_type: str, tmp_path: Path)
         ),
         (
             ado_env(JOB_TYPE="postsubmit", PULL_BASE_SHA="xyz"),
-            "PULL_BASE_SHA must be a full 40-character commit SHA, got 'xyz'",
+            "PULL_BASE_SHA must be a commit SHA (4 to 40 hex digits), got 'xyz'",
         ),
     ],
 )

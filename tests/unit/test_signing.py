@@ -306,7 +306,7 @@ def test_retry_policy_honours_retry_after_and_stops() -> None:
 
 
 def test_go_sign_only_spelling() -> None:
-    argv, dropped = translate_legacy_argv(
+    argv = translate_legacy_argv(
         [
             "--sign-only",
             "--images-to-sign",
@@ -316,10 +316,11 @@ def test_go_sign_only_spelling() -> None:
             "--config",
             "c.yaml",
             "--export-tags",
-        ]
+            "--ado-state-output",
+        ],
+        exists=lambda _: False,
     )
-    assert argv == ["sign", "--images-to-sign", "r/a:1,r/b:2", "--config", "c.yaml"]
-    assert dropped == ["--name", "--export-tags"]
+    assert argv == ["sign", "--images-to-sign=r/a:1,r/b:2", "--config=c.yaml", "--ado-state-output"]
 
 
 class CollidingRegistry:

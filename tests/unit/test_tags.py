@@ -12,12 +12,14 @@ from image_builder.tags import (
     Tag,
     TagSpec,
     TemplateValues,
+    additional_specs,
     decode_tags_base64,
-    default_specs,
+    default_spec,
     derive_name,
     parse_tag_arg,
     render_tags,
     render_template,
+    tag_values,
     template_values,
 )
 
@@ -172,7 +174,7 @@ def test_named_tags(arg: str, name: str, template: str) -> None:
         ("a=b=c", "--tag 'a=b=c' has more than one '='; use name=value"),
         (
             "bad name=x",
-            "--tag 'bad name=x': tag name 'bad name' may hold only letters, digits, '_' and '-'",
+            "--tag 'bad name=x': tag name 'bad name' may hold only letters, digits, '_', '.' and '-'",
         ),
         ("x=", "--tag 'x=' has an empty value; use name=value or a plain value"),
         ("...", "--tag '...': cannot derive a tag name from it; use name=value"),
@@ -215,7 +217,7 @@ def ctx_for(job_type: str) -> CIContext:
 @pytest.mark.parametrize(
     ("job_type", "expected"),
     [
-        ("presubmit", ["PR-7", "pr-extra-7"]),
+        ("presubmit", ["pr-extra-7", "PR-7"]),
         ("merge_group", ["MG-1a2b3c4d"]),
         ("postsubmit", ["v20261126-1a2b3c4d"]),
         ("schedule", ["v20261126-1a2b3c4d"]),
@@ -226,25 +228,33 @@ def test_default_tag_per_event(job_type: str, expected: list[str]) -> None:
     config = parse_config("additional-pr-tag:\n  name: extra\n  value: pr-extra-{{ .PRNumber }}\n")
     ctx = ctx_for(job_type)
     vals = template_values(ctx, now=NOW, env={}, env_file={}, allowed_env=())
-    assert [t.value for t in render_tags(default_specs(config, ctx), vals)] == expected
+    specs = [*additional_specs(config, ctx), default_spec(config, ctx)]
+    assert [t.value for t in render_tags(specs, vals)] == expected
 
 
-def test_default_tag_comes_first_and_duplicates_are_dropped() -> None:
+def test_same_value_tags_keep_every_name_and_identical_pairs_merge() -> None:
+    """Issue 16: --export-tags needs every TAG_<name>, so names that share a value are all
+    kept; only an identical name/value pair is merged. The image still gets each value once."""
     config = parse_config("")
     ctx = ctx_for("presubmit")
     specs = [
-        *default_specs(config, ctx),
         parse_tag_arg("latest"),
         parse_tag_arg("again=PR-{{ .PRNumber }}"),
         parse_tag_arg("also=latest"),
+        parse_tag_arg("latest"),
         parse_tag_arg("with space"),
+        default_spec(config, ctx),
     ]
     vals = template_values(ctx, now=NOW, env={}, env_file={}, allowed_env=())
-    assert render_tags(specs, vals) == [
-        Tag(name="default_tag", value="PR-7"),
+    tags = render_tags(specs, vals)
+    assert tags == [
         Tag(name="latest", value="latest"),
+        Tag(name="again", value="PR-7"),
+        Tag(name="also", value="latest"),
         Tag(name="withspace", value="with-space"),
+        Tag(name="default_tag", value="PR-7", validation="^(PR-[0-9]+)$"),
     ]
+    assert tag_values(tags) == ("latest", "PR-7", "with-space")
 
 
 @pytest.mark.parametrize(
@@ -295,6 +305,5 @@ def test_conflicting_names_are_refused() -> None:
 def test_config_tag_without_name_gets_a_derived_one() -> None:
     config = parse_config("default-commit-tag:\n  value: v{{ .ShortSHA }}\n")
     ctx = ctx_for("postsubmit")
-    specs = default_specs(config, ctx)
-    assert specs[0].name == "vShortSHA"
+    assert default_spec(config, ctx).name == "vShortSHA"
     assert TagTemplate(value="x").name is None

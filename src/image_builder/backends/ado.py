@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from image_builder.config import AdoConfig
 from image_builder.context import CIContext
+from image_builder.context.model import PipelineSource
 from image_builder.errors import InputError, RuntimeFailure
 from image_builder.http import RETRY_STATUSES, RetryableError, RetryPolicy, retry_after_seconds
 from image_builder.reporter import Reporter
@@ -45,6 +46,9 @@ PARAMETER_NAMES = (
     "Platforms",
     "Target",
     "EnvFile",
+    "UseGoInternalSAPModules",
+    "useRestrictedRegistry",
+    "Authorization",
 )
 
 
@@ -76,25 +80,28 @@ class AdoRequest:
     name: str
     context: str
     dockerfile: str
-    tags: tuple[str, ...]
+    tags: tuple[str, ...]  # name=template, as the Go tool's Tags.String() writes them
     build_args: tuple[str, ...]
     platforms: tuple[str, ...]
     target: str | None
     export_tags: bool
     env_file: str | None
+    use_go_internal_sap_modules: bool = False
+    use_restricted_registry: bool = False
 
 
 def template_parameters(ctx: CIContext, request: AdoRequest) -> dict[str, str]:
-    """The pipeline's parameters, validated before any call. ``Tags`` carries the caller's tag
-    templates (base64 of ``name=value,...``); the trusted pipeline renders them itself."""
+    """The pipeline's parameters, validated before any call: for the same inputs, the same
+    parameters the Go tool sent (its repository, job type, PullBaseSHA, BaseRef, PullPullSHA
+    and PullNumber per CI system; ``Tags`` as base64 of ``name=template,...``, which the
+    trusted pipeline renders itself; the two flags only when set)."""
     if not ctx.repo_owner or not ctx.repo_name:
         raise InputError(
             "the ADO backend needs the repository owner and name from the CI context; run in a "
             "supported CI or a git checkout with an origin remote"
         )
-    commit = ctx.commit_sha
-    base = ctx.base_sha if ctx.job_type == "presubmit" else commit
-    if not base:
+    source = ctx.pipeline or PipelineSource(base_sha=ctx.commit_sha)
+    if not source.base_sha:
         raise InputError(f"the {ctx.job_type} build has no commit SHA to send as PullBaseSHA")
     for arg in request.build_args:
         if "," in arg:
@@ -124,20 +131,20 @@ def template_parameters(ctx: CIContext, request: AdoRequest) -> dict[str, str]:
         "RepoName": ctx.repo_name,
         "RepoOwner": ctx.repo_owner,
         "JobType": ctx.job_type,
-        "PullBaseSHA": base,
+        "PullBaseSHA": source.base_sha,
         "Name": request.name,
         "Dockerfile": request.dockerfile,
         "Context": request.context,
         "ExportTags": "true" if request.export_tags else "false",
         "Platforms": ",".join(request.platforms) or DEFAULT_PLATFORMS,
     }
-    if ctx.job_type == "presubmit":
-        if ctx.pr_number is None or not commit:
-            raise InputError("a presubmit build needs the pull request number and head SHA")
-        params["PullNumber"] = str(ctx.pr_number)
-        params["PullPullSHA"] = commit
-    if ctx.base_ref or ctx.ref:
-        params["BaseRef"] = str(ctx.base_ref or ctx.ref)
+    if source.pull_number is not None:
+        if source.pull_sha is None:
+            raise InputError("a pull request build needs the pull request's head SHA")
+        params["PullNumber"] = str(source.pull_number)
+        params["PullPullSHA"] = source.pull_sha
+    if source.base_ref:
+        params["BaseRef"] = source.base_ref
     if request.build_args:
         params["BuildArgs"] = ",".join(request.build_args)
     if request.tags:
@@ -146,6 +153,10 @@ def template_parameters(ctx: CIContext, request: AdoRequest) -> dict[str, str]:
         params["Target"] = request.target
     if request.env_file:
         params["EnvFile"] = request.env_file
+    if request.use_go_internal_sap_modules:
+        params["UseGoInternalSAPModules"] = "true"
+    if request.use_restricted_registry:
+        params["useRestrictedRegistry"] = "true"
     return params
 
 
@@ -371,6 +382,7 @@ class AdoClient:
         self._base = f"{config.ado_organization_url.rstrip('/')}/{config.ado_project_name}"
         self._pipeline = config.ado_pipeline_id
         self._version = config.ado_pipeline_version
+        self._token_as_parameter = config.ado_token_as_parameter
         self._credentials = credentials
         self._clock = clock
         # Waits end early once the user asks to stop: the cancel request must not queue behind a
@@ -397,10 +409,11 @@ class AdoClient:
         """Queue a run (Runs - Run Pipeline). The caller's token travels as a secret variable,
         never as a template parameter: parameters can be read back from the run by anyone who
         can read runs."""
-        body: dict[str, Any] = {
-            "templateParameters": dict(parameters),
-            "variables": {TOKEN_VARIABLE: {"value": token, "isSecret": True}},
-        }
+        body: dict[str, Any] = {"templateParameters": dict(parameters)}
+        if self._token_as_parameter:
+            body["templateParameters"]["Authorization"] = token  # the Go tool's way
+        else:
+            body["variables"] = {TOKEN_VARIABLE: {"value": token, "isSecret": True}}
         if preview_yaml is not None:
             body["previewRun"] = True
             body["yamlOverride"] = preview_yaml

@@ -12,12 +12,12 @@ from image_builder.errors import ImageBuilderError
 from image_builder.http import Deadline
 from image_builder.oci import Destination, Reference, parse_reference
 from image_builder.plan import BuildPlan
-from image_builder.platforms import arch_of
 from image_builder.publish import Publication, Publisher, TagResult, publish
 from image_builder.registry import RegistryClient
 from image_builder.report import BuildReport, FailedImage, SigningError, SupersededImage
 from image_builder.reporter import Reporter
 from image_builder.signing import Signer, sign_targets
+from image_builder.tags import tag_values
 
 SignerFactory = Callable[[str], Signer]
 
@@ -169,9 +169,9 @@ def _report(
         image_name=plan.name,
         images_list=owned,
         digest=digest if stored else None,
-        tags=[t.value for t in plan.tags],
+        tags=list(tag_values(plan.tags)),
         repository_path=f"{plan.registries[0]}/" if plan.registries else "",
-        architectures=[arch_of(p) for p in plan.platforms],
+        architectures=list(plan.platforms),  # linux/amd64, as the Go action documents
         platforms=list(plan.platforms),
         failed_images=failed,
         superseded_images=superseded,

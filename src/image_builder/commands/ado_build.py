@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 
 from image_builder.commands.build import BuildOptions, publish
 from image_builder.commands.inputs import load_inputs_for, resolve_tags
+from image_builder.commands.tags import write_tags_file
 from image_builder.errors import InputError, RuntimeFailure
 from image_builder.platforms import parse_platforms
 from image_builder.reporter import Reporter
-from image_builder.tags import decode_tags_base64
+from image_builder.tags import decode_tags_base64, parse_tag_arg
 
 if TYPE_CHECKING:
     from image_builder.backends.ado import AdoClient, Followed
@@ -87,11 +88,21 @@ def run_ado_build(
             "--backend ado needs ado-config in config.yaml (organization, project, pipeline id)"
         )
     reporter = reporter.with_format(inputs.config.log_format)
+    if options.secrets:
+        raise InputError(
+            "--secret cannot be sent to Azure DevOps: the trusted pipeline mounts only the "
+            "secrets its own config declares (go-internal-sap-modules); drop --secret or build "
+            "with --backend local"
+        )
     # Render the tags here too, so a broken template fails before the pipeline is triggered.
-    resolve_tags(inputs, tags=options.tags, tag_base64=options.tag_base64, env=env, now=now)
-    raw_tags = list(options.tags)
+    rendered = resolve_tags(
+        inputs, tags=options.tags, tag_base64=options.tag_base64, env=env, now=now
+    )
+    # The templates travel as the Go tool sent them: name=template, names derived where absent.
+    specs = [parse_tag_arg(text) for text in options.tags]
     if options.tag_base64:
-        raw_tags += [f"{t.name}={t.template}" for t in decode_tags_base64(options.tag_base64)]
+        specs += decode_tags_base64(options.tag_base64)
+    raw_tags = [f"{spec.name}={spec.template}" for spec in specs]
     build_args = tuple(f"{k}={v}" for k, v in parse_build_args(options.build_args, env))
     request = AdoRequest(
         name=options.name,
@@ -103,17 +114,21 @@ def run_ado_build(
         target=options.target,
         export_tags=options.export_tags,
         env_file=options.env_file,
+        use_go_internal_sap_modules=options.use_go_internal_sap_modules,
+        use_restricted_registry=options.use_restricted_registry,
     )
     validate_name(options.name)
     params = template_parameters(inputs.ctx, request)
+    if options.tags_output_file is not None:
+        write_tags_file(options.tags_output_file, rendered)
+    if options.dry_run:  # as the Go tool: the parameters, no token or credentials needed
+        reporter.result(parameters_json(params))
+        return 0
     if not token:
         raise InputError(
             "the ADO backend needs the caller's OIDC token (the trusted pipeline verifies it): pass "
             "--oidc-token or set AUTHORIZATION"
         )
-    if options.dry_run:
-        reporter.result(parameters_json(params))
-        return 0
     creds = credentials(
         client_id=ado.client_id,
         client_secret=ado.client_secret,

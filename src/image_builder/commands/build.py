@@ -179,6 +179,10 @@ def run_build(
         verify=options.layout_out is None,
     )
     reporter = reporter.with_format(config.log_format)
+    if options.tags_output_file is not None:
+        from image_builder.commands.tags import write_tags_file
+
+        write_tags_file(options.tags_output_file, list(plan.tags))
     if options.dry_run:
         reporter.result(json.dumps(plan.to_json(), indent=2))
         return 0

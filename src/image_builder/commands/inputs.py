@@ -14,8 +14,9 @@ from image_builder.envfile import read_env_file
 from image_builder.paths import checkout_root, context_root, inside
 from image_builder.tags import (
     Tag,
+    additional_specs,
     decode_tags_base64,
-    default_specs,
+    default_spec,
     parse_tag_arg,
     render_tags,
     template_values,
@@ -87,11 +88,13 @@ def resolve_tags(
     env: Mapping[str, str],
     now: datetime,
 ) -> list[Tag]:
-    """The event's default tag(s) first, then ``--tag``, then ``--tag-base64``."""
-    specs = default_specs(inputs.config, inputs.ctx)
-    specs += [parse_tag_arg(text) for text in tags]
+    """In the Go tool's order: ``--tag``, ``additional-pr-tag``, ``--tag-base64``, and the
+    event's default tag last."""
+    specs = [parse_tag_arg(text) for text in tags]
+    specs += additional_specs(inputs.config, inputs.ctx)
     if tag_base64:
         specs += decode_tags_base64(tag_base64)
+    specs.append(default_spec(inputs.config, inputs.ctx))
     values = template_values(
         inputs.ctx,
         now=now,

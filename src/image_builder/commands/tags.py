@@ -10,6 +10,7 @@ from pathlib import Path
 
 from image_builder.atomic import write_atomic
 from image_builder.commands.inputs import load_inputs_for, resolve_tags
+from image_builder.errors import InputError
 from image_builder.tags import Tag
 
 
@@ -31,12 +32,25 @@ def compute_tags(options: TagsOptions, *, env: Mapping[str, str], now: datetime)
 
 
 def tags_json(tags: list[Tag]) -> str:
-    return json.dumps([{"name": t.name, "value": t.value} for t in tags])
+    return json.dumps([t.to_json() for t in tags])
 
 
 def run_tags(options: TagsOptions, *, env: Mapping[str, str], now: datetime) -> str:
     """Compute the tags, write ``--tags-output-file`` if asked, and return the JSON to print."""
-    text = tags_json(compute_tags(options, env=env, now=now))
+    tags = compute_tags(options, env=env, now=now)
     if options.tags_output_file is not None:
-        write_atomic(options.tags_output_file, text + "\n")
-    return text
+        write_tags_file(options.tags_output_file, tags)
+    return tags_json(tags)
+
+
+def write_tags_file(path: Path, tags: list[Tag]) -> None:
+    """The tags as the Go tool wrote them to ``--tags-output-file``."""
+    from image_builder.commands.build import why_unwritable
+
+    try:
+        write_atomic(path, tags_json(tags) + "\n")
+    except OSError as exc:
+        raise InputError(
+            f"cannot write --tags-output-file {path}: {why_unwritable(path, exc)}; pass a "
+            "writable path (or --tags-output-file= to write none)"
+        ) from None

@@ -8,6 +8,7 @@ from image_builder.config import JOB_TYPES, JobType
 from image_builder.context.model import (
     EVENT_FOR_JOB_TYPE,
     CIContext,
+    PipelineSource,
     check_pr_number,
     check_sha,
 )
@@ -23,9 +24,11 @@ def load(env: Mapping[str, str]) -> CIContext:
             f"JOB_TYPE {job_type!r} is not supported; set it to one of " + ", ".join(JOB_TYPES)
         )
     kind: JobType = job_type  # type: ignore[assignment]  # checked against JOB_TYPES above
-    base_sha = check_sha(_required(env, "PULL_BASE_SHA", "the base commit SHA"), "PULL_BASE_SHA")
+    base_sha = check_sha(
+        _required(env, "PULL_BASE_SHA", "the base commit SHA"), "PULL_BASE_SHA", short=True
+    )
     pr_number = None
-    pull_sha = check_sha(env.get("PULL_PULL_SHA"), "PULL_PULL_SHA")
+    pull_sha = check_sha(env.get("PULL_PULL_SHA"), "PULL_PULL_SHA", short=True)
     if kind == "presubmit":
         pr_number = check_pr_number(
             _required(env, "PULL_NUMBER", "the pull request number"), "PULL_NUMBER"
@@ -49,6 +52,11 @@ def load(env: Mapping[str, str]) -> CIContext:
         base_ref=env.get("BASE_REF") or None,
         # Not BUILD_REPOSITORY_URI: in the trusted pipeline that is the builder's own repository.
         source_url=f"https://github.com/{owner}/{name}",
+        pipeline=PipelineSource(
+            base_sha=base_sha,
+            pull_sha=pull_sha if pr_number else None,
+            pull_number=pr_number,
+        ),
     )
 
 

@@ -10,7 +10,7 @@ from typing import TypedDict
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from image_builder.config import describe_validation_error
-from image_builder.context.model import CIContext, check_sha
+from image_builder.context.model import CIContext, PipelineSource, check_sha
 from image_builder.errors import InputError, UnsupportedEventError
 
 SUPPORTED_EVENTS = (
@@ -117,16 +117,19 @@ def parse_event(event: str, payload: object, env: Mapping[str, str]) -> CIContex
         if event in ("pull_request", "pull_request_target"):
             pr = _PullRequestEvent.model_validate(payload)
             head = check_sha(pr.pull_request.head.sha, "pull_request.head.sha")
+            base = check_sha(pr.pull_request.base.sha, "pull_request.base.sha")
+            number = _positive(pr.number, "number")
             return CIContext(
                 ci="github",
                 event=event,
                 job_type="presubmit",
-                pr_number=_positive(pr.number, "number"),
-                base_sha=check_sha(pr.pull_request.base.sha, "pull_request.base.sha"),
+                pr_number=number,
+                base_sha=base,
                 head_sha=head,
                 commit_sha=head,
                 ref=github_ref,
                 base_ref=_branch_ref(pr.pull_request.base.ref),
+                pipeline=PipelineSource(base_sha=base, pull_sha=head, pull_number=number),
                 **_repo(pr, server),
             )
         if event == "merge_group":
@@ -141,6 +144,14 @@ def parse_event(event: str, payload: object, env: Mapping[str, str]) -> CIContex
                 commit_sha=head,
                 ref=mg.merge_group.head_ref,
                 base_ref=mg.merge_group.base_ref,
+                # As the Go tool: GITHUB_SHA and GITHUB_REF (the queue's commit and branch), the
+                # head commit as the pull SHA, and pull request number 0.
+                pipeline=PipelineSource(
+                    base_sha=check_sha(github_sha, "GITHUB_SHA") or head,
+                    base_ref=github_ref or mg.merge_group.head_ref,
+                    pull_sha=head,
+                    pull_number=0,
+                ),
                 **_repo(mg, server),
             )
         if event == "push":
@@ -160,6 +171,7 @@ def parse_event(event: str, payload: object, env: Mapping[str, str]) -> CIContex
                 head_sha=head,
                 commit_sha=head,
                 ref=push.ref,
+                pipeline=PipelineSource(base_sha=head),
                 **_repo(push, server),
             )
         # workflow_dispatch and schedule build the commit GitHub checked out: GITHUB_SHA.
@@ -174,6 +186,7 @@ def parse_event(event: str, payload: object, env: Mapping[str, str]) -> CIContex
             head_sha=sha,
             commit_sha=sha,
             ref=github_ref,
+            pipeline=PipelineSource(base_sha=sha, base_ref=github_ref),
             **_repo(plain, server),
         )
     except ValidationError as exc:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from image_builder.context.model import (
     EVENT_FOR_JOB_TYPE,
     CIContext,
+    PipelineSource,
     check_pr_number,
     check_sha,
     repo_from_url,
@@ -23,22 +24,31 @@ def load(env: Mapping[str, str]) -> CIContext:
         raise InputError(
             "GIT_URL does not name an owner/repository; expected e.g. https://github.com/org/repo.git"
         )
-    commit = check_sha(env.get("GIT_COMMIT"), "GIT_COMMIT")
+    commit = check_sha(env.get("GIT_COMMIT"), "GIT_COMMIT", short=True)
     change_id = env.get("CHANGE_ID", "").strip()
     if change_id:
+        pr_number = check_pr_number(change_id, "CHANGE_ID")
+        base_sha = check_sha(env.get("CHANGE_BASE_SHA"), "CHANGE_BASE_SHA", short=True)
         return CIContext(
             ci="jenkins",
             event=EVENT_FOR_JOB_TYPE["presubmit"],
             job_type="presubmit",
             repo_owner=owner,
             repo_name=name,
-            pr_number=check_pr_number(change_id, "CHANGE_ID"),
-            base_sha=check_sha(env.get("CHANGE_BASE_SHA"), "CHANGE_BASE_SHA"),
+            pr_number=pr_number,
+            base_sha=base_sha,
             head_sha=commit,
             commit_sha=commit,
             ref=_branch_ref(env.get("CHANGE_BRANCH")),
             base_ref=_branch_ref(env.get("CHANGE_TARGET")),
             source_url=browse,
+            # The Go tool sent CHANGE_BRANCH, as it is, as the base ref.
+            pipeline=PipelineSource(
+                base_sha=base_sha,
+                base_ref=env.get("CHANGE_BRANCH") or None,
+                pull_sha=commit,
+                pull_number=pr_number,
+            ),
         )
     return CIContext(
         ci="jenkins",

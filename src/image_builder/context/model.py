@@ -22,7 +22,21 @@ EVENT_FOR_JOB_TYPE: dict[str, str] = {
 }
 
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_SHORT_SHA = re.compile(r"[0-9a-f]{4,40}")
 _NULL_SHA = "0" * 40
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineSource:
+    """The source as the trusted pipeline's parameters describe it (``PullBaseSHA``,
+    ``BaseRef``, ``PullPullSHA``, ``PullNumber``), computed per CI system exactly as the Go tool
+    computed its git state, so either client can drive either pipeline. ``pull_number`` is set
+    whenever the Go tool saw a pull request, which includes merge groups (as 0)."""
+
+    base_sha: str | None
+    base_ref: str | None = None
+    pull_sha: str | None = None
+    pull_number: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +55,7 @@ class CIContext:
     ref: str | None = None
     base_ref: str | None = None
     source_url: str | None = None
+    pipeline: PipelineSource | None = None  # None: the commit being built, nothing else
 
     @property
     def is_pull_request(self) -> bool:
@@ -54,14 +69,21 @@ class CIContext:
         return None
 
 
-def check_sha(value: str | None, what: str) -> str | None:
-    """A commit SHA in lower case, ``None`` for an absent or all-zero one; refuse anything else."""
+def check_sha(value: str | None, what: str, *, short: bool = False) -> str | None:
+    """A commit SHA in lower case, ``None`` for an absent or all-zero one; refuse anything else.
+    ``short`` also takes an abbreviated SHA (4 or more hex digits), as the Go tool did for the
+    variables of Azure DevOps and Jenkins."""
     if value is None or value == "" or value == _NULL_SHA:
         return None
     sha = value.strip().lower()
-    if not _SHA.fullmatch(sha):
-        raise InputError(f"{what} must be a full 40-character commit SHA, got {value[:80]!r}")
+    if not (_SHA.fullmatch(sha) or (short and _SHORT_SHA.fullmatch(sha))):
+        form = "a commit SHA (4 to 40 hex digits)" if short else "a full 40-character commit SHA"
+        raise InputError(f"{what} must be {form}, got {value[:80]!r}")
     return sha
+
+
+def is_full_sha(sha: str) -> bool:
+    return bool(_SHA.fullmatch(sha))
 
 
 def check_pr_number(value: str, what: str) -> int:
@@ -78,6 +100,8 @@ def repo_from_url(url: str) -> tuple[str | None, str | None, str | None]:
     scp-like ``git@host:org/repo.git``.
     """
     url = url.strip()
+    if "://" not in url and re.match(r"[^@/:\s]+\.[^@/:\s]+/", url):
+        url = "https://" + url  # github.com/org/repo.git, as Jenkins jobs may set GIT_URL
     scp = re.fullmatch(r"(?:[^@/\s]+@)?([^:/\s]+):(?!//)(.+)", url)
     if scp and "://" not in url:
         host, path = scp.group(1), scp.group(2)
