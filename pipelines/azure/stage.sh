@@ -23,6 +23,8 @@ common_args() {
   [[ ${IB_EXPORT_TAGS:-false} == true ]] && args+=(--export-tags)
   [[ -n ${IB_TARGET:-} ]] && args+=(--target "$IB_TARGET")
   [[ -n ${IB_ENV_FILE:-} ]] && args+=(--env-file "$IB_ENV_FILE")
+  [[ ${IB_USE_RESTRICTED_REGISTRY:-false} == true ]] && args+=(--use-restricted-registry)
+  [[ ${IB_USE_GO_INTERNAL_SAP_MODULES:-false} == true ]] && args+=(--use-go-internal-sap-modules)
   if [[ -n ${IB_BUILD_ARGS:-} ]]; then
     local build_args arg
     IFS=',' read -r -a build_args <<< "$IB_BUILD_ARGS"
@@ -39,6 +41,19 @@ registry_auth() {
     export REGISTRY_AUTH_FILE=$file
   fi
   unset REGISTRY_AUTH
+}
+
+# The caller's token: the secret variable AUTHORIZATION, else the Authorization parameter of a
+# client that sends it the Go tool's way (masked from here on). An unset variable reaches the
+# step as its literal macro text.
+caller_token() {
+  # shellcheck disable=SC2016  # the literal text of an unset macro
+  if [[ -z ${AUTHORIZATION:-} || $AUTHORIZATION == '$(AUTHORIZATION)' ]]; then
+    AUTHORIZATION=${AUTHORIZATION_PARAMETER:-}
+    [[ -n $AUTHORIZATION ]] && echo "##vso[task.setsecret]$AUTHORIZATION"
+  fi
+  export AUTHORIZATION
+  unset AUTHORIZATION_PARAMETER
 }
 
 # The state variables, from a report that image-builder wrote outside any checkout.
@@ -62,6 +77,7 @@ case $stage in
     "$here/scripts/setup" --runtime
     ;;
   verify)
+    caller_token
     "$ib" verify-token --config "${IMAGE_BUILDER_CONFIG:?}" --name "${IB_NAME:?}" --ado-outputs
     ;;
   fetch)
@@ -80,6 +96,7 @@ case $stage in
   publish)
     : "${LAYOUT_DIR:?}" "${REPORT_DIR:?}"
     rm -rf "$REPORT_DIR" && mkdir -p "$REPORT_DIR"
+    caller_token
     registry_auth
     common_args
     cd "$SOURCE_DIR"
@@ -92,6 +109,7 @@ case $stage in
   sign)
     : "${REPORT_IN:?}" "${REPORT_DIR:?}"
     rm -rf "$REPORT_DIR" && mkdir -p "$REPORT_DIR"
+    caller_token
     registry_auth
     status=0
     "$ib" sign --config "${IMAGE_BUILDER_CONFIG:?}" --from-report "$REPORT_IN" \

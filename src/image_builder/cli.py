@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn
 
 from image_builder import __version__
 from image_builder.errors import ImageBuilderError, UsageError
@@ -81,7 +81,7 @@ def _cmd_tags(args: argparse.Namespace, env: Mapping[str, str], reporter: Report
         checkout=args.checkout or None,
         tags_output_file=_path(args.tags_output_file),
     )
-    reporter.result(run_tags(options, env=env, now=datetime.now(UTC)))
+    reporter.result(run_tags(options, env=env, now=datetime.now(UTC), warn=reporter.warning))
     return 0
 
 
@@ -344,8 +344,9 @@ def _cmd_github(args: argparse.Namespace, env: Mapping[str, str], reporter: Repo
             f"OIDC token written to output '{args.output}': {github_actions.claims_summary(token)}"
         )
         return 0
-    options, backend = github_actions.action_options(env)
-    return _run_build_options(options, backend, None, env, reporter)
+    options, ado, backend = github_actions.action_options(env)
+    reporter.mask(ado.client_secret or "")
+    return _run_build_options(options, backend, ado, env, reporter)
 
 
 def _cmd_config_schema(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
@@ -360,7 +361,8 @@ def _cmd_config_validate(
 ) -> int:
     from image_builder.config import load_config
 
-    load_config(Path(args.config))
+    for notice in load_config(Path(args.config)).notices:
+        reporter.warning(notice)
     reporter.info(f"{args.config}: valid")
     return 0
 

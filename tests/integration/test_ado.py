@@ -37,7 +37,7 @@ def report_lines(status: str = "Succeeded") -> list[str]:
         "version": 1, "status": status, "pushed": status == "Succeeded", "signed": False,
         "image_name": "team/app", "images_list": ["r.example/team/app:v1"] if status == "Succeeded" else [],
         "digest": "sha256:" + "a" * 64 if status == "Succeeded" else None, "tags": ["v1"],
-        "repository_path": "r.example/", "architectures": ["amd64", "arm64"],
+        "repository_path": "r.example/", "architectures": ["linux/amd64", "linux/arm64"],
         "platforms": ["linux/amd64", "linux/arm64"], "failed_images": [], "error": None,
     }  # fmt: skip
     return [
@@ -71,16 +71,16 @@ def github(event: str, payload: str, **extra: str) -> dict[str, str]:
 
 COMMON = {"Name": "team/app", "Dockerfile": "Dockerfile", "Context": "ctx", "ExportTags": "true",
           "Platforms": "linux/amd64,linux/arm64",
-          "Tags": base64.b64encode(b"latest,release=r-{{ .ShortSHA }}").decode()}  # fmt: skip
+          "Tags": base64.b64encode(b"latest=latest,release=r-{{ .ShortSHA }}").decode()}  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("event", "payload", "extra", "expected"),
     [
-        ("push", "push.new-branch.json", {}, {"RepoName": "Hello-World", "RepoOwner": "Codertocat", "JobType": "postsubmit", "PullBaseSHA": "6113728f27ae82c7b1a177c8d03f9e96e0adf246", "BaseRef": "refs/heads/master"}),
-        ("pull_request_target", "pull_request_target.synchronize.json", {}, {"RepoName": "Hello-World", "RepoOwner": "Codertocat", "JobType": "presubmit", "PullNumber": "123", "PullBaseSHA": "f95f852bd8fca8fcc58a9a2d6c842781e32a215e", "PullPullSHA": "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d", "BaseRef": "refs/heads/master"}),
-        ("pull_request", "pull_request.opened.json", {}, {"RepoName": "Hello-World", "RepoOwner": "Codertocat", "JobType": "presubmit", "PullNumber": "2", "PullBaseSHA": "f95f852bd8fca8fcc58a9a2d6c842781e32a215e", "PullPullSHA": "ec26c3e57ca3a959ca5aad62de7213c562f8c821", "BaseRef": "refs/heads/master"}),
-        ("merge_group", "merge_group.checks_requested.json", {}, {"RepoName": "octo-repo", "RepoOwner": "octo-org", "JobType": "merge_group", "PullBaseSHA": "2ffea6db159f6b6c47a24e778fb9ef40cf6b1c7d", "BaseRef": "refs/heads/main"}),
+        ("push", "push.new-branch.json", {}, {"RepoName": "Hello-World", "RepoOwner": "Codertocat", "JobType": "postsubmit", "PullBaseSHA": "6113728f27ae82c7b1a177c8d03f9e96e0adf246"}),
+        ("pull_request_target", "pull_request_target.synchronize.json", {}, {"RepoName": "Hello-World", "RepoOwner": "Codertocat", "JobType": "presubmit", "PullNumber": "123", "PullBaseSHA": "f95f852bd8fca8fcc58a9a2d6c842781e32a215e", "PullPullSHA": "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"}),
+        ("pull_request", "pull_request.opened.json", {}, {"RepoName": "Hello-World", "RepoOwner": "Codertocat", "JobType": "presubmit", "PullNumber": "2", "PullBaseSHA": "f95f852bd8fca8fcc58a9a2d6c842781e32a215e", "PullPullSHA": "ec26c3e57ca3a959ca5aad62de7213c562f8c821"}),
+        ("merge_group", "merge_group.checks_requested.json", {}, {"RepoName": "octo-repo", "RepoOwner": "octo-org", "JobType": "merge_group", "PullNumber": "0", "PullBaseSHA": "2ffea6db159f6b6c47a24e778fb9ef40cf6b1c7d", "PullPullSHA": "2ffea6db159f6b6c47a24e778fb9ef40cf6b1c7d", "BaseRef": "refs/heads/gh-readonly-queue/main/pr-104-929f8209d40f77f4abc622a499c93a83babdbe64"}),
         ("workflow_dispatch", "workflow_dispatch.json", {"GITHUB_SHA": SHA, "GITHUB_REF": "refs/heads/main"}, {"RepoName": "octo-repo", "RepoOwner": "octo-org", "JobType": "workflow_dispatch", "PullBaseSHA": SHA, "BaseRef": "refs/heads/main"}),
         ("schedule", "schedule.json", {"GITHUB_SHA": SHA, "GITHUB_REF": "refs/heads/main"}, {"RepoName": "octo-repo", "RepoOwner": "octo-org", "JobType": "schedule", "PullBaseSHA": SHA, "BaseRef": "refs/heads/main"}),
     ],
@@ -200,7 +200,7 @@ def test_wrong_credentials(
         cli,
         tmp_path,
         cfg,
-        env={**github("push", "push.new-branch.json"), "AZURE_DEVOPS_EXT_PAT": "wrong"},
+        env={**github("push", "push.new-branch.json"), "AZURE_DEVOPS_EXT_PAT": "not-the-pat-1f2e"},
     )
     assert run.returncode == 2, run.stderr
     assert message in run.stderr

@@ -74,7 +74,7 @@ def test_single_platform_build_push_and_report(
     assert report["images_list"] == refs
     assert report["tags"][0].startswith("v")
     assert report["tags"][1] == "latest"
-    assert report["architectures"] == ["amd64"]
+    assert report["architectures"] == ["linux/amd64"]
     assert report["repository_path"] == f"{registry.address}/prod/"
     assert json.loads(report_file.read_text()) == report
     for ref in refs:  # checked independently, with skopeo
@@ -90,7 +90,7 @@ def test_single_platform_build_push_and_report(
     assert json.dumps(refs) in out
     assert "digest<<" in out
     assert str(report["digest"]) in out
-    assert '["amd64"]' in out
+    assert '["linux/amd64"]' in out
     assert "| Image | Digest | Architectures |" in summary.read_text()
     assert "::group::build team/single" in run.stderr
 
@@ -107,7 +107,7 @@ def test_multi_platform_index_with_run_steps(
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     report = run.report
-    assert report["architectures"] == ["amd64", "arm64"]
+    assert report["architectures"] == ["linux/amd64", "linux/arm64"]
     ref = f"{registry.address}/prod/team/multi:v1"
     index = inspect_raw(ref)
     assert index is not None

@@ -122,7 +122,7 @@ def test_push_event_goes_to_prod_signed(
     assert len(images) == 3
     assert all(i.startswith(f"{registry.address}/prod/hello/world:") for i in images)
     assert f"{registry.address}/prod/hello/world:r-6113728f" in images
-    assert json.loads(run.outputs["architectures"]) == ["amd64", "arm64"]
+    assert json.loads(run.outputs["architectures"]) == ["linux/amd64", "linux/arm64"]
     assert run.outputs["digest"].startswith("sha256:")
     report = json.loads(run.outputs["build-report"])
     assert report["signed"] is True

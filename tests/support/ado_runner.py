@@ -265,6 +265,7 @@ class AdoRunner:
     groups: dict[str, dict[str, str]] = field(default_factory=dict)  # variable groups, secret
     skip_scripts: tuple[str, ...] = ()  # endings of scripts already done here (the set-up)
     copy_checkout: bool = False  # check out a copy of self_repo's files (else a link to it)
+    _masked: set[str] = field(default_factory=set)  # values a step registered as secret
 
     def run(self, parameters: Mapping[str, str]) -> RunResult:
         compiled = compile_pipeline(self.pipeline, parameters)
@@ -391,8 +392,12 @@ class AdoRunner:
         restricted = isinstance(target, dict) and target.get("commands") == "restricted"
         settable = target.get("settableVariables") if isinstance(target, dict) else None
         for line in (done.stdout + done.stderr).splitlines():
-            result.log.append(line)
             found = _COMMAND.search(line)
+            if found is not None and found.group(1) == "task.setsecret" and found.group(3):
+                self._masked.add(found.group(3))  # Azure DevOps masks it from here on
+            for value in self._masked:
+                line = line.replace(value, "***")
+            result.log.append(line)
             if found is None:
                 continue
             command, props, data = found.group(1), _properties(found.group(2)), found.group(3)

@@ -19,7 +19,7 @@ REPORT = BuildReport(
     digest="sha256:" + "a" * 64,
     tags=["v1", "latest"],
     repository_path="r.example/",
-    architectures=["amd64", "arm64"],
+    architectures=["linux/amd64", "linux/arm64"],
     platforms=["linux/amd64", "linux/arm64"],
 )
 
@@ -49,7 +49,7 @@ def test_write_is_atomic(tmp_path: Path) -> None:
 def test_github_outputs_are_multiline_safe() -> None:
     values = github_outputs(REPORT)
     assert values["images"] == '["r.example/team/app:v1", "r.example/team/app:latest"]'
-    assert values["architectures"] == '["amd64", "arm64"]'
+    assert values["architectures"] == '["linux/amd64", "linux/arm64"]'
     text = format_outputs({"a": "line1\nline2", "b": ""})
     lines = text.splitlines()
     assert lines[0].startswith("a<<ghadelimiter_")

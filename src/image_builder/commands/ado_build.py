@@ -88,6 +88,8 @@ def run_ado_build(
             "--backend ado needs ado-config in config.yaml (organization, project, pipeline id)"
         )
     reporter = reporter.with_format(inputs.config.log_format)
+    for notice in inputs.config.notices:
+        reporter.warning(notice)
     if options.secrets:
         raise InputError(
             "--secret cannot be sent to Azure DevOps: the trusted pipeline mounts only the "

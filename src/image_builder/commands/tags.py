@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,8 +26,16 @@ class TagsOptions:
     tags_output_file: Path | None = None
 
 
-def compute_tags(options: TagsOptions, *, env: Mapping[str, str], now: datetime) -> list[Tag]:
+def compute_tags(
+    options: TagsOptions,
+    *,
+    env: Mapping[str, str],
+    now: datetime,
+    warn: Callable[[str], None] = lambda _: None,
+) -> list[Tag]:
     inputs = load_inputs_for(options, env)
+    for notice in inputs.config.notices:
+        warn(notice)
     return resolve_tags(inputs, tags=options.tags, tag_base64=options.tag_base64, env=env, now=now)
 
 
@@ -35,9 +43,15 @@ def tags_json(tags: list[Tag]) -> str:
     return json.dumps([t.to_json() for t in tags])
 
 
-def run_tags(options: TagsOptions, *, env: Mapping[str, str], now: datetime) -> str:
+def run_tags(
+    options: TagsOptions,
+    *,
+    env: Mapping[str, str],
+    now: datetime,
+    warn: Callable[[str], None] = lambda _: None,
+) -> str:
     """Compute the tags, write ``--tags-output-file`` if asked, and return the JSON to print."""
-    tags = compute_tags(options, env=env, now=now)
+    tags = compute_tags(options, env=env, now=now, warn=warn)
     if options.tags_output_file is not None:
         write_tags_file(options.tags_output_file, tags)
     return tags_json(tags)

@@ -1,0 +1,448 @@
+"""Table tests from the Go tool's own test cases (kyma-project/test-infra cmd/image-builder:
+``prepareADOTemplateParameters``, ``LoadGitStateConfig``, ``parseTags``, ``getTags``,
+``generateTags`` and the flag table), run through our command line with the Go spelling. Where
+we deliberately differ, the case says so and docs/compatibility.md explains why."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from image_builder.cli import build_parser, main, translate_legacy_argv
+
+ADO_CONFIG = """\
+ado-config:
+  ado-organization-url: https://dev.azure.com/hyperspace-pipelines
+  ado-project-name: kyma
+  ado-pipeline-id: 14902
+"""
+# The Go tests' buildConfig.
+GO_TAGS_CONFIG = """\
+default-pr-tag:
+  name: default_tag
+  value: PR-{{ .PRNumber }}
+  validation: ^(PR-[0-9]+)$
+default-commit-tag:
+  name: default_tag
+  value: v{{ .Date }}-{{ .ShortSHA }}
+  validation: ^(v[0-9]{8}-[0-9a-f]{8})$
+"""
+PLATFORMS = "linux/amd64,linux/arm64"  # the Go tool's default
+BASE = {"Name": "test-image", "Dockerfile": "Dockerfile", "Context": ".", "ExportTags": "false"}
+
+
+def today() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for key in ("GITHUB_ACTIONS", "BUILD_BUILDID", "JENKINS_HOME", "AUTHORIZATION"):
+        monkeypatch.delenv(key, raising=False)
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "config.yaml").write_text(ADO_CONFIG + GO_TAGS_CONFIG)
+    return tmp_path
+
+
+def set_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+
+def payload(tmp_path: Path, name: str, data: dict[str, Any]) -> str:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def repository(owner: str) -> dict[str, Any]:
+    return {"name": "test-infra", "owner": {"login": owner}}
+
+
+def dry_run(capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, str]:
+    """The Go command line with --dry-run: the parameters the pipeline would get."""
+    code = main(
+        ["--name=test-image", "--context=.", "--dockerfile=Dockerfile", "--config=config.yaml",
+         "--dry-run", *extra]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    params: dict[str, str] = json.loads(out)
+    return params
+
+
+# --- LoadGitStateConfig through prepareADOTemplateParameters ------------------------------------------
+
+
+def github_case(tmp_path: Path, event: str, data: dict[str, Any], **env: str) -> dict[str, str]:
+    return {
+        "GITHUB_ACTIONS": "true",
+        "CI": "true",
+        "GITHUB_EVENT_NAME": event,
+        "GITHUB_EVENT_PATH": payload(tmp_path, event, data),
+        **env,
+    }
+
+
+PR_BASE, PR_HEAD = (
+    "4b91c74a2aa9aeeb4a265cf1ffe2dd54812b4124",
+    "8d0172d980653a377317a8bff9a6bb6ec2334801",
+)
+PUSH_SHA = "d42f5051757b3e0699eb979d7581404e36fc0eee"
+MG_SHA, MG_HEAD = (
+    "659bf74f7b4ecab07d9398eec554217b51bad738",
+    "e47034172c36d3e5fb407b5ba57adf0f7868599d",
+)
+
+
+def git_state_cases(tmp_path: Path) -> list[tuple[str, dict[str, str], dict[str, str]]]:
+    pr_event = {
+        "number": 10410,
+        "repository": repository("kyma-project"),
+        "pull_request": {
+            "head": {"sha": PR_HEAD, "ref": "feature"},
+            "base": {"sha": PR_BASE, "ref": "main"},
+        },
+    }
+    push_event = {
+        "ref": "refs/heads/main",
+        "repository": repository("KacperMalachowski"),
+        "head_commit": {"id": PUSH_SHA},
+    }
+    plain = {"repository": repository("KacperMalachowski")}
+    merge_group = {
+        "repository": repository("kyma-project"),
+        "merge_group": {
+            "head_sha": MG_HEAD,
+            "head_ref": "refs/heads/gh-readonly-queue/main/pr-1-" + MG_SHA,
+            "base_sha": MG_SHA,
+            "base_ref": "refs/heads/main",
+        },
+    }
+    ref = {"GITHUB_SHA": PUSH_SHA, "GITHUB_REF": "refs/heads/main"}
+    return [
+        (
+            "github pull_request_target",
+            github_case(tmp_path, "pull_request_target", pr_event),
+            {"RepoName": "test-infra", "RepoOwner": "kyma-project", "JobType": "presubmit",
+             "PullNumber": "10410", "PullBaseSHA": PR_BASE, "PullPullSHA": PR_HEAD},
+        ),
+        (
+            "github push",
+            github_case(tmp_path, "push", push_event),
+            {"RepoName": "test-infra", "RepoOwner": "KacperMalachowski", "JobType": "postsubmit",
+             "PullBaseSHA": PUSH_SHA},
+        ),
+        (
+            "github workflow_dispatch",
+            github_case(tmp_path, "workflow_dispatch", plain, **ref),
+            {"RepoName": "test-infra", "RepoOwner": "KacperMalachowski",
+             "JobType": "workflow_dispatch", "PullBaseSHA": PUSH_SHA, "BaseRef": "refs/heads/main"},
+        ),
+        (
+            "github schedule",
+            github_case(tmp_path, "schedule", plain, **ref),
+            {"RepoName": "test-infra", "RepoOwner": "KacperMalachowski", "JobType": "schedule",
+             "PullBaseSHA": PUSH_SHA, "BaseRef": "refs/heads/main"},
+        ),
+        (
+            "github merge_group",
+            github_case(
+                tmp_path, "merge_group", merge_group, GITHUB_SHA=MG_SHA, GITHUB_REF="refs/heads/main"
+            ),
+            {"RepoName": "test-infra", "RepoOwner": "kyma-project", "JobType": "merge_group",
+             "PullNumber": "0", "PullBaseSHA": MG_SHA, "BaseRef": "refs/heads/main",
+             "PullPullSHA": MG_HEAD},
+        ),
+        (
+            # Go's case has GIT_COMMIT "1234"; the default commit tag's validation wants 8 hex
+            # digits of it, which the pipeline would refuse, so the client refuses it first.
+            "jenkins push (short SHA, scheme-less GIT_URL)",
+            {"JENKINS_HOME": "/some/absolute/path", "CHANGE_BRANCH": "refs/heads/main",
+             "GIT_URL": "github.com/kyma-project/test-infra.git", "GIT_COMMIT": "1234abcd"},
+            {"RepoName": "test-infra", "RepoOwner": "kyma-project", "JobType": "postsubmit",
+             "PullBaseSHA": "1234abcd"},
+        ),
+        (
+            "jenkins pull request",
+            {"JENKINS_HOME": "/some/absolute/path", "CHANGE_BRANCH": "refs/heads/main",
+             "CHANGE_ID": "14", "GIT_URL": "github.com/kyma-project/test-infra.git",
+             "GIT_COMMIT": "1234", "CHANGE_BASE_SHA": "4321"},
+            {"RepoName": "test-infra", "RepoOwner": "kyma-project", "JobType": "presubmit",
+             "PullNumber": "14", "PullBaseSHA": "4321", "BaseRef": "refs/heads/main",
+             "PullPullSHA": "1234"},
+        ),
+        (
+            "azure devops presubmit (short SHAs)",
+            {"BUILD_BUILDID": "1", "REPO_NAME": "test-infra", "REPO_OWNER": "kyma-project",
+             "JOB_TYPE": "presubmit", "PULL_NUMBER": "5", "PULL_BASE_SHA": "abcdef123456",
+             "PULL_PULL_SHA": "fedcba654321"},
+            {"RepoName": "test-infra", "RepoOwner": "kyma-project", "JobType": "presubmit",
+             "PullNumber": "5", "PullBaseSHA": "abcdef123456", "PullPullSHA": "fedcba654321"},
+        ),
+        (
+            "azure devops postsubmit",
+            {"BUILD_BUILDID": "1", "REPO_NAME": "test-infra", "REPO_OWNER": "kyma-project",
+             "JOB_TYPE": "postsubmit", "PULL_BASE_SHA": "abcdef123456"},
+            {"RepoName": "test-infra", "RepoOwner": "kyma-project", "JobType": "postsubmit",
+             "PullBaseSHA": "abcdef123456"},
+        ),
+    ]  # fmt: skip
+
+
+CASE_NAMES = [case[0] for case in git_state_cases(Path("/"))]
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_template_parameters_per_ci_match_the_go_tool(
+    case: str, workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """LoadGitStateConfig's cases, through prepareADOTemplateParameters: byte-identical, and
+    --dry-run needs neither token nor credentials."""
+    _, env, expected = next(c for c in git_state_cases(workdir) if c[0] == case)
+    set_env(monkeypatch, env)
+    assert dry_run(capsys) == {**BASE, **expected, "Platforms": PLATFORMS}
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        # "Tag with parentheses"
+        (
+            ["--tag=1.25.1-ShortSHA=1.25.1-{{ .ShortSHA }}"],
+            {"Tags": "MS4yNS4xLVNob3J0U0hBPTEuMjUuMS17eyAuU2hvcnRTSEEgfX0="},
+        ),
+        # "With target set"
+        (["--target=build"], {"Target": "build"}),
+        # "With useRestrictedRegistry flag set"
+        (["--use-restricted-registry"], {"useRestrictedRegistry": "true"}),
+        (["--use-go-internal-sap-modules=true"], {"UseGoInternalSAPModules": "true"}),
+        (["--use-restricted-registry=false", "--target="], {}),
+        # Tags and build arguments as Tags.String() writes them: name=value, names derived.
+        (
+            ["--tag=latest", "--tag=v{{ .ShortSHA }}", "--build-arg=BIN=test",
+             "--build-arg=BIN2=test2", "--export-tags", "--platform=linux/arm64",
+             "--platform=linux/amd64"],
+            {"Tags": base64.b64encode(b"latest=latest,vShortSHA=v{{ .ShortSHA }}").decode(),
+             "BuildArgs": "BIN=test,BIN2=test2", "ExportTags": "true",
+             "Platforms": "linux/arm64,linux/amd64"},
+        ),
+    ],
+)  # fmt: skip
+def test_template_parameters_from_flags_match_the_go_tool(
+    flags: list[str],
+    expected: dict[str, str],
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """prepareADOTemplateParameters' own cases (with a real CI context: Go's cases leave the
+    repository and commit empty, which our client refuses before any call)."""
+    _, env, git = git_state_cases(workdir)[1]  # a push
+    set_env(monkeypatch, env)
+    assert dry_run(capsys, *flags) == {**BASE, **git, "Platforms": PLATFORMS, **expected}
+
+
+def test_an_empty_repository_is_refused_before_any_call(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Go sends RepoName "" when its git state is empty and lets the pipeline fail; we refuse."""
+    set_env(monkeypatch, {"BUILD_BUILDID": "1", "REPO_NAME": "", "REPO_OWNER": "o",
+                          "JOB_TYPE": "postsubmit", "PULL_BASE_SHA": "abcd"})  # fmt: skip
+    code = main(["--name=test-image", "--config=config.yaml", "--dry-run"])
+    assert code == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            "REPO_NAME is not set; the Azure DevOps pipeline must export it as the repository name, "
+            "e.g. test-infra"
+        )
+    )
+
+
+# --- parseTags, getTags, generateTags --------------------------------------------------------------
+
+ADO_PR = {"BUILD_BUILDID": "1", "REPO_NAME": "test-infra", "REPO_OWNER": "kyma-project",
+          "JOB_TYPE": "presubmit", "PULL_NUMBER": "5", "PULL_BASE_SHA": "abcdef123456",
+          "PULL_PULL_SHA": "abcdef123456"}  # fmt: skip
+ADO_COMMIT = {"BUILD_BUILDID": "1", "REPO_NAME": "test-infra", "REPO_OWNER": "kyma-project",
+              "JOB_TYPE": "postsubmit", "PULL_BASE_SHA": "abcdef123456"}  # fmt: skip
+PR_DEFAULT = {"name": "default_tag", "value": "PR-5", "validation": "^(PR-[0-9]+)$"}
+
+
+def commit_default(short: str) -> dict[str, str]:
+    return {
+        "name": "default_tag",
+        "value": f"v{today()}-{short}",
+        "validation": "^(v[0-9]{8}-[0-9a-f]{8})$",
+    }
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "expected"),
+    [
+        # "pares only PR default tag"
+        (ADO_PR, [], [PR_DEFAULT]),
+        # "parse only commit default tag"
+        (ADO_COMMIT, [], [commit_default("abcdef12")]),
+        # "parse PR default and additional tags"
+        (
+            ADO_PR,
+            ["--tag=AnotherTest=Another-{{ .PRNumber }}", "--tag=Test=tag-value"],
+            [{"name": "AnotherTest", "value": "Another-5"},
+             {"name": "Test", "value": "tag-value"}, PR_DEFAULT],
+        ),
+        # "parse commit default and additional tags"
+        (
+            ADO_COMMIT,
+            ["--tag=AnotherTest=Another-{{ .CommitSHA }}", "--tag=Test=tag-value"],
+            [{"name": "AnotherTest", "value": "Another-abcdef123456"},
+             {"name": "Test", "value": "tag-value"}, commit_default("abcdef12")],
+        ),
+        # "parse tags from base64 encoded flag"
+        (
+            ADO_PR,
+            ["--tag-base64=" + base64.b64encode(
+                b"base64testtag=testtag,base64testtemplate=test-{{ .PRNumber }}").decode()],
+            [{"name": "base64testtag", "value": "testtag"},
+             {"name": "base64testtemplate", "value": "test-5"}, PR_DEFAULT],
+        ),
+        # generateTags "Success - With Base64 tags": Go renders .ShortSHA empty on pull
+        # requests (version=""); we render the pull request's head commit, and never an empty tag.
+        (
+            ADO_PR,
+            ["--tag-base64=" + base64.b64encode(b"latest,version={{ .ShortSHA }}").decode()],
+            [{"name": "latest", "value": "latest"}, {"name": "version", "value": "abcdef12"},
+             PR_DEFAULT],
+        ),
+        # Issue 16: same value, different names: every TAG_<name> survives.
+        (
+            ADO_COMMIT,
+            ["--tag=a=latest", "--tag=b=latest", "--tag=TagTemplate=v{{ .Date }}-{{ .ShortSHA }}"],
+            [{"name": "a", "value": "latest"}, {"name": "b", "value": "latest"},
+             {"name": "TagTemplate", "value": f"v{today()}-abcdef12"},
+             commit_default("abcdef12")],
+        ),
+    ],
+)  # fmt: skip
+def test_parse_tags_only_matches_the_go_tool(
+    env: dict[str, str],
+    flags: list[str],
+    expected: list[dict[str, str]],
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    set_env(monkeypatch, env)
+    (workdir / "tags.yaml").write_text(GO_TAGS_CONFIG)
+    code = main(
+        ["--parse-tags-only", "--config=tags.yaml", "--context=.", "--dockerfile=Dockerfile",
+         "--tags-output-file=tags.json", *flags]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    assert json.loads(out) == expected
+    assert json.loads((workdir / "tags.json").read_text()) == expected
+
+
+def test_get_tags_custom_template_and_env(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """getTags "custom template, additional fields, env variable". .Env reads only what config
+    lists in tag-template-env (Go read any variable of the machine)."""
+    sha = "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+    set_env(monkeypatch, {**ADO_COMMIT, "PULL_BASE_SHA": sha, "CUSTOM_ENV": "customEnvValue"})
+    (workdir / "tags.yaml").write_text(
+        "default-commit-tag: {name: TagTemplate, value: '{{ .ShortSHA }}'}\n"
+        "tag-template-env: [CUSTOM_ENV]\n"
+    )
+    code = main(
+        ["--parse-tags-only", "--config=tags.yaml", "--tags-output-file=", "--tag=latest",
+         "--tag=Test=cookie", "--tag=AnotherTest={{ .CommitSHA }}",
+         '--tag=TestEnv={{ .Env "CUSTOM_ENV" }}']
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    assert json.loads(out) == [
+        {"name": "latest", "value": "latest"},
+        {"name": "Test", "value": "cookie"},
+        {"name": "AnotherTest", "value": sha},
+        {"name": "TestEnv", "value": "customEnvValue"},
+        {"name": "TagTemplate", "value": "da39a3ee"},
+    ]
+    assert not (workdir / "tags.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        # "parse bad tag template" / "Error - Invalid tag template"
+        (["--tag=BadTagTemplate={{ .ASD }}"], "uses unknown field '.ASD'"),
+        # "Error - Invalid Base64 encoding"
+        (["--tag-base64=not-a-valid-base64-string-!@#"], "--tag-base64 is not valid base64"),
+        # "Error - Unwritable output file"
+        (
+            ["--tags-output-file=/unwritable-dir/tags.json"],
+            "cannot write /unwritable-dir/tags.json: folder /unwritable-dir does not exist; "
+            "create it first",
+        ),
+    ],
+)
+def test_parse_tags_refusals_are_exit_2(
+    flags: list[str],
+    message: str,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Go exits 1 for these; ours are bad input, exit 2, one line."""
+    set_env(monkeypatch, ADO_PR)
+    code = main(["--parse-tags-only", "--context=.", *flags])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+# --- the flag table ------------------------------------------------------------------------------
+
+
+def parsed(argv: list[str]) -> dict[str, Any]:
+    return vars(build_parser().parse_args(translate_legacy_argv(argv, exists=lambda _: False)))
+
+
+def test_go_flag_table() -> None:
+    """Go's "Test Flags" entries: every flag, in Go's syntax, lands in our options."""
+    args = parsed(
+        ["--config=config.yaml", "--dockerfile=dockerfile", "--repo=kyma-project/test-infra",
+         "--name=test-image", "--tag=latest", "--tag=cookie=cookie", "--context=prow/build",
+         "--log-dir=prow/logs", "--silent", "--export-tags", "--build-arg=BIN=test",
+         "--build-arg=BIN2=test2", "--platform=linux/amd64", "--target=build"]
+    )  # fmt: skip
+    assert {k: args[k] for k in ("config", "dockerfile", "repo", "name", "tag", "context")} == {
+        "config": "config.yaml",
+        "dockerfile": "dockerfile",
+        "repo": "kyma-project/test-infra",
+        "name": "test-image",
+        "tag": ["latest", "cookie=cookie"],
+        "context": "prow/build",
+    }
+    assert (args["log_dir"], args["silent"], args["export_tags"]) == ("prow/logs", True, True)
+    assert (args["build_arg"], args["platform"], args["target"]) == (
+        ["BIN=test", "BIN2=test2"],
+        ["linux/amd64"],
+        "build",
+    )
+
+
+def test_go_unknown_flag_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """Go's "unknown flag, fail"; ours is exit 2 with the flag named."""
+    assert main(["--name=x", "--unknown-flag=asdasd"]) == 2
+    assert "unrecognized arguments: --unknown-flag=asdasd" in capsys.readouterr().err
