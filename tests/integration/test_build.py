@@ -72,8 +72,8 @@ def test_single_platform_build_push_and_report(
     assert report["pushed"] is True
     assert report["signed"] is False
     assert report["images_list"] == refs
-    assert report["tags"][0].startswith("v")
-    assert report["tags"][1] == "latest"
+    assert report["tags"][0] == "latest"
+    assert report["tags"][1].startswith("v")  # the default tag comes last, as in the Go tool
     assert report["architectures"] == ["linux/amd64"]
     assert report["repository_path"] == f"{registry.address}/prod/"
     assert json.loads(report_file.read_text()) == report

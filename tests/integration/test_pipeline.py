@@ -231,11 +231,11 @@ def test_a_release_run_builds_publishes_and_signs_in_separate_jobs(
     report = parse_from_logs(result.log)
     assert (report.status, report.pushed, report.signed) == ("Succeeded", True, True)
     assert report.signed_by == ["release"]
-    assert report.images_list[0].startswith(f"{pipeline.registry.address}/prod/org/app:v")
+    assert report.images_list[-1].startswith(f"{pipeline.registry.address}/prod/org/app:v")
     assert result.jobs["publish"].outputs["publish.push_success"] == "true"
     assert result.jobs["publish"].outputs["publish.signing_success"] == "false"
     assert result.jobs["sign"].outputs["sign.signing_success"] == "true"
-    verified = pipeline.cli("verify", report.images_list[0], "--key", str(pipeline.pub))
+    verified = pipeline.cli("verify", report.images_list[-1], "--key", str(pipeline.pub))
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 

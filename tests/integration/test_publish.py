@@ -83,7 +83,7 @@ def test_five_builds_sharing_the_default_tag_each_land_their_own_tag(
         own = f"{proxy.address}/race/team/shared:own-{n}"
         assert own in report["images_list"]
         assert manifest_digest(own.replace(proxy.address, registry.address)) == report["digest"]
-        assert report["tags"][0] == shared_tag
+        assert report["tags"][-1] == shared_tag
     shared = f"{proxy.address}/race/team/shared:{shared_tag}"
     holder = manifest_digest(shared.replace(proxy.address, registry.address))
     digests = {r["digest"] for r in reports}

@@ -446,3 +446,140 @@ def test_go_unknown_flag_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     """Go's "unknown flag, fail"; ours is exit 2 with the flag named."""
     assert main(["--name=x", "--unknown-flag=asdasd"]) == 2
     assert "unrecognized arguments: --unknown-flag=asdasd" in capsys.readouterr().err
+
+
+# --- the rest of the Go surface ------------------------------------------------------------------
+
+
+def test_go_config_leniency(tmp_path: Path) -> None:
+    """Keys and values the Go tool ignored load, each with a notice; typos stay errors."""
+    from image_builder.config import load_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "kaniko-config: {flags: [--cache]}\n"
+        "log-format: fancy\n"
+        "registry: https://ghcr.io/org\n"
+        "dev-registry: http://ghcr.io/org/dev\n"
+        "sign-config:\n  signers:\n    - {name: s, type: cosign, job-type: [periodic],"
+        " config: {private-key: k}}\n"
+    )
+    config = load_config(path)
+    assert (config.registry, config.dev_registry, config.log_format) == (
+        ("ghcr.io/org",),
+        ("ghcr.io/org/dev",),
+        "text",
+    )
+    assert config.sign_config.signers[0].job_type == ("schedule",)
+    assert config.notices == (
+        f"{path}: log-format 'fancy' is not color, text or json; using text",
+        f"{path}: dev-registry 'http://ghcr.io/org/dev': the scheme is dropped and ghcr.io is "
+        "reached over HTTPS; list it in insecure-registries for plain HTTP",
+        f"{path}: key 'kaniko-config' means nothing to Image Builder; ignoring it (as the Go "
+        "tool did)",
+    )
+
+
+def test_config_notices_are_warnings(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    set_env(monkeypatch, ADO_COMMIT)
+    (workdir / "tags.yaml").write_text("kaniko-config: {}\n")
+    assert main(["--parse-tags-only", "--config=tags.yaml", "--tags-output-file="]) == 0
+    err = capsys.readouterr().err
+    assert "##vso[task.logissue type=warning]tags.yaml: key 'kaniko-config' means nothing" in err
+
+
+def test_tags_output_file_in_build_mode(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    set_env(monkeypatch, ADO_COMMIT)
+    (workdir / "tags.yaml").write_text(GO_TAGS_CONFIG)
+    code = main(["--name=app", "--config=tags.yaml", "--tag=a=latest", "--tag=b=latest",
+                 "--tags-output-file=out.json", "--export-tags", "--dry-run"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert json.loads((workdir / "out.json").read_text()) == [
+        {"name": "a", "value": "latest"},
+        {"name": "b", "value": "latest"},
+        commit_default("abcdef12"),
+    ]
+    plan = json.loads(out)
+    assert plan["destinations"][0]["tags"] == ["latest", f"v{today()}-abcdef12"]
+    assert {"TAG_a", "TAG_b", "TAG_default_tag"} <= set(plan["build_args"])
+
+
+def test_ado_state_output_in_sign_only_mode(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Go tool's exact variable line, false when signing fails (here: nothing to sign)."""
+    code = main(["--sign-only", "--ado-state-output", "--name=ignored", "--images-to-sign="])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == (
+        "##vso[task.setvariable variable=signing_success;issecret=false;isoutput=true]false\n"
+    )
+    assert "images" in err
+
+
+def test_silent_and_log_dir(tmp_path: Path) -> None:
+    """--log-dir keeps a copy of every line, secrets masked; --silent keeps tools' output off the
+    terminal but not out of the log."""
+    import io
+
+    from image_builder.reporter import Reporter
+
+    err, log = io.StringIO(), io.StringIO()
+    reporter = Reporter(out=io.StringIO(), err=err, env={})
+    reporter.keep_log(log, silent=True)
+    reporter.mask("s3cr3t-value")
+    reporter.stream("RUN echo s3cr3t-value")
+    reporter.warning("step uses s3cr3t-value")
+    assert err.getvalue() == "warning: step uses ***\n"
+    assert log.getvalue() == "RUN echo ***\nwarning: step uses ***\n"
+
+
+def test_log_dir_that_cannot_be_written_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("")
+    assert main(["--parse-tags-only", f"--log-dir={tmp_path / 'file'}"]) == 2
+    assert "cannot write the log to --log-dir" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("inputs", "name", "message"),
+    [
+        ({"IB_INPUT_IMAGE_NAME": "team/app"}, "team/app", None),
+        ({"IB_INPUT_NAME": "team/app", "IB_INPUT_IMAGE_NAME": "team/app"}, "team/app", None),
+        (
+            {"IB_INPUT_NAME": "team/a", "IB_INPUT_IMAGE_NAME": "team/b"},
+            None,
+            "inputs 'name' ('team/a') and 'image-name' ('team/b') differ; give only one",
+        ),
+        (
+            {"IB_INPUT_NAME": "x", "IB_INPUT_USE_RESTRICTED_REGISTRY": "yes"},
+            None,
+            "input 'use-restricted-registry' must be true or false, got 'yes'",
+        ),
+    ],
+)
+def test_action_takes_the_go_input_names(
+    inputs: dict[str, str], name: str | None, message: str | None
+) -> None:
+    from image_builder.errors import InputError
+    from image_builder.github_actions import action_options
+
+    env = {**inputs, "IB_INPUT_USE_GO_INTERNAL_SAP_MODULES": "true", "IB_INPUT_OIDC_TOKEN": "t"}
+    if message is not None:
+        with pytest.raises(InputError) as caught:
+            action_options(env)
+        assert str(caught.value) == message
+        assert caught.value.exit_code == 2
+        return
+    options, _, _ = action_options(env)
+    assert (options.name, options.use_go_internal_sap_modules, options.oidc_token) == (
+        name,
+        True,
+        "t",
+    )
