@@ -21,6 +21,7 @@ from image_builder.oci import (
     destination,
     plain_http,
 )
+from image_builder.secrets import BuildSecret
 from image_builder.signing import SignerChoice, select_signers
 from image_builder.tags import Tag
 
@@ -56,6 +57,12 @@ class BuildPlan:
     commit_sha: str | None
     ref: str | None = None
     signers: tuple[SignerChoice, ...] = ()
+    # Mounted with RUN --mount=type=secret,id=...; their values go to the build only, never to
+    # JSON or a repr.
+    secrets: tuple[BuildSecret, ...] = ()
+    withheld_secrets: tuple[str, ...] = ()  # ids a pull-request build does not get
+    # --use-restricted-registry: base images only from under these prefixes (empty: any).
+    restricted_registries: tuple[str, ...] = ()
 
     @property
     def running_signers(self) -> tuple[str, ...]:
@@ -90,6 +97,10 @@ class BuildPlan:
         data["labels"] = dict(self.labels)
         data["tags"] = [t.to_json() for t in self.tags]
         data["signers"] = [asdict(s) for s in self.signers]
+        # Ids only, like build arguments: the values are the point of a secret.
+        data["secrets"] = [s.id for s in self.secrets]
+        data["withheld_secrets"] = list(self.withheld_secrets)
+        data["restricted_registries"] = list(self.restricted_registries)
         return data
 
 
@@ -150,8 +161,12 @@ def make_plan(
     commit_time: datetime | None,
     repo_override: str | None = None,
     signing_block: str | None = None,
+    secrets: Sequence[BuildSecret] = (),
+    withheld_secrets: Sequence[str] = (),
+    restricted_registries: Sequence[str] = (),
 ) -> BuildPlan:
-    """Everything the backend needs, decided up front."""
+    """Everything the backend needs, decided up front. ``secrets`` are those the build gets
+    (see :func:`gives_secrets`), ``withheld_secrets`` the ids it does not."""
     validate_name(name)
     registries = (
         dev_registries(config, ctx.job_type)
@@ -222,7 +237,17 @@ def make_plan(
         signers=select_signers(config, ctx, repo_override or ctx.repository, blocked=signing_block)
         if push
         else (),
+        secrets=tuple(secrets),
+        withheld_secrets=tuple(withheld_secrets),
+        restricted_registries=tuple(restricted_registries),
     )
+
+
+def gives_secrets(config: Config, job_type: str) -> bool:
+    """Build secrets go to release builds. A pull request's or merge group's Dockerfile comes
+    from the pull request, whose author could print or ship any secret, so those builds get
+    none unless the config says ``secrets-for-presubmits: true``."""
+    return job_type not in ("presubmit", "merge_group") or config.secrets_for_presubmits
 
 
 def dev_registries(config: Config, job_type: str) -> tuple[str, ...]:

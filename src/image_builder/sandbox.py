@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from image_builder.errors import ImageBuilderError, RuntimeFailure
 
@@ -302,3 +303,64 @@ def give_to(path: Path, account: BuildAccount) -> None:
     """Hand a folder that image-builder made to the build account (a no-op when it is us)."""
     if account.dedicated:
         os.chown(path, account.uid, account.gid)
+
+
+def hand_secret(path: Path, data: bytes, account: BuildAccount) -> None:
+    """Write a build secret to the new file ``path``, readable by the build account alone
+    (and root). Its folder must be one the account cannot write to, so the account cannot put a
+    link or another file in its place; the caller removes the file once the build is over."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o400)
+    try:
+        if account.dedicated:
+            os.fchown(fd, account.uid, account.gid)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+_ACCEPT: list[dict[str, Any]] = [{"type": "insecureAcceptAnything"}]
+
+
+def pull_policy(prefixes: Iterable[str], system: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The containers policy (policy.json) of a build restricted to ``prefixes``: images from the
+    docker transport under one of them, and the build's own storage; nothing else (no other
+    registry, no oci:, docker-archive: or other transport). Where the machine's own ``system``
+    policy asks more of an allowed prefix (signatures, or a refusal), that still applies."""
+    docker_scopes: dict[str, Any] = {}
+    system_docker = _transport_scopes(system, "docker")
+    for prefix in prefixes:
+        docker_scopes[prefix] = _requirement(system, system_docker, prefix)
+        # Scopes below the prefix: its repositories, and a repository's tags and digests
+        # (a bare host's "host:port" is another registry, not below it).
+        below = (prefix + "/", prefix + ":", prefix + "@") if "/" in prefix else (prefix + "/",)
+        for scope, requirement in system_docker.items():
+            if scope.startswith(below):
+                docker_scopes[scope] = requirement
+    return {
+        "default": [{"type": "reject"}],
+        "transports": {"docker": docker_scopes, "containers-storage": {"": _ACCEPT}},
+    }
+
+
+def _transport_scopes(system: Mapping[str, Any] | None, transport: str) -> dict[str, Any]:
+    transports = system.get("transports") if system else None
+    scopes = transports.get(transport) if isinstance(transports, dict) else None
+    return dict(scopes) if isinstance(scopes, dict) else {}
+
+
+def _requirement(system: Mapping[str, Any] | None, scopes: Mapping[str, Any], prefix: str) -> Any:
+    """What the machine's policy asks of every image under ``prefix``: its scope or the
+    nearest scope above it (a path, the host, a ``*.domain`` wildcard), else the transport's
+    and the policy's default; anything goes when the machine has no policy to read."""
+    if system is None:
+        return _ACCEPT
+    parts = prefix.split("/")
+    candidates = ["/".join(parts[:n]) for n in range(len(parts), 0, -1)]
+    labels = parts[0].split(".")
+    candidates += ["*." + ".".join(labels[n:]) for n in range(1, len(labels))]
+    for scope in [*candidates, ""]:
+        if scope in scopes:
+            return scopes[scope]
+    return system.get("default", [{"type": "reject"}])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from image_builder.engines import Engine
     from image_builder.registry import RegistryClient
     from image_builder.sandbox import BuildAccount
+    from image_builder.secrets import SecretSource
     from image_builder.trust import VerifiedClaims
 
 
@@ -66,11 +67,24 @@ def prepare(
     now: datetime,
     host_platform: str,
     verify: bool = True,
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[BuildPlan, Config, VerifiedClaims | None]:
     """The plan and the config it came from. Reads files and runs nothing, except git for the
     commit time of reproducible builds. Without ``verify`` the caller's token is not checked:
-    only for the build stage, which publishes nothing and holds no secret."""
+    only for the build stage, which publishes nothing and holds no credential of its own.
+    ``warn`` receives what the caller should see (build secrets withheld); without it, that goes
+    to the log."""
+    from image_builder.plan import gives_secrets
+    from image_builder.secrets import BuildSecret
+    from image_builder.secrets import load as load_secret
+
     inputs = load_inputs_for(options, env)
+    sources = secret_sources(options, inputs.config, inputs.root, env)
+    if options.use_restricted_registry and not inputs.config.restricted_registries:
+        raise InputError(
+            "--use-restricted-registry needs restricted-registries in config.yaml (registry "
+            "host[/path] prefixes, e.g. cgr.dev/sap.com); add them, or drop the flag"
+        )
     signing_block = None
     claims = None
     if inputs.config.trust and verify:
@@ -95,6 +109,23 @@ def prepare(
         from image_builder.git import commit_time as git_commit_time
 
         commit_time = git_commit_time(inputs.root, inputs.ctx.commit_sha, env)
+    given: list[BuildSecret] = []
+    withheld: list[str] = []
+    if gives_secrets(inputs.config, inputs.ctx.job_type):
+        given = [load_secret(source, env) for source in sources]
+    elif sources:
+        withheld = [source.id for source in sources]
+        message = (
+            f"build secrets withheld from this {inputs.ctx.job_type} build, whose Dockerfile "
+            f"comes from the pull request: {', '.join(withheld)}; set secrets-for-presubmits: "
+            "true in config.yaml to mount them"
+        )
+        if warn is None:
+            import logging
+
+            logging.getLogger(__name__).warning("%s", message)
+        else:
+            warn(message)
     plan = make_plan(
         config=inputs.config,
         ctx=inputs.ctx,
@@ -114,8 +145,94 @@ def prepare(
         commit_time=commit_time,
         repo_override=options.repo,
         signing_block=signing_block,
+        secrets=given,
+        withheld_secrets=withheld,
+        restricted_registries=inputs.config.restricted_registries
+        if options.use_restricted_registry
+        else (),
     )
+    if plan.restricted_registries:
+        check_base_images(plan, host_platform)
     return plan, inputs.config, claims
+
+
+def secret_sources(
+    options: BuildOptions, config: Config, context: Path, env: Mapping[str, str]
+) -> list[SecretSource]:
+    """The build secrets asked for, checked for form and place; nothing is read yet. On the
+    trusted side only the config's own exist: a caller's ``--secret`` would read files and
+    variables of the trusted machine (its signing key, its registry credentials)."""
+    if options.secrets and config.trust:
+        raise InputError(
+            "--secret is refused with a trust policy: it would read files and variables of this "
+            "trusted machine; the config declares the secrets a build may get "
+            "(go-internal-sap-modules, mounted with --use-go-internal-sap-modules)"
+        )
+    from image_builder.secrets import SecretSource, check_id, check_sources, parse_flag
+
+    sources = [parse_flag(text) for text in options.secrets]
+    if options.use_go_internal_sap_modules:
+        declared = config.go_internal_sap_modules
+        if declared is None:
+            raise InputError(
+                "--use-go-internal-sap-modules needs go-internal-sap-modules in config.yaml (its "
+                "id, and file or env: where the credential is); add it, or drop the flag"
+            )
+        origin = "go-internal-sap-modules in config.yaml"
+        check_id(declared.id, origin)
+        sources.append(
+            SecretSource(
+                id=declared.id,
+                file=Path(declared.file) if declared.file is not None else None,
+                env=declared.env,
+                origin=origin,
+            )
+        )
+    if sources:
+        files, variables = own_secrets(config, env)
+        check_sources(sources, context=context, protected_files=files, protected_env=variables)
+    return sources
+
+
+def own_secrets(config: Config, env: Mapping[str, str]) -> tuple[list[Path], list[str]]:
+    """image-builder's own credential files and secret variables: no build account may read
+    them, and no build secret may carry them."""
+    from image_builder import sandbox
+    from image_builder.registry import auth_files
+
+    files = list(auth_files(env))
+    variables = list(sandbox.SECRET_VARIABLES)
+    variables += [t.github_api_token_env for t in config.trust if t.github_api_token_env]
+    for signer in config.sign_config.signers:
+        if signer.type == "cosign":
+            cosign = signer.cosign()
+            files.append(Path(cosign.private_key))
+            if cosign.password_env:
+                variables.append(cosign.password_env)
+        else:
+            files.append(Path(signer.notary().secret.path))
+    return files, variables
+
+
+def check_base_images(plan: BuildPlan, host_platform: str) -> None:
+    """--use-restricted-registry, before anything runs: every image the Dockerfile names comes
+    from under ``plan.restricted_registries``. The build's containers policy enforces the same
+    again when buildah pulls."""
+    from image_builder.dockerfile import check_restricted
+
+    label = str(plan.dockerfile.relative_to(plan.context_dir))
+    try:
+        text = plan.dockerfile.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise InputError(f"cannot read {label}: {exc.strerror}; make it readable") from None
+    check_restricted(
+        text,
+        label=label,
+        build_args=dict(plan.build_args),
+        platforms=plan.platforms,
+        build_platform=host_platform,
+        prefixes=plan.restricted_registries,
+    )
 
 
 def verify_caller(
@@ -171,14 +288,21 @@ def run_build(
 
     reporter.mask(token_from(options.oidc_token, env) or "")
     check_stages(options)
+    said: list[str] = []
     plan, config, claims = prepare(
         options,
         env=env,
         now=now,
         host_platform=host_platform,
         verify=options.layout_out is None,
+        warn=said.append,
     )
+    for secret in plan.secrets:
+        for value in secret.masks():
+            reporter.mask(value)
     reporter = reporter.with_format(config.log_format)
+    for notice in (*config.notices, *said):
+        reporter.warning(notice)
     if options.tags_output_file is not None:
         from image_builder.commands.tags import write_tags_file
 
@@ -431,19 +555,8 @@ def check_reach(accounts: Sequence[BuildAccount], config: Config, env: Mapping[s
     """Refuse to build while any build account could read a key, a credential file, or (when
     the build runs as image-builder's own account) a secret variable."""
     from image_builder import sandbox
-    from image_builder.registry import auth_files
 
-    files = list(auth_files(env))
-    secret_env = list(sandbox.SECRET_VARIABLES)
-    secret_env += [t.github_api_token_env for t in config.trust if t.github_api_token_env]
-    for signer in config.sign_config.signers:
-        if signer.type == "cosign":
-            cosign = signer.cosign()
-            files.append(Path(cosign.private_key))
-            if cosign.password_env:
-                secret_env.append(cosign.password_env)
-        else:
-            files.append(Path(signer.notary().secret.path))
+    files, secret_env = own_secrets(config, env)
     exposed = sorted(
         {f for a in accounts for f in sandbox.exposed_secrets(a, files, env, secret_env)}
     )

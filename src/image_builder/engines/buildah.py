@@ -1,8 +1,10 @@
 """buildah: the only module that runs it. Builds every platform once, in the sandbox, and hands
-the image over as a verified OCI layout. It holds no credentials and no keys."""
+the image over as a verified OCI layout. It holds no registry credentials and no keys; the build
+secrets of a plan it only hands to the build."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from image_builder import layout, proc, sandbox, workdirs
 from image_builder.engines import BuiltImage
-from image_builder.errors import ImageBuilderError, ToolMissingError
+from image_builder.errors import ImageBuilderError, RuntimeFailure, ToolMissingError
 from image_builder.http import Deadline
 from image_builder.oci import is_loopback
 from image_builder.plan import BuildPlan
@@ -28,6 +30,10 @@ log = logging.getLogger(__name__)
 
 _RUN_INSTRUCTION = re.compile(r"^\s*RUN\s", re.IGNORECASE | re.MULTILINE)
 _LOCAL_PREFIX = "localhost/image-builder-local"
+# In the work folder, beside the sandbox and out of the build account's hands.
+_SECRETS = "secrets"
+_POLICY = "policy.json"
+_SYSTEM_POLICY = Path("/etc/containers/policy.json")
 
 
 class BuildahEngine:
@@ -61,6 +67,7 @@ class BuildahEngine:
         self._binfmt_dir = binfmt_dir
         self._work: Path | None = None
         self._lock = threading.Lock()
+        self._masks: tuple[str, ...] = ()  # the build secrets' values, hidden in every line
 
     # --- public -------------------------------------------------------------------------------
 
@@ -79,6 +86,7 @@ class BuildahEngine:
             stopping=lambda: proc.CHILDREN.stopping,
         ) as account:
             self._account = account
+            self._masks = tuple(m for secret in plan.secrets for m in secret.masks())
             work = self._prepare(plan)
             try:
                 self._build_in(work / "sandbox", plan)
@@ -87,6 +95,10 @@ class BuildahEngine:
                 # of this account: the build's processes died with its PID namespace, and the
                 # folder above is image-builder's alone.
                 work.chmod(0o700)
+                # The secrets' copies go now, not with the rest in the background: nothing
+                # needs them any more, and the build's storage, which had them while a RUN step
+                # ran, is out of every build account's reach from here on.
+                shutil.rmtree(work / _SECRETS, ignore_errors=True)
         image = layout.take(work / "sandbox" / "layout", work / "image", plan.platforms)
         return BuiltImage(layout=image, platforms=plan.platforms)
 
@@ -108,6 +120,7 @@ class BuildahEngine:
         # process beats one rootless buildah process per platform (measured: 0.12 s against
         # 0.23 s for two platforms).
         export = ["manifest", "push", "--all"] if is_list else ["push"]
+        export += self._policy_args(plan, box)
         self._bud(
             plan, box, local_name, is_list=is_list, then=[*export, "--quiet", local_name, out]
         )
@@ -216,6 +229,14 @@ class BuildahEngine:
                 args += ["--cache-to", plan.cache.cache_to]
         else:
             args += ["--layers=false"]
+        # Each secret by the path of its copy: its value is never on a command line (ps shows
+        # those to every account) nor in the build's environment.
+        for index, secret in enumerate(plan.secrets):
+            args += [
+                "--secret",
+                f"id={secret.id},src={box.parent / _SECRETS / str(index)},type=file",
+            ]
+        args += self._policy_args(plan, box)
         args.append(str(context))
         binds = [(plan.context_dir, context)] if self._account.dedicated else []
         argv = ["buildah", *args]
@@ -223,6 +244,13 @@ class BuildahEngine:
             second = " ".join(shlex.quote(a) for a in then)
             argv = ["sh", "-c", f'buildah "$@" && exec buildah {second}', "sh", *args]
         self._sandboxed(box, argv, what=f"build for {platforms}", binds=binds)
+
+    def _policy_args(self, plan: BuildPlan, box: Path) -> list[str]:
+        """The build's own containers policy under --use-restricted-registry; else the
+        machine's, as always."""
+        if not plan.restricted_registries:
+            return []
+        return ["--signature-policy", str(box.parent / _POLICY)]
 
     def _sandboxed(
         self, box: Path, argv: list[str], *, what: str, binds: list[tuple[Path, Path]] | None = None
@@ -253,7 +281,14 @@ class BuildahEngine:
                     emit(line)
 
         deadline = self._deadline or Deadline(self._build_timeout)
-        return proc.run(argv, env=env, on_line=on_line, what=what, timeout=deadline.remaining())
+        return proc.run(
+            argv,
+            env=env,
+            secrets=self._masks,
+            on_line=on_line,
+            what=what,
+            timeout=deadline.remaining(),
+        )
 
     def _global_args(self) -> list[str]:
         driver = self._storage_driver or choose_storage_driver(self._env)
@@ -296,7 +331,40 @@ class BuildahEngine:
             )
             (box / "registries.conf").write_text(base + entries)
             (box / "registries.conf").chmod(0o644)
+        if plan.restricted_registries:
+            self._write_policy(plan, self._work / _POLICY)
+        if plan.secrets:
+            self._hand_secrets(plan, self._work / _SECRETS)
         return self._work
+
+    def _write_policy(self, plan: BuildPlan, path: Path) -> None:
+        """--use-restricted-registry, again at pull time: a policy that lets buildah pull only
+        from the restricted prefixes (and the build's cache), whatever the Dockerfile turned out
+        to name. It lies outside the sandbox folder, where the build account cannot replace it."""
+        allowed = list(plan.restricted_registries)
+        if plan.cache is not None:
+            allowed += [r for r in (plan.cache.cache_from, plan.cache.cache_to) if r]
+        policy = sandbox.pull_policy(dict.fromkeys(allowed), _system_policy())
+        path.write_text(json.dumps(policy, indent=2) + "\n")
+        path.chmod(0o644)
+
+    def _hand_secrets(self, plan: BuildPlan, folder: Path) -> None:
+        """A copy of each secret in a folder of image-builder's that the build account may pass
+        through but not list or write, each file readable by that account alone."""
+        folder.mkdir(mode=0o711 if self._account.dedicated else 0o700)
+        if "," in str(folder):  # buildah splits --secret at commas
+            raise RuntimeFailure(
+                f"the work folder {folder} has a comma in its path, which buildah's --secret "
+                "cannot take; set TMPDIR to a folder without one"
+            )
+        try:
+            for index, secret in enumerate(plan.secrets):
+                sandbox.hand_secret(folder / str(index), secret.value, self._account)
+        except OSError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise RuntimeFailure(
+                f"cannot write the build secrets into {folder}: {exc.strerror}"
+            ) from None
 
     def _check_emulation(self, plan: BuildPlan) -> None:
         host_arch = arch_of(self._host_platform)
@@ -408,6 +476,24 @@ def _on_overlayfs(path: Path) -> bool:
         if target == fields[1] or target.startswith(fields[1].rstrip("/") + "/"):
             best, fstype = fields[1], fields[2]
     return fstype in ("overlay", "aufs")
+
+
+def _system_policy(path: Path = _SYSTEM_POLICY) -> dict[str, object] | None:
+    """The machine's containers policy, which buildah in the sandbox would use (its home has
+    none); ``None`` when there is none. One that cannot be read stops the build rather than be
+    replaced: it may ask for signatures that a restricted build must keep asking for."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise RuntimeFailure(
+            f"cannot read the containers policy {path} ({exc}); fix it, since restricted builds "
+            "keep what it requires"
+        ) from None
+    if not isinstance(data, dict):
+        raise RuntimeFailure(f"the containers policy {path} is not a JSON object; fix it")
+    return data
 
 
 def _effective_registries_conf(env: Mapping[str, str]) -> str:
