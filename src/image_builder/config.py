@@ -645,7 +645,7 @@ def _go_leniency(data: dict[str, Any], notices: list[str], source: str) -> dict[
     """Values the Go tool took without a word: other log formats, registry URLs over http."""
     data = dict(data)
     log_format = data.get("log-format")
-    if log_format is not None and log_format not in ("color", "text", "json"):
+    if isinstance(log_format, str) and log_format not in ("color", "text", "json"):
         notices.append(
             f"{source}: log-format {log_format!r} is not color, text or json; using text"
         )

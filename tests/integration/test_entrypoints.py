@@ -42,8 +42,8 @@ def test_entry_points_compute_tags(command: list[str], tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [
-        {"name": "default_tag", "value": "PR-2"},
         {"name": "latest", "value": "latest"},
+        {"name": "default_tag", "value": "PR-2", "validation": "^(PR-[0-9]+)$"},
     ]
 
 

@@ -128,7 +128,7 @@ def test_push_event_goes_to_prod_signed(
     assert report["signed"] is True
     summary = (runner_temp / "step_summary.md").read_text()
     assert "| Image | Digest | Architectures |" in summary
-    assert f"| `{images[0]}` | `{run.outputs['digest']}` | amd64, arm64 |" in summary
+    assert f"| `{images[0]}` | `{run.outputs['digest']}` | linux/amd64, linux/arm64 |" in summary
     verified = cli("verify", images[0], "--key", str(public_key))
     assert verified.returncode == 0, verified.stderr
     build_step = run.steps[-1]

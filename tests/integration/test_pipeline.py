@@ -274,8 +274,8 @@ def test_a_pull_request_run_has_no_job_that_can_read_signing_material(
     build = next(job for job in result.compiled["jobs"] if job["job"] == "build")
     assert build["pool"] == {"name": "image-builder-untrusted"}
     report = parse_from_logs(result.log)
-    assert report.images_list == [f"{pipeline.registry.address}/dev/org/app:PR-7",
-                                  f"{pipeline.registry.address}/dev/org/app:latest"]  # fmt: skip
+    assert report.images_list == [f"{pipeline.registry.address}/dev/org/app:latest",
+                                  f"{pipeline.registry.address}/dev/org/app:PR-7"]  # fmt: skip
     assert report.signed is False
 
 
