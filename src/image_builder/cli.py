@@ -7,6 +7,7 @@ import argparse
 import errno
 import logging
 import os
+import re
 import signal
 import sys
 import traceback
@@ -900,6 +901,16 @@ GO_CONFIG_PATH = "/config/image-builder-config.yaml"  # the Go tool's default --
 GO_TAGS_OUTPUT_FILE = "/generated-tags.json"  # the Go tool's default --tags-output-file
 
 
+def _ours(argv: Sequence[str]) -> bool:
+    """Our own spelling with the global flags first: ``--silent --log-dir L build ...``."""
+    rest = list(argv)
+    while (rest and rest[0] in ("--silent", "--log-dir", "--debug")) or (
+        rest and rest[0].startswith("--log-dir=")
+    ):
+        rest = rest[2:] if rest[0] == "--log-dir" else rest[1:]
+    return bool(rest) and not rest[0].startswith("-")
+
+
 def translate_legacy_argv(
     argv: Sequence[str], *, exists: Callable[[str], bool] = os.path.exists
 ) -> list[str]:
@@ -908,6 +919,8 @@ def translate_legacy_argv(
     ``--sign-only``, flags another mode reads are accepted and ignored, and the Go defaults for
     ``--config`` and (in parse-tags-only mode) ``--tags-output-file`` apply."""
     if not argv or not argv[0].startswith("-") or argv[0] in ("-h", "--help", "--version"):
+        return list(argv)
+    if _ours(argv):
         return list(argv)
     flags: list[tuple[str, str | None]] = []  # (name, value); None for a true bool
     rest: list[str] = []
@@ -925,8 +938,8 @@ def translate_legacy_argv(
                 raise UsageError(f"--{name}={value}: a Go boolean flag takes true or false")
             if has_value and value.lower() in _GO_FALSE:
                 continue
-            if name in ("parse-tags-only", "sign-only"):
-                command = "tags" if name == "parse-tags-only" else "sign"
+            if name == "sign-only" or (name == "parse-tags-only" and command != "sign"):
+                command = "tags" if name == "parse-tags-only" else "sign"  # Go: sign-only wins
             else:
                 flags.append((name, None))
         elif name in _GO_VALUE:
@@ -993,14 +1006,17 @@ def _keep_log(args: argparse.Namespace, reporter: Reporter) -> None:
     reporter.keep_log(log, silent=args.silent)
 
 
+_DEBUG = re.compile(r"--?debug(=(1|t|T|true|TRUE|True))?")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     # pydantic scans every installed distribution for plugins on import (~10 ms of start-up);
     # Image Builder uses none.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     env: Mapping[str, str] = dict(os.environ)
-    debug = any(a in ("--debug", "-debug", "--debug=true") for a in args_in)
-    args_in = [a for a in args_in if a not in ("--debug", "-debug", "--debug=true")]
+    debug = any(_DEBUG.fullmatch(a) for a in args_in)
+    args_in = [a for a in args_in if not _DEBUG.fullmatch(a)]
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         stream=sys.stderr,

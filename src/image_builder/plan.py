@@ -117,7 +117,11 @@ def validate_name(name: str) -> str:
 
 
 def parse_build_args(
-    values: Sequence[str], env: Mapping[str, str], *, trusted_side: bool = False
+    values: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    trusted_side: bool = False,
+    why: str = "with a trust policy, build arguments never come from this machine's environment",
 ) -> list[tuple[str, str]]:
     """``K=V`` pairs; a bare ``K`` takes its value from the environment, as docker build does,
     except on the trusted side, whose environment holds secrets that no caller may ask for."""
@@ -130,10 +134,7 @@ def parse_build_args(
             )
         if not sep:
             if trusted_side:
-                raise InputError(
-                    f"--build-arg {key} has no value; with a trust policy, build arguments never "
-                    f"come from this machine's environment: pass {key}=value"
-                )
+                raise InputError(f"--build-arg {key} has no value; {why}: pass {key}=value")
             if key not in env:
                 raise InputError(
                     f"--build-arg {key} has no value and {key} is not set; use {key}=value"

@@ -76,8 +76,8 @@ class Reporter:
         return previous
 
     def result(self, text: str) -> None:
-        """A machine-readable result, on stdout."""
-        self._out.write(text + "\n")
+        """A machine-readable result, on stdout (a registered secret never, not even there)."""
+        self._out.write(self._hide(text) + "\n")
         self._out.flush()
 
     def mask(self, secret: str) -> None:
@@ -85,9 +85,12 @@ class Reporter:
         directive; it is the only place the value is ever written."""
         if not secret or secret in self._masked:
             return
-        self._masked.add(secret)
-        if self.github:
-            self._err.write(f"::add-mask::{secret}\n")
+        # Longest first, so a value is replaced whole before any of its lines.
+        lines = [line for line in _LINE_BREAK.split(secret) if line.strip()]
+        self._masked.update([secret, *lines])
+        if self.github:  # the runner reads one line per directive: one directive per line
+            for line in dict.fromkeys(lines):
+                self._err.write(f"::add-mask::{line}\n")
             self._err.flush()
 
     def stream(self, line: str) -> None:
@@ -157,9 +160,13 @@ class Reporter:
         line = json.dumps({"level": level, "msg": message, **fields}, sort_keys=True)
         self._line(line, quiet=quiet)
 
-    def _line(self, text: str, *, quiet: bool = False) -> None:
-        for secret in self._masked:
+    def _hide(self, text: str) -> str:
+        for secret in sorted(self._masked, key=len, reverse=True):
             text = text.replace(secret, "***")
+        return text
+
+    def _line(self, text: str, *, quiet: bool = False) -> None:
+        text = self._hide(text)
         if self._log is not None:
             self._log.write(text + "\n")
             self._log.flush()

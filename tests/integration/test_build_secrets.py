@@ -72,7 +72,9 @@ def test_secrets_reach_their_run_steps_and_nothing_else(
 ) -> None:
     from_file = secret("file-secret-4b1e9d2a")
     from_env = secret("env-secret-c07d3e55")
-    netrc = secret("machine-netrc-password-91ab77")
+    password = secret("machine-netrc-password-91ab77")
+    # Several lines, as a netrc has: GitHub reads one line per ::add-mask::, so each is masked.
+    netrc = f"machine git.example.com\nlogin robot\npassword {password}\n"
     (tmp_path / "tok.txt").write_text(from_file + "\n")
     (tmp_path / "netrc").write_text(netrc)
     steps = "".join(
@@ -111,17 +113,18 @@ def test_secrets_reach_their_run_steps_and_nothing_else(
     # The value itself is nowhere: output, layers, config and history, report.
     history = json.dumps(image_config(ref)["history"])
     assert "--mount=type=secret,id=tok" in history
-    for value in (from_file, from_env, netrc):
+    for value in (from_file, from_env, password):
         assert_nowhere(value, run, pushed)
         assert value not in history
         assert value not in report_file.read_text()
+    assert f"::add-mask::password {password}" in run.stderr  # each line its own directive
     # buildah ran with each secret as a path (to a copy only the build account could read), in
     # an environment without it, and with the restricted pull policy.
     recorded = calls.read_text()
     assert "--secret id=tok,src=" in recorded
     assert "--secret id=netrc,src=" in recorded
     assert "--signature-policy" in recorded
-    for value in (from_file, from_env, netrc):
+    for value in (from_file, from_env, password):
         assert value not in recorded
     assert not leftover_secret_folders()
 

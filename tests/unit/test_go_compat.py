@@ -583,3 +583,86 @@ def test_action_takes_the_go_input_names(
         True,
         "t",
     )
+
+
+# --- review findings -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--name=x", "--export-tags=maybe"], {}, "--export-tags=maybe: a Go boolean flag takes "
+         "true or false"),
+        (["--name=x", "--tag"], {}, "--tag needs a value; see 'image-builder --help'"),
+        (["--name=x", "--config=config.yaml", "--dry-run", "--secret=id=a,env=HOME"], ADO_COMMIT,
+         "--secret cannot be sent to Azure DevOps: the trusted pipeline mounts only the secrets "
+         "its own config declares (go-internal-sap-modules); drop --secret or build with "
+         "--backend local"),
+        (["--name=x", "--config=config.yaml", "--dry-run", "--build-arg=HOME"], ADO_COMMIT,
+         "--build-arg HOME has no value; the ADO backend sends build arguments as given, never "
+         "this machine's values: pass HOME=value"),
+        (["--name=x", "--config=config.yaml", "--dry-run"],
+         {"JENKINS_HOME": "/j", "GIT_URL": "github.com/o/r.git", "CHANGE_ID": "3",
+          "CHANGE_BASE_SHA": "abcd1234"},
+         "a pull request build needs the pull request's head SHA"),
+    ],
+)  # fmt: skip
+def test_go_command_line_refusals(
+    argv: list[str],
+    env: dict[str, str],
+    message: str,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    set_env(monkeypatch, env)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(message), err
+    assert len(err.splitlines()) == 1
+
+
+def test_postsubmit_ignores_pull_pull_sha_as_go_did(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An Azure DevOps job passes `$(PULL_PULL_SHA)` unexpanded outside pull requests."""
+    set_env(monkeypatch, {**ADO_COMMIT, "PULL_PULL_SHA": "$(PULL_PULL_SHA)"})
+    assert dry_run(capsys)["PullBaseSHA"] == "abcdef123456"
+
+
+def test_our_global_flags_before_a_subcommand_and_go_precedence() -> None:
+    never = {"exists": lambda _: False}
+    ours = ["--silent", "--log-dir", "/l", "build", "--name", "x"]
+    assert translate_legacy_argv(ours, **never) == ours
+    assert translate_legacy_argv(["--log-dir=/l", "tags"], **never) == ["--log-dir=/l", "tags"]
+    assert translate_legacy_argv(["--parse-tags-only", "--sign-only", "--images-to-sign=a"],
+                                 **never) == ["sign", "--images-to-sign=a"]  # fmt: skip
+    assert translate_legacy_argv(["--sign-only", "--parse-tags-only", "--images-to-sign=a"],
+                                 **never) == ["sign", "--images-to-sign=a"]  # fmt: skip
+
+
+@pytest.mark.parametrize("flag", ["-debug", "--debug", "-debug=true", "--debug=1"])
+def test_go_debug_spellings_turn_debug_on(
+    flag: str, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([flag, "--parse-tags-only", "--tag={{ .Nope }}", "--tags-output-file="]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_a_multi_line_secret_is_masked_line_by_line() -> None:
+    """GitHub's runner reads one line per ::add-mask:: directive; the rest would show."""
+    import io
+
+    from image_builder.reporter import Reporter
+
+    out, err = io.StringIO(), io.StringIO()
+    reporter = Reporter(out=out, err=err, env={"GITHUB_ACTIONS": "true"})
+    reporter.mask("machine h\nlogin robot\npassword p4ss-7c1d\n")
+    assert err.getvalue().splitlines() == [
+        "::add-mask::machine h",
+        "::add-mask::login robot",
+        "::add-mask::password p4ss-7c1d",
+    ]
+    reporter.result('{"final": "password p4ss-7c1d"}')
+    reporter.stream("cat: password p4ss-7c1d")
+    assert "p4ss-7c1d" not in out.getvalue() + err.getvalue().split("\n", 3)[3]

@@ -105,7 +105,17 @@ def run_ado_build(
     if options.tag_base64:
         specs += decode_tags_base64(options.tag_base64)
     raw_tags = [f"{spec.name}={spec.template}" for spec in specs]
-    build_args = tuple(f"{k}={v}" for k, v in parse_build_args(options.build_args, env))
+    # The pipeline gets build arguments as given: a bare KEY would send this machine's value of
+    # it (a token, in a CI step) into a template parameter that anyone who can read runs reads.
+    build_args = tuple(
+        f"{k}={v}"
+        for k, v in parse_build_args(
+            options.build_args,
+            env,
+            trusted_side=True,
+            why="the ADO backend sends build arguments as given, never this machine's values",
+        )
+    )
     request = AdoRequest(
         name=options.name,
         context=options.context,

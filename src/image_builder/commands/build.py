@@ -79,7 +79,12 @@ def prepare(
     from image_builder.secrets import load as load_secret
 
     inputs = load_inputs_for(options, env)
-    sources = secret_sources(options, inputs.config, inputs.root, env)
+    # The publish stage builds nothing: it neither needs nor reads a build secret.
+    sources = (
+        []
+        if options.from_layout is not None
+        else secret_sources(options, inputs.config, inputs.root, env)
+    )
     if options.use_restricted_registry and not inputs.config.restricted_registries:
         raise InputError(
             "--use-restricted-registry needs restricted-registries in config.yaml (registry "

@@ -62,7 +62,7 @@ def write_tags_file(path: Path, tags: list[Tag]) -> None:
     from image_builder.commands.build import why_unwritable
 
     try:
-        write_atomic(path, tags_json(tags) + "\n")
+        write_atomic(path, tags_json(tags) + "\n", mode=0o644)  # tags are no secret; as Go
     except OSError as exc:
         raise InputError(
             f"cannot write --tags-output-file {path}: {why_unwritable(path, exc)}; pass a "

@@ -28,8 +28,9 @@ def load(env: Mapping[str, str]) -> CIContext:
         _required(env, "PULL_BASE_SHA", "the base commit SHA"), "PULL_BASE_SHA", short=True
     )
     pr_number = None
-    pull_sha = check_sha(env.get("PULL_PULL_SHA"), "PULL_PULL_SHA", short=True)
-    if kind == "presubmit":
+    pull_sha = None
+    if kind == "presubmit":  # read only there, as the Go tool did
+        pull_sha = check_sha(env.get("PULL_PULL_SHA"), "PULL_PULL_SHA", short=True)
         pr_number = check_pr_number(
             _required(env, "PULL_NUMBER", "the pull request number"), "PULL_NUMBER"
         )
