@@ -256,6 +256,45 @@ def test_a_go_client_run_with_the_token_as_a_parameter(pipeline: Pipeline, base_
     assert f"{pipeline.registry.address}/prod/org/app:r-{commit[:8]}" in report.images_list
 
 
+def test_the_go_flags_reach_the_build_through_the_pipeline(
+    pipeline: Pipeline, base_image: str, tmp_path: Path
+) -> None:
+    """UseGoInternalSAPModules and useRestrictedRegistry as the Go client sends them: the build
+    job mounts the trusted config's credential and builds from a restricted registry."""
+    password = secret("go-modules-credential-5e2a")
+    (tmp_path / "netrc").write_text(f"machine git.example.com\npassword {password}\n")
+    pipeline.config.write_text(
+        pipeline.config.read_text()
+        + f"go-internal-sap-modules: {{file: {tmp_path / 'netrc'}}}\n"
+        + f"restricted-registries: [{pipeline.registry.address}/base]\n"
+    )
+    go = {"UseGoInternalSAPModules": "true", "useRestrictedRegistry": "true"}
+    dockerfile = (
+        f"FROM {base_image}\n"
+        "RUN --mount=type=secret,id=netrc grep -c password /run/secrets/netrc > /netrc-lines\n"
+    )
+    result, _ = pipeline.run({"Dockerfile": dockerfile}, params=go)
+    assert pipeline.results(result) == {
+        "verify": "Succeeded", "build": "Succeeded", "publish": "Succeeded", "sign": "Succeeded",
+    }, result.log[-4000:]  # fmt: skip
+    assert password not in result.log  # the RUN step found it: without it, grep fails
+
+
+def test_use_restricted_registry_from_the_go_client_refuses_other_bases(
+    pipeline: Pipeline, base_image: str
+) -> None:
+    pipeline.config.write_text(
+        pipeline.config.read_text() + f"restricted-registries: [{pipeline.registry.address}/ok]\n"
+    )
+    result, _ = pipeline.run(
+        {"Dockerfile": f"FROM {base_image}\n"}, params={"useRestrictedRegistry": "true"}
+    )
+    assert pipeline.results(result) == {
+        "verify": "Succeeded", "build": "Failed", "publish": "Skipped", "sign": "Skipped",
+    }, result.log[-4000:]  # fmt: skip
+    assert f"FROM {base_image} is not in restricted-registries" in result.log
+
+
 def test_a_pull_request_run_has_no_job_that_can_read_signing_material(
     pipeline: Pipeline, base_image: str, tmp_path: Path
 ) -> None:
