@@ -886,7 +886,7 @@ _GO_VALUE = {
     "azure-access-token",  # an older Go flag
 }
 _GO_RENAMED = {"azure-access-token": "ado-pat"}
-_GLOBAL = {"silent", "log-dir", "debug"}
+_GLOBAL = {"silent", "log-dir"}  # --debug never gets here: main() takes it out first
 # What each mode reads; the Go tool accepted, and ignored, every other flag in that mode.
 _MODE_FLAGS = {
     "tags": {"config", "context", "name", "dockerfile", "tag", "tag-base64", "tags-output-file"},
@@ -904,7 +904,7 @@ GO_TAGS_OUTPUT_FILE = "/generated-tags.json"  # the Go tool's default --tags-out
 def _ours(argv: Sequence[str]) -> bool:
     """Our own spelling with the global flags first: ``--silent --log-dir L build ...``."""
     rest = list(argv)
-    while (rest and rest[0] in ("--silent", "--log-dir", "--debug")) or (
+    while (rest and rest[0] in ("--silent", "--log-dir")) or (
         rest and rest[0].startswith("--log-dir=")
     ):
         rest = rest[2:] if rest[0] == "--log-dir" else rest[1:]

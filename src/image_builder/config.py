@@ -643,6 +643,8 @@ def parse_config(text: str, *, source: str = "config.yaml") -> Config:
 
 def _go_leniency(data: dict[str, Any], notices: list[str], source: str) -> dict[str, Any]:
     """Values the Go tool took without a word: other log formats, registry URLs over http."""
+    from image_builder.oci import plain_http
+
     data = dict(data)
     log_format = data.get("log-format")
     if isinstance(log_format, str) and log_format not in ("color", "text", "json"):
@@ -657,8 +659,6 @@ def _go_leniency(data: dict[str, Any], notices: list[str], source: str) -> dict[
             if not isinstance(value, str) or not value.lower().startswith("http://"):
                 continue
             host = value[len("http://") :].split("/", 1)[0]
-            from image_builder.oci import plain_http
-
             if not plain_http(host, insecure):
                 notices.append(
                     f"{source}: {key} {value!r}: the scheme is dropped and {host} is reached over HTTPS; "

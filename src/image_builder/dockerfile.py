@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from image_builder.errors import InputError
+from image_builder.oci import parse_reference
 
 # containers/image transports that buildah accepts in FROM as `<transport>:<reference>`.
 _TRANSPORTS = frozenset(
@@ -32,13 +33,6 @@ _TRANSPORTS = frozenset(
 )
 _DIRECTIVE = re.compile(r"#\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(.*?)\s*")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# The distribution reference grammar (github.com/distribution/reference).
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_PATH = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_LABEL = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
-_DOMAIN = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?")
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
-_DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -385,10 +379,10 @@ def _image(
 
 def normalise(text: str) -> str:
     """``busybox`` → ``docker.io/library/busybox``, ``org/x:1`` → ``docker.io/org/x:1``, as
-    docker does: the first part is a registry host when it has a ``.`` or ``:``, is
-    ``localhost``, or has upper-case letters. A ``docker://`` prefix is dropped; another
-    transport (``oci:``, ``docker-archive:``, ...) is a :class:`BadReference`, since buildah then
-    reads no registry at all (and ``oci:latest`` is such a transport to buildah, not an image)."""
+    docker does (:func:`image_builder.oci.parse_reference`). A ``docker://`` prefix is dropped;
+    another transport (``oci:``, ``docker-archive:``, ...) is a :class:`BadReference`, since
+    buildah then reads no registry at all (and ``oci:latest`` is such a transport to buildah,
+    not an image)."""
     transport, colon, rest = text.partition(":")
     if colon and transport in _TRANSPORTS:
         if transport != "docker":
@@ -398,32 +392,11 @@ def normalise(text: str) -> str:
             )
         if rest.startswith("//"):
             text = rest[2:]
-    first, slash, remainder = text.partition("/")
-    is_host = any(c in first for c in ".:") or first == "localhost" or first.lower() != first
-    if not slash or not is_host:
-        domain, remainder = "docker.io", text
-    else:
-        domain = "docker.io" if first == "index.docker.io" else first
-    if domain == "docker.io" and "/" not in remainder:
-        remainder = f"library/{remainder}"
-    path, at, digest = remainder.partition("@")
-    head, slash, last = path.rpartition("/")
-    last, colon, tag = last.partition(":")
-    path = head + slash + last
-    if (
-        not _DOMAIN.fullmatch(domain)
-        or not _PATH.fullmatch(path)
-        or (colon and not _TAG.fullmatch(tag))
-        or (at and not _DIGEST.fullmatch(digest))
-    ):
-        raise BadReference(f"{text!r} is not a valid image reference; correct it")
-    return f"{domain}/{path}" + (f":{tag}" if colon else "") + (f"@{digest}" if at else "")
-
-
-def repository(reference: str) -> str:
-    """``host/path`` of a normalised reference, without its tag or digest."""
-    head, _, last = reference.split("@", 1)[0].rpartition("/")
-    return f"{head}/{last.partition(':')[0]}"
+    try:
+        ref = parse_reference(text, default_tag=None)
+    except InputError:
+        raise BadReference(f"{text!r} is not a valid image reference; correct it") from None
+    return ref.name + (f":{ref.tag}" if ref.tag else "") + (f"@{ref.digest}" if ref.digest else "")
 
 
 def normalise_prefix(prefix: str) -> str:
@@ -435,7 +408,7 @@ def normalise_prefix(prefix: str) -> str:
 def under(reference: str, prefix: str) -> bool:
     """Whether the normalised ``reference`` lies under the registry ``prefix`` on path-component
     boundaries: ``cgr.dev/sap`` holds ``cgr.dev/sap/go`` but not ``cgr.dev/sapper/x``."""
-    name = repository(reference)
+    name = parse_reference(reference).name
     prefix = normalise_prefix(prefix)
     return name == prefix or name.startswith(prefix + "/")
 

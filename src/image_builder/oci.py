@@ -15,6 +15,10 @@ TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 # The distribution spec's repository grammar: lower-case components joined by "/".
 COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _PATH = re.compile(rf"{COMPONENT.pattern}(?:/{COMPONENT.pattern})*")
+# A registry host as the distribution reference grammar has it: DNS labels or a bracketed IPv6
+# address, and an optional port.
+_LABEL = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
+_HOST = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?")
 
 
 def split_host(host_port: str) -> tuple[str, int | None]:
@@ -78,9 +82,12 @@ class Reference:
         return f"{self.name}:{self.tag}"
 
 
-def parse_reference(text: str) -> Reference:
-    """``host[:port]/path/name[:tag][@sha256:...]``; a missing host means Docker Hub. For what a
-    user types (``sign``, ``verify``, base images); the plan never goes through text."""
+def parse_reference(text: str, *, default_tag: str | None = "latest") -> Reference:
+    """``host[:port]/path/name[:tag][@sha256:...]`` as docker reads it: the first part is a
+    registry host when it has a ``.`` or ``:``, is ``localhost``, or has upper-case letters;
+    otherwise (and for ``index.docker.io``) the image is on Docker Hub, where a one-part name is
+    under ``library/``. For what a user types (``sign``, ``verify``, base images); the plan
+    never goes through text. ``default_tag`` is the tag of a reference that names neither."""
     original = text
     digest = None
     if "@" in text:
@@ -95,17 +102,21 @@ def parse_reference(text: str) -> Reference:
         text, tag = text.rsplit(":", 1)
         if not TAG.fullmatch(tag):
             raise InputError(f"image reference {original!r} has an invalid tag {tag!r}")
-    parts = text.split("/")
-    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
-        host, path = parts[0], "/".join(parts[1:])
+    first, slash, rest = text.partition("/")
+    if slash and (any(c in first for c in ".:") or first == "localhost" or first != first.lower()):
+        host, path = first, rest
     else:
-        host, path = "docker.io", text if len(parts) > 1 else f"library/{text}"
-    if not path or not _PATH.fullmatch(path):
+        host, path = "docker.io", text
+    if host == "index.docker.io":
+        host = "docker.io"
+    if host == "docker.io" and "/" not in path:
+        path = f"library/{path}"
+    if not _HOST.fullmatch(host) or not _PATH.fullmatch(path):
         raise InputError(
             f"image reference {original!r} is not a valid OCI reference, e.g. ghcr.io/org/app:tag"
         )
     if tag is None and digest is None:
-        tag = "latest"
+        tag = default_tag
     return Reference(host=host, repository=path, tag=tag, digest=digest)
 
 
@@ -157,4 +168,4 @@ class Destination:
 
 def destination(registry: Registry, name: str, tags: Iterable[str]) -> Destination:
     repository = f"{registry.path}/{name}" if registry.path else name
-    return Destination(registry=registry, repository=repository, tags=tuple(dict.fromkeys(tags)))
+    return Destination(registry=registry, repository=repository, tags=tuple(tags))

@@ -23,7 +23,7 @@ from image_builder.oci import (
 )
 from image_builder.secrets import BuildSecret
 from image_builder.signing import SignerChoice, select_signers
-from image_builder.tags import Tag
+from image_builder.tags import Tag, tag_values
 
 _MAX_NAME = 255
 _ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -181,7 +181,7 @@ def make_plan(
                 f"{text}/{name} is longer than {_MAX_NAME} characters; use a shorter --name"
             )
         registry = Registry.parse(text, config.insecure_registries)
-        destinations.append(destination(registry, name, (tag.value for tag in tags)))
+        destinations.append(destination(registry, name, tag_values(tags)))
 
     args: dict[str, str] = {}
     for key, value in build_args:

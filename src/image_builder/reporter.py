@@ -85,7 +85,6 @@ class Reporter:
         directive; it is the only place the value is ever written."""
         if not secret or secret in self._masked:
             return
-        # Longest first, so a value is replaced whole before any of its lines.
         lines = [line for line in _LINE_BREAK.split(secret) if line.strip()]
         self._masked.update([secret, *lines])
         if self.github:  # the runner reads one line per directive: one directive per line
@@ -157,10 +156,12 @@ class Reporter:
             self._line(f"{on}{message}{off}" if self.color and on else message)
 
     def _json(self, level: str, message: str, *, quiet: bool = False, **fields: object) -> None:
-        line = json.dumps({"level": level, "msg": message, **fields}, sort_keys=True)
-        self._line(line, quiet=quiet)
+        # Masked before encoding: JSON escapes quotes and non-ASCII, and the mask would miss.
+        record = {"level": level, "msg": self._hide(message), **fields}
+        self._line(json.dumps(record, sort_keys=True), quiet=quiet)
 
     def _hide(self, text: str) -> str:
+        # Longest first, so a value is replaced whole before any of its lines.
         for secret in sorted(self._masked, key=len, reverse=True):
             text = text.replace(secret, "***")
         return text

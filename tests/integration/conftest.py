@@ -173,7 +173,8 @@ def base_image(
 # --- secrets must never leak ---------------------------------------------------------------------
 
 SECRETS: set[str] = set()  # every secret a test hands to the tool
-OUTPUTS: list[tuple[str, str]] = []  # (where, text) of everything the tool printed or wrote
+# (where, text, whether GitHub consumes ::add-mask:: there) of everything the tool printed or wrote
+OUTPUTS: list[tuple[str, str, bool]] = []
 PLANTED_ENV: dict[str, str] = {}  # secrets planted in every run's environment
 
 
@@ -183,8 +184,9 @@ def secret(value: str) -> str:
     return value
 
 
-def record(where: str, text: str) -> None:
-    OUTPUTS.append((where, text))
+def record(where: str, text: str, *, directives: bool = False) -> None:
+    """``directives``: a GitHub step's log, where the runner consumes ``::add-mask::`` lines."""
+    OUTPUTS.append((where, text, directives))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -205,9 +207,9 @@ def _no_secret_leaks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
 
     found = [
         f"{where}: {line[:200]}"
-        for where, text in OUTPUTS
+        for where, text, directives in OUTPUTS
         for value in SECRETS
-        for line in leaks(value, text)
+        for line in leaks(value, text, directives=directives)
     ]
     stats = os.environ.get("IB_RELIABILITY_STATS")
     if stats:  # figures for docs/reliability.md
@@ -316,7 +318,7 @@ class Started:
         stdout, stderr = "".join(self.out), "".join(self.err)
         where = " ".join(self.args[:2])
         record(f"{where} stdout", stdout)
-        record(f"{where} stderr", stderr)
+        record(f"{where} stderr", stderr, directives=True)
         files = [self.env.get("GITHUB_OUTPUT"), self.env.get("GITHUB_STEP_SUMMARY")]
         if "--build-report-path" in self.args:
             files.append(self.args[self.args.index("--build-report-path") + 1])

@@ -74,7 +74,7 @@ def runner_env(
 
 def act(workspace: Path, runner_temp: Path, env: dict[str, str], **inputs: str) -> ActionRun:
     run = run_action(REPO, inputs=inputs, env=env, workspace=workspace, temp=runner_temp)
-    record("composite action log", run.log)
+    record("composite action log", run.log, directives=True)
     record("composite action outputs", json.dumps(run.outputs))
     for number in range(len(run.steps)):
         output = runner_temp / f"output-{number}"

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
-import tempfile
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from image_builder.cli import main
-from image_builder.commands.build import BuildOptions, prepare
+from image_builder.commands.build import BuildOptions, prepare, withheld_notice
 from image_builder.config import parse_config
 from image_builder.errors import InputError
 from image_builder.plan import gives_secrets
@@ -302,42 +299,60 @@ def test_secrets_go_to_release_builds_only(job_type: str, presubmits: bool, give
     assert gives_secrets(config, job_type) is gives
 
 
-def pr_env(workspace: Path) -> dict[str, str]:
-    return {
-        "GITHUB_ACTIONS": "true",
-        "GITHUB_EVENT_NAME": "pull_request",
-        "GITHUB_EVENT_PATH": str(EVENTS / "pull_request.opened.json"),
-        "TOKEN": VALUE,
-    }
+PR_ENV = {
+    "GITHUB_ACTIONS": "true",
+    "GITHUB_EVENT_NAME": "pull_request",
+    "GITHUB_EVENT_PATH": str(EVENTS / "pull_request.opened.json"),
+    "TOKEN": VALUE,
+}
 
 
 def test_a_pull_request_build_gets_no_secret_and_says_so(workspace: Path) -> None:
     """Not read at all: a fork's pull request has no secrets to give, and its build still
     runs."""
-    warnings: list[str] = []
     options = BuildOptions(
         name="team/app",
         context="ctx",
         secrets=("id=tok,env=TOKEN", "id=file,src=not-there-on-a-fork"),
     )
-    plan, _, _ = prepare(
-        options, env=pr_env(workspace), now=NOW, host_platform="linux/amd64", warn=warnings.append
-    )
+    plan, _, _ = prepare(options, env=PR_ENV, now=NOW, host_platform="linux/amd64")
     assert plan.secrets == ()
     assert plan.withheld_secrets == ("tok", "file")
     assert plan.to_json()["withheld_secrets"] == ["tok", "file"]
-    assert warnings == [
+    assert withheld_notice(plan) == (
         "build secrets withheld from this presubmit build, whose Dockerfile comes from the pull "
         "request: tok, file; set secrets-for-presubmits: true in config.yaml to mount them"
-    ]
+    )
     (workspace / "config.yaml").write_text("secrets-for-presubmits: true\n")
     with pytest.raises(InputError, match="the file not-there-on-a-fork does not exist"):
         prepare(
             replace(options, config=workspace / "config.yaml"),
-            env=pr_env(workspace),
+            env=PR_ENV,
             now=NOW,
             host_platform="linux/amd64",
         )
+
+
+def test_the_publish_stage_reads_no_secret_and_checks_no_base_image(workspace: Path) -> None:
+    """--from-layout builds nothing: the trusted publish job holds neither the go-modules
+    credential nor needs the Dockerfile's bases, and must not fail for want of them."""
+    (workspace / "config.yaml").write_text(
+        "go-internal-sap-modules: {file: /nonexistent/netrc}\n"
+        "restricted-registries: [cgr.dev/sap.com]\n"
+    )
+    (workspace / "ctx" / "Dockerfile").write_text("FROM docker.io/library/golang:1.22\n")
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "push",
+           "GITHUB_EVENT_PATH": str(EVENTS / "push.new-branch.json")}  # fmt: skip
+    options = BuildOptions(
+        name="team/app",
+        context="ctx",
+        config=workspace / "config.yaml",
+        use_go_internal_sap_modules=True,
+        use_restricted_registry=True,
+        from_layout=workspace / "layout",
+    )
+    plan, _, _ = prepare(options, env=env, now=NOW, host_platform="linux/amd64")
+    assert (plan.secrets, plan.withheld_secrets, plan.restricted_registries) == ((), (), ())
 
 
 def test_the_plan_names_secrets_and_never_shows_a_value(workspace: Path) -> None:
@@ -399,15 +414,8 @@ def test_restricted_registry_refuses_before_building(
 # --- the secret's file and the pull policy ------------------------------------------------------
 
 
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ib-test-"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path)
-
-
-def test_a_secret_file_is_readable_by_the_build_account_alone(open_dir: Path) -> None:
+def test_a_secret_file_is_readable_by_the_build_account_alone(tmp_path: Path) -> None:
+    open_dir = tmp_path
     me = BuildAccount(name="me", uid=os.getuid(), gid=os.getgid(), dedicated=False)
     hand_secret(open_dir / "0", VALUE.encode(), me)
     info = (open_dir / "0").stat()

@@ -196,7 +196,21 @@ def git_state_cases(tmp_path: Path) -> list[tuple[str, dict[str, str], dict[str,
     ]  # fmt: skip
 
 
-CASE_NAMES = [case[0] for case in git_state_cases(Path("/"))]
+CASE_NAMES = [
+    "github pull_request_target",
+    "github push",
+    "github workflow_dispatch",
+    "github schedule",
+    "github merge_group",
+    "jenkins push (short SHA, scheme-less GIT_URL)",
+    "jenkins pull request",
+    "azure devops presubmit (short SHAs)",
+    "azure devops postsubmit",
+]
+
+
+def test_every_git_state_case_runs(tmp_path: Path) -> None:
+    assert [case[0] for case in git_state_cases(tmp_path)] == CASE_NAMES
 
 
 @pytest.mark.parametrize("case", CASE_NAMES)
@@ -445,7 +459,9 @@ def test_go_flag_table() -> None:
 def test_go_unknown_flag_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     """Go's "unknown flag, fail"; ours is exit 2 with the flag named."""
     assert main(["--name=x", "--unknown-flag=asdasd"]) == 2
-    assert "unrecognized arguments: --unknown-flag=asdasd" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert "unrecognized arguments: --unknown-flag=asdasd" in err
+    assert len(err.splitlines()) == 1
 
 
 # --- the rest of the Go surface ------------------------------------------------------------------
@@ -519,7 +535,10 @@ def test_ado_state_output_in_sign_only_mode(
     assert out == (
         "##vso[task.setvariable variable=signing_success;issecret=false;isoutput=true]false\n"
     )
-    assert "images" in err
+    assert err.strip() == (
+        "error: name what to sign: --images-to-sign with at least one reference, or "
+        "--from-report with a build report (not both)"
+    )
 
 
 def test_silent_and_log_dir(tmp_path: Path) -> None:
@@ -666,3 +685,22 @@ def test_a_multi_line_secret_is_masked_line_by_line() -> None:
     reporter.result('{"final": "password p4ss-7c1d"}')
     reporter.stream("cat: password p4ss-7c1d")
     assert "p4ss-7c1d" not in out.getvalue() + err.getvalue().split("\n", 3)[3]
+
+
+def test_json_log_lines_are_masked_before_json_escapes_them() -> None:
+    """log-format: json writes "\\"" for a quote and "\\u00e9" for é: a secret holding either
+    would no longer match the mask in the encoded line."""
+    import io
+
+    from image_builder.reporter import Reporter
+
+    err = io.StringIO()
+    reporter = Reporter(out=io.StringIO(), err=err, env={}, log_format="json")
+    reporter.mask('pa"ss-é-7c1d')
+    reporter.stream('echo pa"ss-é-7c1d')
+    reporter.warning('uses pa"ss-é-7c1d')
+    assert "7c1d" not in err.getvalue()
+    assert [json.loads(line)["msg"] for line in err.getvalue().splitlines()] == [
+        "echo ***",
+        "uses ***",
+    ]

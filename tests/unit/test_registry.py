@@ -256,6 +256,11 @@ def test_an_index_with_too_many_entries_is_refused() -> None:
         ("localhost:5000/app", ("localhost:5000", "app", "latest", None)),
         ("busybox", ("docker.io", "library/busybox", "latest", None)),
         ("r.example/a/b@sha256:" + "a" * 64, ("r.example", "a/b", None, "sha256:" + "a" * 64)),
+        # docker's rules, shared with the Dockerfile reader
+        ("docker.io/busybox", ("docker.io", "library/busybox", "latest", None)),
+        ("index.docker.io/org/x:1", ("docker.io", "org/x", "1", None)),
+        ("Registry/x", ("Registry", "x", "latest", None)),
+        ("[::1]:5000/x", ("[::1]:5000", "x", "latest", None)),
     ],
 )
 def test_parse_reference(text: str, expected: tuple[str | None, ...]) -> None:
@@ -269,6 +274,7 @@ def test_parse_reference(text: str, expected: tuple[str | None, ...]) -> None:
         ("r.example/a@sha256:zz", "has a malformed digest"),
         ("r.example/A/B:v1", "is not a valid OCI reference"),
         ("r.example/a:bad tag", "has an invalid tag"),
+        ("bad host.example/a:1", "is not a valid OCI reference"),
     ],
 )
 def test_bad_references(text: str, message: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -67,24 +67,18 @@ def prepare(
     now: datetime,
     host_platform: str,
     verify: bool = True,
-    warn: Callable[[str], None] | None = None,
 ) -> tuple[BuildPlan, Config, VerifiedClaims | None]:
     """The plan and the config it came from. Reads files and runs nothing, except git for the
     commit time of reproducible builds. Without ``verify`` the caller's token is not checked:
-    only for the build stage, which publishes nothing and holds no credential of its own.
-    ``warn`` receives what the caller should see (build secrets withheld); without it, that goes
-    to the log."""
+    only for the build stage, which publishes nothing and holds no credential of its own."""
     from image_builder.plan import gives_secrets
     from image_builder.secrets import BuildSecret
     from image_builder.secrets import load as load_secret
 
     inputs = load_inputs_for(options, env)
-    # The publish stage builds nothing: it neither needs nor reads a build secret.
-    sources = (
-        []
-        if options.from_layout is not None
-        else secret_sources(options, inputs.config, inputs.root, env)
-    )
+    # The publish stage builds nothing: it reads no build secret and pulls no base image.
+    builds = options.from_layout is None
+    sources = secret_sources(options, inputs.config, inputs.root, env) if builds else []
     if options.use_restricted_registry and not inputs.config.restricted_registries:
         raise InputError(
             "--use-restricted-registry needs restricted-registries in config.yaml (registry "
@@ -118,19 +112,8 @@ def prepare(
     withheld: list[str] = []
     if gives_secrets(inputs.config, inputs.ctx.job_type):
         given = [load_secret(source, env) for source in sources]
-    elif sources:
+    else:
         withheld = [source.id for source in sources]
-        message = (
-            f"build secrets withheld from this {inputs.ctx.job_type} build, whose Dockerfile "
-            f"comes from the pull request: {', '.join(withheld)}; set secrets-for-presubmits: "
-            "true in config.yaml to mount them"
-        )
-        if warn is None:
-            import logging
-
-            logging.getLogger(__name__).warning("%s", message)
-        else:
-            warn(message)
     plan = make_plan(
         config=inputs.config,
         ctx=inputs.ctx,
@@ -153,12 +136,20 @@ def prepare(
         secrets=given,
         withheld_secrets=withheld,
         restricted_registries=inputs.config.restricted_registries
-        if options.use_restricted_registry
+        if options.use_restricted_registry and builds
         else (),
     )
     if plan.restricted_registries:
         check_base_images(plan, host_platform)
     return plan, inputs.config, claims
+
+
+def withheld_notice(plan: BuildPlan) -> str:
+    return (
+        f"build secrets withheld from this {plan.job_type} build, whose Dockerfile comes from "
+        f"the pull request: {', '.join(plan.withheld_secrets)}; set secrets-for-presubmits: "
+        "true in config.yaml to mount them"
+    )
 
 
 def secret_sources(
@@ -293,21 +284,20 @@ def run_build(
 
     reporter.mask(token_from(options.oidc_token, env) or "")
     check_stages(options)
-    said: list[str] = []
     plan, config, claims = prepare(
         options,
         env=env,
         now=now,
         host_platform=host_platform,
         verify=options.layout_out is None,
-        warn=said.append,
     )
     for secret in plan.secrets:
-        for value in secret.masks():
-            reporter.mask(value)
+        reporter.mask(secret.value.decode("utf-8", errors="replace"))  # and each of its lines
     reporter = reporter.with_format(config.log_format)
-    for notice in (*config.notices, *said):
+    for notice in config.notices:
         reporter.warning(notice)
+    if plan.withheld_secrets:
+        reporter.warning(withheld_notice(plan))
     if options.tags_output_file is not None:
         from image_builder.commands.tags import write_tags_file
 
