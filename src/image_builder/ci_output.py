@@ -69,6 +69,64 @@ def step_summary(report: BuildReport | None, *, link: str | None = None) -> str:
         lines.append(
             f"| {report.image_name} | not pushed | {', '.join(report.architectures) or '-'} |"
         )
+    if report.manifests:
+        lines += ["", "| Platform | Manifest digest |", "|---|---|"]
+        lines += [f"| {m.platform} | `{m.digest}` |" for m in report.manifests]
+    lines += _signing(report)
     if report.error:
         lines += ["", f"**Error:** {report.error}"]
     return "\n".join(lines) + "\n\n"
+
+
+def _signing(report: BuildReport) -> list[str]:
+    """Who signed, who failed to and why, and how to check the signatures."""
+    types = {s.name: s.type for s in report.signers}
+    errors = {e.signer: e.error for e in report.signing_errors}
+    names = list(dict.fromkeys([*types, *report.signed_by, *errors]))
+    if not names:
+        return []
+    lines = ["", "**Signers**", ""]
+    for name in names:
+        kind = f" ({types[name]})" if name in types else ""
+        if name in report.signed_by:
+            lines.append(f"- ✅ `{name}`{kind} signed `{report.digest}`")
+        elif name in errors:
+            lines.append(f"- ❌ `{name}`{kind} failed: {errors[name]}")
+        elif report.status == "Cancelled":
+            lines.append(f"- ⏹ `{name}`{kind}: not signed, the build was cancelled")
+        elif not report.pushed:
+            lines.append(f"- ⏭ `{name}`{kind}: not signed, the push did not complete")
+        else:
+            lines.append(
+                f"- ⏸ `{name}`{kind}: not signed yet; sign with "
+                "`image-builder sign --from-report <build report>`"
+            )
+    cosign = [n for n in report.signed_by if types.get(n) == "cosign"]
+    references = _signed_references(report)
+    if not cosign or not references:
+        return lines
+    keys = {n: "cosign.pub" if len(cosign) == 1 else f"{n}.pub" for n in cosign}
+    shown = ", ".join(f"`{key}` for `{name}`" for name, key in keys.items())
+    lines += [
+        "",
+        f"**Verify** ({shown}: the public key of the signer's key pair; `image-builder keygen` "
+        "wrote it next to the private key, as `<prefix>.pub`. The signatures are in cosign's "
+        "format, without a transparency-log entry.)",
+        "",
+        "```sh",
+    ]
+    for name in cosign:
+        for ref in references:
+            lines.append(f"image-builder verify {ref} --key {keys[name]}")
+            lines.append(f"cosign verify --key {keys[name]} --insecure-ignore-tlog=true {ref}")
+    lines.append("```")
+    return lines
+
+
+def _signed_references(report: BuildReport) -> list[str]:
+    """``repository@digest`` of every repository that holds the signed digest."""
+    if not report.digest:
+        return []
+    tagged = [image.rpartition(":")[0] for image in report.images_list]
+    stored = [image.partition("@")[0] for image in report.stored_in]
+    return [f"{name}@{report.digest}" for name in dict.fromkeys([*tagged, *stored])]

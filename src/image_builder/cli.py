@@ -4,6 +4,7 @@ exit codes. This is the only module that reads ``os.environ``."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import logging
 import os
@@ -12,14 +13,14 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from image_builder import __version__
 from image_builder.errors import ImageBuilderError, UsageError
-from image_builder.reporter import Reporter
+from image_builder.reporter import LogHandler, Reporter
 
 if TYPE_CHECKING:
     from image_builder.commands.ado_build import AdoOptions
@@ -39,13 +40,105 @@ class _Exit(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    """Refusals point to the command's own ``--help`` and suggest the nearest command, choice or
+    flag; no flag is ever taken from an abbreviation (``--plat``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.also_known: tuple[str, ...] = ()  # flags it takes before translation (the Go tool's)
+
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message}; see '{self.prog} --help'")
+        see = f"see '{self.prog} --help'"
+        raise UsageError(f"{message} {see}" if message.endswith("?") else f"{message}; {see}")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """An unknown flag is named first: with ``--nmae``, not "--name is required". Whatever is
+        left over is refused here, by the (sub)command that does not know it."""
+        argv = list(sys.argv[1:] if args is None else args)
+        unknown = self._unknown_flag(argv)
+        if unknown is not None:
+            self.error(self._unrecognized(unknown))
+        parsed, extras = super().parse_known_args(argv, namespace)
+        if extras:
+            self.error(self._unrecognized(extras[0]))
+        return parsed, extras
+
+    def _unknown_flag(self, argv: list[str]) -> str | None:
+        value_next = False
+        for arg in argv:
+            if arg == "--":
+                return None
+            flag = _looks_like_flag(arg)
+            if value_next and not flag:
+                value_next = False
+                continue
+            value_next = False
+            if not flag:
+                if self._subparsers is not None:
+                    return None  # the command: its own parser checks the rest
+                continue
+            name, eq, _ = arg.partition("=")
+            action = self._option_string_actions.get(name)
+            if action is None and not arg.startswith("--"):
+                action = self._option_string_actions.get(arg[:2])  # -qV: argparse splits it
+                eq = "=" if action is not None and len(arg) > 2 else eq
+            if action is None:
+                return arg
+            value_next = not eq and action.nargs is None
+        return None
+
+    def _unrecognized(self, arg: str) -> str:
+        """The flag's name only: a value (``--secret-thing=...``) is never repeated."""
+        if not arg.startswith("-") or arg == "-" or _NEGATIVE_NUMBER.fullmatch(arg):
+            return f"unrecognized argument {arg}"
+        flag = arg.partition("=")[0]
+        known = [
+            option
+            for action in self._actions
+            if action.help != argparse.SUPPRESS
+            for option in action.option_strings
+            if option.startswith("--")
+        ]
+        close = difflib.get_close_matches(flag, [*known, *self.also_known], n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return f"unrecognized argument {flag}{hint}"
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        """A command or a choice that does not exist, with the nearest one that does (our words
+        on every Python: 3.14's argparse suggests too, in its own)."""
+        if action.choices is None or value in action.choices:
+            return
+        choices = [str(choice) for choice in action.choices]
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        if isinstance(action, argparse._SubParsersAction):
+            message = f"unknown command {value!r}{hint}"
+        else:
+            name = action.option_strings[0] if action.option_strings else action.dest
+            message = f"invalid {name} {value!r} (choose from {', '.join(choices)}){hint}"
+        raise argparse.ArgumentError(None, message)
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
             sys.stderr.write(message)
         raise _Exit(status)
+
+
+_NEGATIVE_NUMBER = re.compile(r"-\d+|-\d*\.\d+")
+
+
+def _looks_like_flag(arg: str) -> bool:
+    """As argparse reads an argument: ``-`` alone, a negative number or text with a space is a
+    value."""
+    return (
+        arg.startswith("-")
+        and arg != "-"
+        and " " not in arg
+        and not _NEGATIVE_NUMBER.fullmatch(arg)
+    )
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
@@ -90,6 +183,7 @@ def _cmd_build(args: argparse.Namespace, env: Mapping[str, str], reporter: Repor
     from image_builder.commands.ado_build import AdoOptions
     from image_builder.commands.build import BuildOptions
 
+    report_path = _report_to_stdout(args)
     options = BuildOptions(
         name=args.name,
         context=args.context,
@@ -110,7 +204,7 @@ def _cmd_build(args: argparse.Namespace, env: Mapping[str, str], reporter: Repor
         oidc_token=args.oidc_token or None,
         dry_run=args.dry_run,
         no_push=args.no_push,
-        build_report_path=_path(args.build_report_path),
+        build_report_path=report_path,
         secrets=_values(args.secret, "--secret"),
         use_restricted_registry=args.use_restricted_registry,
         use_go_internal_sap_modules=args.use_go_internal_sap_modules,
@@ -125,6 +219,26 @@ def _cmd_build(args: argparse.Namespace, env: Mapping[str, str], reporter: Repor
         preview_yaml=_path(args.ado_preview_run_yaml_path),
     )
     return _run_build_options(options, args.backend, ado, env, reporter)
+
+
+def _report_to_stdout(args: argparse.Namespace) -> Path | None:
+    """``--json`` is ``--build-report-path -``: stdout carries the report's JSON and nothing
+    else, so nothing else may be sent there."""
+    report_path = _path(args.build_report_path)
+    if args.json:
+        if report_path not in (None, _STDOUT):
+            raise UsageError(
+                "--json prints the report on stdout, --build-report-path writes it to a file: "
+                "pass one of them"
+            )
+        report_path = _STDOUT
+    if report_path == _STDOUT and _path(args.tags_output_file) == _STDOUT:
+        flag = "--json" if args.json else "--build-report-path -"
+        raise UsageError(
+            f"{flag} keeps stdout for the report's JSON; write the tags to a file with "
+            "--tags-output-file PATH"
+        )
+    return report_path
 
 
 def _run_build_options(
@@ -265,13 +379,15 @@ def _cmd_sign(args: argparse.Namespace, env: Mapping[str, str], reporter: Report
     images = tuple(
         i.strip() for value in args.images_to_sign for i in value.split(",") if i.strip()
     )
+    report_path = _path(args.build_report_path)
     options = SignOptions(
         images=images,
         config=_path(args.config),
         repo=args.repo or None,
         oidc_token=args.oidc_token or None,
         from_report=_path(args.from_report),
-        build_report_path=_path(args.build_report_path),
+        # "-": stdout, where the signed report is printed (between its markers) anyway
+        build_report_path=None if report_path == _STDOUT else report_path,
     )
     if not args.ado_state_output:
         return run_sign(options, env=env, reporter=reporter, euid=os.geteuid())
@@ -341,7 +457,7 @@ def _cmd_github(args: argparse.Namespace, env: Mapping[str, str], reporter: Repo
         if not env.get("GITHUB_OUTPUT"):
             raise UsageError("GITHUB_OUTPUT is not set: run this inside a GitHub Actions step")
         github_actions.write_output(Path(env["GITHUB_OUTPUT"]), args.output, token)
-        reporter.info(
+        reporter.result(
             f"OIDC token written to output '{args.output}': {github_actions.claims_summary(token)}"
         )
         return 0
@@ -360,12 +476,34 @@ def _cmd_config_schema(args: argparse.Namespace, env: Mapping[str, str], reporte
 def _cmd_config_validate(
     args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter
 ) -> int:
-    from image_builder.config import load_config
+    from image_builder.config import STDIN, load_config
 
-    for notice in load_config(Path(args.config)).notices:
+    path = _path(args.config) or Path(args.config)  # "./-" is a file named "-"
+    for notice in load_config(path).notices:
         reporter.warning(notice)
-    reporter.info(f"{args.config}: valid")
+    reporter.result(f"{'<stdin>' if path == STDIN else args.config}: valid")
     return 0
+
+
+def _config_from_stdin(args: argparse.Namespace, stack: ExitStack) -> None:
+    """``--config -``: standard input is read once, here, into a private file that every later
+    reader of the config reads (``build`` reads it to choose the backend, then to build).
+    ``config validate`` reads it itself, once."""
+    if getattr(args, "config", None) != "-" or args.handler is _cmd_config_validate:
+        return
+    import tempfile
+
+    from image_builder.errors import ConfigError
+
+    text = sys.stdin.read()
+    if not text.strip():
+        raise ConfigError(
+            "standard input holds no config (it is empty); pipe config.yaml into --config -"
+        )
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="image-builder-")))
+    path = folder / "config-from-stdin.yaml"
+    path.write_text(text, encoding="utf-8")
+    args.config = str(path)
 
 
 def _values(values: list[object], flag: str) -> tuple[str, ...]:
@@ -378,8 +516,15 @@ def _values(values: list[object], flag: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+_STDOUT = Path("-")  # stdout (stdin for --config), as docker, cosign and pip read "-"
+
+
 def _path(value: str | None) -> Path | None:
-    return Path(value) if value else None
+    """``-`` passes through for the command to read as stdin or stdout; ``./-`` is a file."""
+    if not value:
+        return None
+    path = Path(value)
+    return Path.cwd() / path if path == _STDOUT and value != "-" else path
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -411,7 +556,11 @@ examples:
   # see what would happen, without building
   image-builder build --name team/app --dry-run
 
-The build report is printed between ---IMAGE BUILD REPORT--- and ---END OF IMAGE BUILD REPORT---.
+  # stdout carries the report's JSON alone; steps and errors stay on stderr
+  image-builder build --name team/app --json > report.json
+
+The build report is printed between ---IMAGE BUILD REPORT--- and ---END OF IMAGE BUILD REPORT---;
+with --json (or --build-report-path -) stdout carries the report's JSON alone, without them.
 Exit codes: 0 built and pushed everywhere, 1 the build or a push failed, 2 bad input.
 """
 
@@ -481,7 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=MAIN_EPILOG,
         formatter_class=_formatter,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.also_known = tuple(f"--{flag}" for flag in sorted(_GO_BOOL | _GO_VALUE))
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     _add_log_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -536,7 +686,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="mount config's go-internal-sap-modules credential as a build secret",
     )
     build.add_argument(
-        "--tags-output-file", metavar="PATH", help="also write the tags as JSON to this file"
+        "--tags-output-file",
+        metavar="PATH",
+        help="also write the tags as JSON to this file (-: stdout)",
     )
     build.add_argument(
         "--repo",
@@ -573,7 +725,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the plan (ADO: the parameters) and stop"
     )
     build.add_argument("--no-push", action="store_true", help="build only; push nothing")
-    build.add_argument("--build-report-path", metavar="PATH", help="also write the report here")
+    build.add_argument(
+        "--build-report-path",
+        metavar="PATH",
+        help="also write the report here; - prints its JSON alone on stdout, without the marker "
+        "lines (as --json)",
+    )
+    build.add_argument(
+        "--json",
+        action="store_true",
+        help="stdout carries only the report's JSON (with --dry-run: the plan's); diagnostics "
+        "stay on stderr",
+    )
     build.add_argument(
         "--layout-out",
         metavar="DIR",
@@ -648,7 +811,10 @@ def build_parser() -> argparse.ArgumentParser:
         "print the report with what was signed",
     )
     sign.add_argument(
-        "--build-report-path", metavar="PATH", help="with --from-report: write the report here"
+        "--build-report-path",
+        metavar="PATH",
+        help="with --from-report: also write the report here (-: stdout only, where it is "
+        "printed anyway)",
     )
     sign.add_argument("--config", metavar="PATH", help="config.yaml with sign-config")
     sign.add_argument("--repo", metavar="ORG/REPO", help="repository for choosing signers")
@@ -748,7 +914,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_tag_options(tags)
     tags.add_argument(
-        "--tags-output-file", metavar="PATH", help="also write the JSON list to this file"
+        "--tags-output-file",
+        metavar="PATH",
+        help="also write the JSON list to this file (-: stdout only, where it is printed anyway)",
     )
     tags.add_argument("--name", help=argparse.SUPPRESS)  # accepted from the Go tool's callers
     _add_log_options(tags)
@@ -775,16 +943,29 @@ def build_parser() -> argparse.ArgumentParser:
     validate = _command(
         config_sub,
         "validate",
-        help="check a config.yaml and report the first problem",
-        epilog="example:\n  image-builder config validate --config config.yaml\n",
+        help="check a config.yaml and report every problem",
+        description="Check a config.yaml. Prints '<path>: valid' on stdout, or every problem on "
+        "stderr and exits with 2.",
+        epilog="examples:\n  image-builder config validate --config config.yaml\n"
+        "  generate-config | image-builder config validate --config -\n",
     )
-    validate.add_argument("--config", required=True, metavar="PATH", help="config.yaml to check")
+    validate.add_argument(
+        "--config", required=True, metavar="PATH", help="config.yaml to check; - reads stdin"
+    )
     validate.set_defaults(handler=_cmd_config_validate)
     return parser
 
 
 def _add_log_options(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
-    """``--silent`` and ``--log-dir``, before or after the command (the Go tool's flags)."""
+    """``--silent``, ``--quiet`` and ``--log-dir``, before or after the command."""
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="only warnings, errors and results: no steps, notices or tools' output on the "
+        "terminal (--log-dir still gets them)",
+    )
     parser.add_argument(
         "--silent",
         action="store_true",
@@ -904,11 +1085,17 @@ GO_TAGS_OUTPUT_FILE = "/generated-tags.json"  # the Go tool's default --tags-out
 def _ours(argv: Sequence[str]) -> bool:
     """Our own spelling with the global flags first: ``--silent --log-dir L build ...``."""
     rest = list(argv)
-    while (rest and rest[0] in ("--silent", "--log-dir")) or (
+    while (rest and rest[0] in ("--silent", "-q", "--quiet", "--log-dir")) or (
         rest and rest[0].startswith("--log-dir=")
     ):
         rest = rest[2:] if rest[0] == "--log-dir" else rest[1:]
     return bool(rest) and not rest[0].startswith("-")
+
+
+def _go_flag(token: str) -> bool:
+    """``-flag``, ``--flag``, ``-flag=value`` or ``--flag=value`` for a flag of the Go tool."""
+    name = token.removeprefix("-").removeprefix("-").partition("=")[0]
+    return token.startswith("-") and name in _GO_BOOL | _GO_VALUE
 
 
 def translate_legacy_argv(
@@ -917,10 +1104,11 @@ def translate_legacy_argv(
     """Turn a Go-tool command line (``-tag x``, ``--export-tags=false``, ``--parse-tags-only``)
     into ours, with the Go tool's meaning: the mode comes from ``--parse-tags-only`` or
     ``--sign-only``, flags another mode reads are accepted and ignored, and the Go defaults for
-    ``--config`` and (in parse-tags-only mode) ``--tags-output-file`` apply."""
-    if not argv or not argv[0].startswith("-") or argv[0] in ("-h", "--help", "--version"):
-        return list(argv)
-    if _ours(argv):
+    ``--config`` and (in parse-tags-only mode) ``--tags-output-file`` apply.
+
+    Only a command line whose first flag is the Go tool's is one: any other (``-V``, a typo such
+    as ``--nmae``) is ours, for our parser to run or to name the flag it does not know."""
+    if not argv or not _go_flag(argv[0]) or _ours(argv):
         return list(argv)
     flags: list[tuple[str, str | None]] = []  # (name, value); None for a true bool
     rest: list[str] = []
@@ -1004,6 +1192,7 @@ def _keep_log(args: argparse.Namespace, reporter: Reporter) -> None:
                 "writable folder"
             ) from None
     reporter.keep_log(log, silent=args.silent)
+    reporter.quiet = args.quiet
 
 
 _DEBUG = re.compile(r"--?debug(=(1|t|T|true|TRUE|True))?")
@@ -1017,17 +1206,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     env: Mapping[str, str] = dict(os.environ)
     debug = any(_DEBUG.fullmatch(a) for a in args_in)
     args_in = [a for a in args_in if not _DEBUG.fullmatch(a)]
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
     if not debug:
         logging.getLogger("azure").setLevel(logging.ERROR)  # its warnings repeat our one-line error
     reporter = Reporter(out=sys.stdout, err=sys.stderr, env=env)
+    # Library records in the reporter's form (`warning: ...`, `::warning::`), for this run only.
+    root, handler = logging.getLogger(), LogHandler(reporter)
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
     try:
         return _run(args_in, env, reporter, debug)
     finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
         log = reporter.keep_log(None, silent=False)
         if log is not None:
             log.close()
@@ -1039,7 +1230,9 @@ def _run(args_in: list[str], env: Mapping[str, str], reporter: Reporter, debug: 
         _keep_log(args, reporter)
         _warn_secret_flags(args, reporter)
         handler: Handler = args.handler
-        return handler(args, env, reporter)
+        with ExitStack() as stack:
+            _config_from_stdin(args, stack)
+            return handler(args, env, reporter)
     except _Exit as stop:
         return stop.status
     except ImageBuilderError as exc:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import sys
 import types
 import typing
-from collections.abc import Mapping
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NamedTuple, Union
 
 from pydantic import (
     BaseModel,
@@ -28,18 +30,47 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from image_builder.duration import EXAMPLE as DURATION_EXAMPLE
 from image_builder.duration import format_go_duration, parse_go_duration
 from image_builder.errors import ConfigError
-
-JobType = Literal["presubmit", "postsubmit", "merge_group", "workflow_dispatch", "schedule"]
-JOB_TYPES: tuple[str, ...] = typing.get_args(JobType)
+from image_builder.events import JOB_TYPE_ALIASES, JobType
 
 DEFAULT_REGISTRY = "localhost:5000"
 DEFAULT_DEV_REGISTRY = "localhost:5000/dev"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+_HTTPS_URL = r"^https://\S+$"
+_HTTP_URL = r"^https?://\S+$"
+_ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_MOUNT_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+_USER_NAME_PATTERN = r"^[a-z_][a-z0-9_-]{0,31}$"
+# What each pattern asks for, in words: messages say this instead of showing the regex.
+_PATTERN_WORDS: dict[
+    str, tuple[str, str]
+] = {  # pattern: (what, its form if the name says too little)
+    _HTTPS_URL: ("an https:// URL", ""),
+    _HTTP_URL: ("an https:// (or http://) URL", ""),
+    _ENV_NAME_PATTERN: (
+        "an environment variable name",
+        "letters, digits and _, not starting with a digit",
+    ),
+    _MOUNT_ID_PATTERN: ("an id", "1 to 64 letters, digits, '.', '_' or '-'"),
+    _USER_NAME_PATTERN: (
+        "a user name",
+        "at most 32 lower-case letters, digits, '_' or '-', starting with a letter or '_'",
+    ),
+    r"^[^\s]+$": ("a value without spaces", ""),
+}
+
+
+@dataclass(frozen=True)
+class _Expected:
+    """What a value must look like, in words, for messages where the type alone says too little
+    (a value that may be one thing or a list of them). Pydantic ignores this metadata."""
+
+    words: str
 
 
 def _duration(value: object) -> timedelta:
@@ -101,6 +132,7 @@ RegistryList = Annotated[
     tuple[Annotated[str, BeforeValidator(_check_registry)], ...],
     Field(min_length=1),
     BeforeValidator(_registry_list),
+    _Expected("a registry host such as ghcr.io/org, or a list of them"),
     WithJsonSchema(
         {
             "anyOf": [
@@ -127,9 +159,22 @@ class _Model(BaseModel):
 class TagTemplate(_Model):
     """A named tag whose value is a Go-template string, with an optional validation regex."""
 
-    name: str | None = None
-    value: str = Field(min_length=1)
-    validation: str | None = None
+    name: str | None = Field(
+        default=None,
+        description="The tag's name; with export-tags it becomes the build argument TAG_<name>. "
+        "Default: derived from the value (v{{ .ShortSHA }} gives vShortSHA).",
+        examples=["default_tag"],
+    )
+    value: str = Field(
+        min_length=1,
+        description='Go-template string over .CommitSHA, .ShortSHA, .PRNumber, .Date and .Env "NAME".',
+        examples=["v{{ .Date }}-{{ .ShortSHA }}"],
+    )
+    validation: str | None = Field(
+        default=None,
+        description="Regular expression the rendered value must match as a whole.",
+        examples=["^(v[0-9]{8}-[0-9a-f]{8})$"],
+    )
 
     @field_validator("validation")
     @classmethod
@@ -148,15 +193,34 @@ CacheRepo = Annotated[
 
 
 class CacheConfig(_Model):
-    enabled: bool = False
-    cache_repo: CacheRepo | None = None
+    """A layer cache in a registry, which every build reads and release builds write."""
+
+    enabled: bool = Field(
+        default=False, description="Use the layer cache; needs cache-repo.", examples=[True]
+    )
+    cache_repo: CacheRepo | None = Field(
+        default=None,
+        description="Repository of cached layers: every build reads it, release builds write it.",
+        examples=["europe-docker.pkg.dev/my-project/cache/cache"],
+    )
     dev_cache_repo: CacheRepo | None = Field(
         default=None,
         description="Cache that pull-request and merge-group builds may write; they never "
         "write cache-repo.",
+        examples=["europe-docker.pkg.dev/my-project/dev/cache"],
     )
-    cache_run_layers: bool = False
-    cache_copy_layers: bool = False
+    cache_run_layers: bool = Field(
+        default=False,
+        description="Go tool key (kaniko's --cache-run-layers), accepted so its configs load; "
+        "buildah caches every layer when the cache is enabled.",
+        examples=[True],
+    )
+    cache_copy_layers: bool = Field(
+        default=False,
+        description="Go tool key (kaniko's --cache-copy-layers), accepted so its configs load; "
+        "buildah caches every layer when the cache is enabled.",
+        examples=[False],
+    )
 
     @model_validator(mode="after")
     def _repo_when_enabled(self) -> CacheConfig:
@@ -168,33 +232,70 @@ class CacheConfig(_Model):
 
 
 class NotarySecret(_Model):
+    """The client certificate and key a notary signer presents to the Signify service."""
+
     path: str = Field(
-        min_length=1, description="JSON file with certData and privateKeyData (base64 PEM)."
+        min_length=1,
+        description="JSON file with certData and privateKeyData (base64 PEM).",
+        examples=["/secret/secret.json"],
     )
-    type: str = "signify"
+    type: str = Field(
+        default="signify",
+        description="The secret file's format; signify is the only one.",
+        examples=["signify"],
+    )
 
 
 class NotaryConfig(_Model):
     """The Signify service (``type: notary``), reached over mutual TLS."""
 
-    endpoint: str = Field(pattern=r"^https://\S+$")
+    endpoint: str = Field(
+        pattern=_HTTPS_URL,
+        description="The Signify service's signing URL.",
+        examples=["https://signing.example.com/signingsvc/sign"],
+    )
     timeout: GoDuration = Field(
         default=timedelta(minutes=5),
         description="Deadline for the whole signing request, retries included.",
+        examples=["5m"],
     )
     retry_timeout: GoDuration = Field(
-        default=timedelta(seconds=10), description="Longest wait between two attempts."
+        default=timedelta(seconds=10),
+        description="Longest wait between two attempts.",
+        examples=["10s"],
     )
-    secret: NotarySecret
-    ca_file: str | None = Field(default=None, description="PEM bundle to trust for the service.")
-    rotate_endpoint: str | None = Field(default=None, pattern=r"^https://\S+$")
+    secret: NotarySecret = Field(
+        description="Where the client certificate and key for mutual TLS are.",
+        examples=[{"path": "/secret/secret.json", "type": "signify"}],
+    )
+    ca_file: str | None = Field(
+        default=None,
+        description="PEM bundle to trust for the service.",
+        examples=["/etc/ssl/certs/signify-ca.pem"],
+    )
+    rotate_endpoint: str | None = Field(
+        default=None,
+        pattern=_HTTPS_URL,
+        description="The Signify URL that renews the client certificate "
+        "(image-builder signify rotate).",
+        examples=["https://signing.example.com/signingsvc/rotate"],
+    )
 
 
 class CosignConfig(_Model):
     """Key-based, cosign-compatible signatures (``type: cosign``)."""
 
-    private_key: str = Field(min_length=1)
-    password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    private_key: str = Field(
+        min_length=1,
+        description="The encrypted private key file (made by image-builder keygen).",
+        examples=["/secret/cosign.key"],
+    )
+    password_env: str | None = Field(
+        default=None,
+        pattern=_ENV_NAME_PATTERN,
+        description="Variable holding the key's password.",
+        examples=["COSIGN_PASSWORD"],
+    )
 
 
 _SIGNER_CONFIG: dict[str, type[_Model]] = {"notary": NotaryConfig, "cosign": CosignConfig}
@@ -203,18 +304,42 @@ _SIGNER_CONFIG: dict[str, type[_Model]] = {"notary": NotaryConfig, "cosign": Cos
 def _periodic_is_schedule(value: object) -> object:
     """Prow's ``periodic`` job type, which Go configs list, is a scheduled run."""
     if isinstance(value, (list, tuple)):
-        return tuple(dict.fromkeys("schedule" if v == "periodic" else v for v in value))
+        return tuple(dict.fromkeys(JOB_TYPE_ALIASES.get(v, v) for v in value))
     return value
 
 
 class SignerConfig(_Model):
-    name: str = Field(min_length=1)
-    type: Literal["notary", "cosign"]
-    config: dict[str, Any] = Field(default_factory=dict)
+    """One signer: a Signify service (notary) or a cosign-compatible key (cosign)."""
+
+    name: str = Field(
+        min_length=1,
+        description="The name enabled-signers refers to.",
+        examples=["signify-prod"],
+    )
+    type: Literal["notary", "cosign"] = Field(
+        description="notary: the Signify service; cosign: a key file.", examples=["notary"]
+    )
+    config: Annotated[
+        dict[str, Any],
+        # Validated by type in _config_fits_the_type; the schema shows both forms to editors.
+        BeforeValidator(lambda v: v, json_schema_input_type=NotaryConfig | CosignConfig),
+    ] = Field(
+        default_factory=dict,
+        description="The signer's settings: for type notary the NotaryConfig keys (endpoint, "
+        "secret, timeout, ...), for type cosign the CosignConfig keys (private-key, "
+        "password-env).",
+        examples=[
+            {
+                "endpoint": "https://signing.example.com/signingsvc/sign",
+                "secret": {"path": "/secret/secret.json", "type": "signify"},
+            }
+        ],
+    )
     job_type: Annotated[tuple[JobType, ...] | None, BeforeValidator(_periodic_is_schedule)] = Field(
         default=None,
         description="Job types this signer runs for; default: every release build. Prow's "
         "'periodic' means schedule.",
+        examples=[["postsubmit", "schedule"]],
     )
 
     @model_validator(mode="after")
@@ -223,8 +348,16 @@ class SignerConfig(_Model):
         try:
             model.model_validate(self.config)
         except ValidationError as exc:
-            raise ValueError(
-                f"config of {self.type} signer {self.name!r}: {describe_validation_error(exc, model)}"
+            # The problems themselves, so that each is reported under its own key.
+            raise PydanticCustomError(
+                "signer_config",
+                "{summary}",
+                {
+                    "summary": f"config of {self.type} signer {self.name!r}: "
+                    f"{describe_validation_error(exc, model)}",
+                    "signer_type": self.type,
+                    "errors": exc.errors(include_url=False),
+                },
             ) from None
         return self
 
@@ -236,8 +369,31 @@ class SignerConfig(_Model):
 
 
 class SignConfig(_Model):
-    enabled_signers: dict[str, tuple[str, ...]] = Field(default_factory=dict)
-    signers: tuple[SignerConfig, ...] = ()
+    """Which signers exist, and which repositories they sign for."""
+
+    enabled_signers: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="Per repository (org/repo), or '*' for all: the names of the signers that "
+        "sign its release builds.",
+        examples=[{"*": ["signify-prod"], "my-org/my-repo": ["cosign-release"]}],
+    )
+    signers: tuple[SignerConfig, ...] = Field(
+        default=(),
+        description="The signers enabled-signers can name.",
+        examples=[
+            [
+                {
+                    "name": "signify-prod",
+                    "type": "notary",
+                    "job-type": ["postsubmit"],
+                    "config": {
+                        "endpoint": "https://signing.example.com/signingsvc/sign",
+                        "secret": {"path": "/secret/secret.json"},
+                    },
+                }
+            ]
+        ],
+    )
 
     @model_validator(mode="after")
     def _enabled_signers_exist(self) -> SignConfig:
@@ -254,37 +410,67 @@ class SignConfig(_Model):
 
 
 class AdoRetryStrategy(_Model):
-    attempts: int = Field(default=3, ge=1)
-    delay: GoDuration = timedelta(seconds=5)
+    """How often to retry a failed Azure DevOps API request."""
+
+    attempts: int = Field(
+        default=3, ge=1, description="Attempts in all, the first included.", examples=[3]
+    )
+    delay: GoDuration = Field(
+        default=timedelta(seconds=5), description="Wait between two attempts.", examples=["5s"]
+    )
 
 
 class AdoConfig(_Model):
-    ado_organization_url: str = Field(pattern=r"^https?://\S+$")
-    ado_project_name: str = Field(min_length=1)
-    ado_pipeline_id: int = Field(ge=1)
-    ado_pipeline_version: int | None = Field(default=None, ge=1)
-    ado_retry_strategy: AdoRetryStrategy = Field(default_factory=AdoRetryStrategy.model_construct)
+    """The Azure DevOps pipeline that builds in the trusted place (the ado backend)."""
+
+    ado_organization_url: str = Field(
+        pattern=_HTTP_URL,
+        description="The Azure DevOps organization's URL.",
+        examples=["https://dev.azure.com/my-org"],
+    )
+    ado_project_name: str = Field(
+        min_length=1, description="The project that holds the pipeline.", examples=["my-project"]
+    )
+    ado_pipeline_id: int = Field(
+        ge=1, description="The pipeline's numeric id (definitionId).", examples=[14902]
+    )
+    ado_pipeline_version: int | None = Field(
+        default=None,
+        ge=1,
+        description="The pipeline's revision to run; default: the latest.",
+        examples=[2],
+    )
+    ado_retry_strategy: AdoRetryStrategy = Field(
+        default_factory=AdoRetryStrategy.model_construct,
+        description="Retries of failed API requests.",
+        examples=[{"attempts": 3, "delay": "5s"}],
+    )
     ado_refresh_interval: GoDuration = Field(
         default=timedelta(seconds=30),
         description="How often to read the run's state and its new log lines.",
+        examples=["15s"],
     )
     ado_queue_timeout: GoDuration = Field(
         default=timedelta(minutes=30),
         description="How long a run may wait for an agent; then it is cancelled.",
+        examples=["30m"],
     )
     ado_timeout: GoDuration = Field(
         default=timedelta(minutes=60),
         description="How long a run may take once an agent started it; then it is cancelled.",
+        examples=["1h"],
     )
     ado_cancel_timeout: GoDuration = Field(
         default=timedelta(minutes=2),
         description="How long to wait for a cancelled run to stop before leaving it.",
+        examples=["2m"],
     )
     ado_token_as_parameter: bool = Field(
         default=False,
         description="Send the caller's OIDC token as the Authorization template parameter, as "
         "the Go tool did, for pipelines that expect it there. Default: a secret variable "
         "(template parameters can be read back from the run by anyone who can read runs).",
+        examples=[False],
     )
 
     @field_validator("ado_refresh_interval", "ado_queue_timeout", "ado_timeout")
@@ -301,14 +487,20 @@ class GoModulesSecret(_Model):
 
     id: str = Field(
         default="netrc",
-        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        pattern=_MOUNT_ID_PATTERN,
         description="The secret's id in RUN --mount=type=secret,id=... (default: netrc).",
+        examples=["netrc"],
     )
-    file: str | None = Field(default=None, description="File holding the credential.")
+    file: str | None = Field(
+        default=None,
+        description="File holding the credential.",
+        examples=["/secret/go-modules.netrc"],
+    )
     env: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        pattern=_ENV_NAME_PATTERN,
         description="Variable holding the credential (instead of file).",
+        examples=["GO_MODULES_NETRC"],
     )
 
     @model_validator(mode="after")
@@ -319,9 +511,18 @@ class GoModulesSecret(_Model):
 
 
 class RepositoryOwner(_Model):
-    name: str = Field(min_length=1)
+    """A GitHub account (organization or user) whose repositories may trigger builds."""
+
+    name: str = Field(
+        min_length=1,
+        description="The account's login, as the token's repository_owner claim says.",
+        examples=["my-org"],
+    )
     id: int = Field(
-        ge=1, description="The numeric account id: stops renamed or resurrected accounts."
+        ge=1,
+        description="The numeric account id (repository_owner_id): stops renamed or "
+        "resurrected accounts.",
+        examples=[12345678],
     )
 
 
@@ -341,33 +542,70 @@ def _issuer_url(value: str, what: str = "issuer") -> str:
 class TrustedIssuer(_Model):
     """One OIDC issuer allowed to trigger builds, and the policy its tokens must satisfy."""
 
-    issuer: Annotated[str, BeforeValidator(lambda v: _issuer_url(v) if isinstance(v, str) else v)]
-    audience: str = Field(min_length=1)
-    jwks_uri: str | None = Field(default=None, description="Default: found through OIDC discovery.")
-    job_workflow_refs: tuple[str, ...] | Literal["any"] = Field(
-        description="Exact job_workflow_ref values, or 'any' for issuers that do not send the claim."
+    issuer: Annotated[
+        str, BeforeValidator(lambda v: _issuer_url(v) if isinstance(v, str) else v)
+    ] = Field(
+        description="The token's iss claim: an https URL.",
+        examples=["https://token.actions.githubusercontent.com"],
     )
-    repository_owners: tuple[RepositoryOwner, ...] = Field(min_length=1)
-    events: tuple[str, ...] = Field(min_length=1)
+    audience: str = Field(
+        min_length=1,
+        description="The token's aud claim must be exactly this.",
+        examples=["image-builder"],
+    )
+    jwks_uri: str | None = Field(
+        default=None,
+        description="Where the issuer's signing keys are. Default: found through OIDC discovery.",
+        examples=["https://token.actions.githubusercontent.com/.well-known/jwks"],
+    )
+    job_workflow_refs: Annotated[
+        tuple[str, ...] | Literal["any"],
+        _Expected(
+            "a list of workflow refs such as "
+            "[my-org/my-repo/.github/workflows/build.yml@refs/heads/main], or 'any'"
+        ),
+    ] = Field(
+        description="Exact job_workflow_ref values, or 'any' for issuers that do not send the claim.",
+        examples=[["my-org/my-repo/.github/workflows/build.yml@refs/heads/main"]],
+    )
+    repository_owners: tuple[RepositoryOwner, ...] = Field(
+        min_length=1,
+        description="The accounts whose repositories may use this issuer's tokens.",
+        examples=[[{"name": "my-org", "id": 12345678}]],
+    )
+    events: tuple[str, ...] = Field(
+        min_length=1,
+        description="The token's event_name claim must be one of these.",
+        examples=[["push", "pull_request_target", "merge_group"]],
+    )
     signing_refs: tuple[str, ...] | None = Field(
         default=None,
         description="Refs whose builds may be signed: exact refs, or anchored patterns where '*' "
         "matches within one part of the ref and '**' any number of parts.",
+        examples=[["refs/heads/main", "refs/tags/v*"]],
     )
-    max_token_age: GoDuration = timedelta(minutes=10)
+    max_token_age: GoDuration = Field(
+        default=timedelta(minutes=10),
+        description="Tokens issued longer ago than this are refused.",
+        examples=["10m"],
+    )
     image_namespaces: dict[str, tuple[str, ...]] = Field(
         default_factory=dict,
         description="Per repository (owner/name) or owner: the image names its tokens may build "
         "and sign, e.g. {kyma-project/test-infra: [test-infra/*]}. Default: image names whose "
         "first part is the repository's name.",
+        examples=[{"kyma-project/test-infra": ["test-infra/*"], "my-org": ["team/**"]}],
     )
     github_api: str | None = Field(
         default=None,
         description="GitHub REST API URL (e.g. https://api.github.com): pull-request builds are "
         "checked against the pull request's head commit there before they build.",
+        examples=["https://api.github.com"],
     )
     github_api_token_env: str | None = Field(
-        default=None, description="Variable holding a token for github-api (private repositories)."
+        default=None,
+        description="Variable holding a token for github-api (private repositories).",
+        examples=["GITHUB_API_TOKEN"],
     )
 
     @field_validator("signing_refs")
@@ -435,6 +673,7 @@ DEFAULT_PR_TAG = TagTemplate.model_construct(
 DEFAULT_MERGE_GROUP_TAG = TagTemplate.model_construct(
     name="default_tag", value="MG-{{ .ShortSHA }}", validation=r"^(MG-[0-9a-f]{8})$"
 )
+DEFAULT_SEMVER_TAGS = ("{{ .Version }}", "{{ .Major }}.{{ .Minor }}", "{{ .Major }}")
 
 
 class Config(_Model):
@@ -442,45 +681,111 @@ class Config(_Model):
 
     model_config = ConfigDict(title="Image Builder config.yaml")
 
-    registry: RegistryList = (DEFAULT_REGISTRY,)
-    dev_registry: RegistryList | None = None
-    cache: CacheConfig = Field(default_factory=CacheConfig.model_construct)
-    default_commit_tag: TagTemplate = DEFAULT_COMMIT_TAG
-    default_pr_tag: TagTemplate = DEFAULT_PR_TAG
-    default_merge_group_tag: TagTemplate = DEFAULT_MERGE_GROUP_TAG
-    additional_pr_tag: TagTemplate | None = None
+    registry: RegistryList = Field(
+        default=(DEFAULT_REGISTRY,),
+        description="Where release builds (push, schedule, manual run) push: a registry host "
+        "and optional path, or a list of them; every tag goes to each. Default: localhost:5000.",
+        examples=[["ghcr.io/my-org", "europe-docker.pkg.dev/proj/images"]],
+    )
+    dev_registry: RegistryList | None = Field(
+        default=None,
+        description="Where pull-request and merge-group builds push; it must not be a release "
+        "registry. Without it such builds are refused (except with the default local registry).",
+        examples=["europe-docker.pkg.dev/proj/dev"],
+    )
+    cache: CacheConfig = Field(
+        default_factory=CacheConfig.model_construct,
+        description="A layer cache in a registry. Default: no cache.",
+        examples=[{"enabled": True, "cache-repo": "europe-docker.pkg.dev/proj/cache/cache"}],
+    )
+    default_commit_tag: TagTemplate = Field(
+        default=DEFAULT_COMMIT_TAG,
+        description="The tag every release build (push, schedule, manual run) gets.",
+        examples=[
+            {
+                "name": "default_tag",
+                "value": "v{{ .Date }}-{{ .ShortSHA }}",
+                "validation": "^(v[0-9]{8}-[0-9a-f]{8})$",
+            }
+        ],
+    )
+    default_pr_tag: TagTemplate = Field(
+        default=DEFAULT_PR_TAG,
+        description="The tag every pull-request build gets.",
+        examples=[
+            {"name": "default_tag", "value": "PR-{{ .PRNumber }}", "validation": "^(PR-[0-9]+)$"}
+        ],
+    )
+    default_merge_group_tag: TagTemplate = Field(
+        default=DEFAULT_MERGE_GROUP_TAG,
+        description="The tag every merge-group (merge queue) build gets.",
+        examples=[{"name": "default_tag", "value": "MG-{{ .ShortSHA }}"}],
+    )
+    additional_pr_tag: TagTemplate | None = Field(
+        default=None,
+        description="A second tag for pull-request builds, besides default-pr-tag.",
+        examples=[{"name": "pr_commit", "value": "PR-{{ .PRNumber }}-{{ .ShortSHA }}"}],
+    )
+    semver_tags: tuple[str, ...] = Field(
+        default=DEFAULT_SEMVER_TAGS,
+        description="Tags a version tag (refs/tags/v1.2.3 or 1.2.3) adds, as docker/metadata-"
+        "action's type=semver: templates over .Version, .Major, .Minor and .Patch. A "
+        "pre-release (v1.3.0-rc.1) gets only the templates that use .Version. [] adds none.",
+        examples=[["{{ .Version }}", "{{ .Major }}.{{ .Minor }}", "{{ .Major }}"]],
+    )
+    release_only_tags: tuple[str, ...] = Field(
+        default=(),
+        description="Tags (by name or value) that, like latest, are applied only to release "
+        "builds (push, schedule, manual run) of the default branch and of version tags; on "
+        "other builds they are dropped with a notice. latest always is.",
+        examples=[["stable", "edge"]],
+    )
+    default_branch: str | None = Field(
+        default=None,
+        pattern=r"^[^\s]+$",
+        description="The branch whose release builds get release-only tags such as latest. "
+        "Default: the CI system's (GitHub's event payload, a checkout's origin/HEAD), else main.",
+        examples=["main"],
+    )
     tag_template: TagTemplate | None = Field(
         default=None,
         description="Older Go tool key; used as default-commit-tag when that key is absent.",
+        examples=[{"name": "default_tag", "value": "v{{ .Date }}-{{ .ShortSHA }}"}],
     )
     tag_template_env: tuple[str, ...] = Field(
         default=(),
         description="Environment variables that tag templates may read with .Env, "
         "besides the env file's entries.",
+        examples=[["BUILD_ID", "RELEASE_CHANNEL"]],
     )
     platforms: tuple[str, ...] = Field(
         default=(),
         description="Default platforms, e.g. [linux/amd64, linux/arm64]; default: the host's.",
+        examples=[["linux/amd64", "linux/arm64"]],
     )
     insecure_registries: tuple[str, ...] = Field(
         default=(),
         description="Registries reached over plain HTTP besides loopback ones (host[:port]).",
+        examples=[["registry.internal:5000"]],
     )
     storage_driver: Literal["overlay", "vfs"] | None = Field(
         default=None,
         description="buildah storage driver; default: what storage.conf says, else overlay "
         "unless the storage sits on overlayfs or already uses vfs.",
+        examples=["vfs"],
     )
     build_user: str = Field(
         default="ib-sandbox",
-        pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+        pattern=_USER_NAME_PATTERN,
         description="The unprivileged account that runs the Dockerfile's steps when image-builder "
         "runs as root (made by scripts/setup, with a subuid range). It must own nothing secret.",
+        examples=["ib-sandbox"],
     )
     log_format: Literal["color", "text", "json"] = Field(
         default="text",
         description="text, color (text with colour on a terminal) or json (one JSON object per "
         "line). Other values, which the Go tool ignored, mean text with a warning.",
+        examples=["json"],
     )
     restricted_registries: tuple[str, ...] = Field(
         default=(),
@@ -488,52 +793,108 @@ class Config(_Model):
         "RUN --mount from=, after build arguments) must come from one of these registries "
         "(host[/path] prefixes, e.g. cgr.dev/sap.com); anything else is refused before building "
         "and blocked at pull time.",
+        examples=[["cgr.dev/sap.com", "europe-docker.pkg.dev/proj/base-images"]],
     )
     go_internal_sap_modules: GoModulesSecret | None = Field(
         default=None,
         description="The credential --use-go-internal-sap-modules mounts as a build secret "
         "(release builds only, unless secrets-for-presubmits).",
+        examples=[{"id": "netrc", "file": "/secret/go-modules.netrc"}],
     )
     secrets_for_presubmits: bool = Field(
         default=False,
         description="Give build secrets (--secret, go-internal-sap-modules) to pull-request and "
         "merge-group builds too. Off by default: their Dockerfile steps come from the pull "
         "request.",
+        examples=[False],
     )
-    reproducible: bool = False
-    sign_config: SignConfig = Field(default_factory=SignConfig.model_construct)
-    ado_config: AdoConfig | None = None
+    reproducible: bool = Field(
+        default=False,
+        description="Stamp the image with the commit's time instead of the build's, so that "
+        "rebuilding a commit gives the same image; needs a git checkout or SOURCE_DATE_EPOCH.",
+        examples=[True],
+    )
+    sign_config: SignConfig = Field(
+        default_factory=SignConfig.model_construct,
+        description="Signers, and which repositories' release images each signs. Pull-request "
+        "and merge-group builds are never signed. Default: no signing.",
+        examples=[
+            {
+                "enabled-signers": {"*": ["signify-prod"]},
+                "signers": [
+                    {
+                        "name": "signify-prod",
+                        "type": "notary",
+                        "config": {
+                            "endpoint": "https://signing.example.com/signingsvc/sign",
+                            "secret": {"path": "/secret/secret.json"},
+                        },
+                    }
+                ],
+            }
+        ],
+    )
+    ado_config: AdoConfig | None = Field(
+        default=None,
+        description="The Azure DevOps pipeline to build in; with it, build runs there unless "
+        "--backend says otherwise.",
+        examples=[
+            {
+                "ado-organization-url": "https://dev.azure.com/my-org",
+                "ado-project-name": "my-project",
+                "ado-pipeline-id": 14902,
+            }
+        ],
+    )
     trust: tuple[TrustedIssuer, ...] = Field(
         default=(),
         description="Trusted OIDC issuers. When set, build and sign require a verified token.",
+        examples=[
+            [
+                {
+                    "issuer": "https://token.actions.githubusercontent.com",
+                    "audience": "image-builder",
+                    "job-workflow-refs": [
+                        "my-org/my-repo/.github/workflows/build.yml@refs/heads/main"
+                    ],
+                    "repository-owners": [{"name": "my-org", "id": 12345678}],
+                    "events": ["push", "pull_request_target"],
+                }
+            ]
+        ],
     )
     seen_tokens: str | None = Field(
         default=None,
         description="File that records used token ids (jti), so a token builds once and signs "
         "once. Default: /var/lib/image-builder/seen-tokens.json as root, else under "
         "$XDG_STATE_HOME. Point agents that share tokens at one shared file.",
+        examples=["/shared/image-builder/seen-tokens.json"],
     )
     publish_mode: Literal["atomic", "best-effort"] = Field(
         default="atomic",
         description="atomic: tags move only once every registry holds the image, so a registry "
         "that is down leaves every tag where it was. best-effort: tags move in every registry "
         "that received it.",
+        examples=["best-effort"],
     )
     publish_timeout: GoDuration = Field(
         default=timedelta(minutes=3),
         description="Publishing (both phases, every registry) ends by then; a registry that "
         "stops answering fails the build with a report. Raise it for images that take longer "
         "to upload.",
+        examples=["10m"],
     )
     build_timeout: GoDuration = Field(
         default=timedelta(hours=2),
         description="The build (buildah, every platform, and the wait for a free build "
         "account) is stopped after this long.",
+        examples=["2h30m"],
     )
     lock_timeout: GoDuration = Field(
         default=timedelta(minutes=5),
         description="How long to wait for buildah's storage lock when another process holds "
         "it (waiting for a free build account is bounded by build-timeout).",
+        examples=["5m"],
     )
     max_manifest_entries: int = Field(
         default=64,
@@ -541,6 +902,7 @@ class Config(_Model):
         le=4096,
         description="At most this many entries in an index, or signatures and attestations in a "
         "list, read from a registry.",
+        examples=[64],
     )
 
     _notices: tuple[str, ...] = PrivateAttr(default=())
@@ -590,10 +952,25 @@ class Config(_Model):
         return ()
 
 
+STDIN = Path("-")
+
+
 def load_config(path: Path | None) -> Config:
-    """Read and validate config.yaml; ``None`` gives the built-in defaults."""
+    """Read and validate config.yaml; ``None`` gives the built-in defaults, ``-`` reads stdin."""
     if path is None:
         return Config.model_construct()  # the defaults are known to be valid
+    if path == STDIN:
+        try:
+            text = sys.stdin.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the config from standard input: {exc}") from None
+        if not text.strip():
+            # Refused rather than taken as "defaults": standard input can be read only once.
+            raise ConfigError(
+                "standard input holds no config (it is empty, or was read already); "
+                "pipe config.yaml into --config -"
+            )
+        return parse_config(text, source="<stdin>")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -606,6 +983,9 @@ def load_config(path: Path | None) -> Config:
 
 
 def parse_config(text: str, *, source: str = "config.yaml") -> Config:
+    """Validate ``text``. A ConfigError names every problem: ``<source>: <problem>`` for one,
+    else a first line ``<source> has N problems:`` and one ``  - <problem>`` line each, in the
+    order of the file."""
     import yaml
 
     try:
@@ -630,7 +1010,7 @@ def parse_config(text: str, *, source: str = "config.yaml") -> Config:
         except ValidationError as exc:
             ignored = _ignorable_keys(exc)
             if not ignored:
-                raise ConfigError(f"{source}: {describe_validation_error(exc, Config)}") from None
+                raise ConfigError(_config_problems(exc, data, text, source)) from None
             for loc in ignored:
                 data = _without(data, loc)
                 notices.append(
@@ -639,6 +1019,19 @@ def parse_config(text: str, *, source: str = "config.yaml") -> Config:
                 )
     config._notices = tuple(notices)
     return config
+
+
+def _config_problems(exc: ValidationError, data: dict[str, Any], text: str, source: str) -> str:
+    problems = _problems(exc.errors(include_url=False), Config)
+    if "tag-template" in data and "default-commit-tag" not in data:
+        # default-commit-tag is a copy of tag-template here: its problems are already there.
+        copies = [p for p in problems if p.loc[:1] == ("default-commit-tag",)]
+        if len(copies) < len(problems):
+            problems = [p for p in problems if p not in copies]
+    problems = _in_file_order(problems, text)
+    if len(problems) == 1:
+        return f"{source}: {problems[0].text}"
+    return f"{source} has {len(problems)} problems:" + "".join(f"\n  - {p.text}" for p in problems)
 
 
 def _go_leniency(data: dict[str, Any], notices: list[str], source: str) -> dict[str, Any]:
@@ -652,10 +1045,9 @@ def _go_leniency(data: dict[str, Any], notices: list[str], source: str) -> dict[
             f"{source}: log-format {log_format!r} is not color, text or json; using text"
         )
         data["log-format"] = "text"
-    insecure = [e for e in data.get("insecure-registries") or () if isinstance(e, str)]
+    insecure = [e for e in _as_list(data.get("insecure-registries")) if isinstance(e, str)]
     for key in ("registry", "dev-registry"):
-        values = data.get(key)
-        for value in [values] if isinstance(values, str) else values or ():
+        for value in _as_list(data.get(key)):
             if not isinstance(value, str) or not value.lower().startswith("http://"):
                 continue
             host = value[len("http://") :].split("/", 1)[0]
@@ -667,6 +1059,13 @@ def _go_leniency(data: dict[str, Any], notices: list[str], source: str) -> dict[
     return data
 
 
+def _as_list(value: object) -> list[object]:
+    """The entries of a key that takes a value or a list of them (whatever the file holds)."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
 def _ignorable_keys(exc: ValidationError) -> list[tuple[Any, ...]]:
     """Unknown keys the Go tool would have ignored (it ignored every unknown key): all of them,
     except likely typos of a known key and anything under ``trust``, which stay errors."""
@@ -676,9 +1075,8 @@ def _ignorable_keys(exc: ValidationError) -> list[tuple[Any, ...]]:
         if error["type"] != "extra_forbidden" or not loc or loc[0] == "trust":
             continue
         known = _known_keys(Config, loc[:-1])
-        if difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.8):
-            return []  # a typo: report it, and everything else with it
-        out.append(loc)
+        if not difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.8):
+            out.append(loc)
     return out
 
 
@@ -703,15 +1101,113 @@ def config_schema() -> str:
 
 
 def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
-    """One line for the first problem pydantic found, naming the key and the expected form."""
+    """One line for the first problem, naming the key and the expected form, and how many more
+    there are (for messages that must stay one line: event payloads, a signer's config)."""
     # An unknown key usually explains the "required" error next to it (a typo), so it goes first.
-    errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
-    first = errors[0]
-    loc = tuple(first["loc"])
-    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    problems = sorted(
+        _problems(exc.errors(include_url=False), model), key=lambda p: p.kind != "extra_forbidden"
+    )
+    if not problems:
+        return "invalid"
+    more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    return problems[0].text + more
+
+
+def describe_validation_errors(exc: ValidationError, model: type[BaseModel]) -> list[str]:
+    """Every problem, one line each, naming the key and what is expected in plain words."""
+    return [p.text for p in _problems(exc.errors(include_url=False), model)]
+
+
+class _Problem(NamedTuple):
+    loc: tuple[Any, ...]  # where in the input, as keys and list indexes
+    kind: str  # pydantic's error type
+    text: str  # one line: the dotted key, what is expected, what was given
+
+
+class _NoExample:
+    pass
+
+
+_NO_EXAMPLE = _NoExample()
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Spot:
+    """What an error location points at in a model: the location without the branch tags pydantic
+    puts in for unions, and what the type, its metadata and the field's examples say there."""
+
+    loc: tuple[Any, ...]
+    annotation: Any = None
+    metadata: tuple[object, ...] = ()
+    example: object = _NO_EXAMPLE
+    union: int | None = None  # len(loc) at which a union's branch tag was left out
+    union_metadata: tuple[object, ...] = ()  # what the union's field says
+
+
+def _problems(
+    errors: Sequence[ErrorDetails], model: type[BaseModel], prefix: tuple[Any, ...] = ()
+) -> list[_Problem]:
+    located = [(error, _locate(model, tuple(error["loc"]))) for error in errors]
+    # "at least 1 item" after an item failed only repeats that failure.
+    locs = [spot.loc for _, spot in located]
+    located = [
+        (error, spot)
+        for error, spot in located
+        if not (
+            error["type"] == "too_short"
+            and any(len(o) > len(spot.loc) and o[: len(spot.loc)] == spot.loc for o in locs)
+        )
+    ]
+    out: list[_Problem] = []
+    unions_done: set[tuple[Any, ...]] = set()
+    for error, spot in located:
+        ctx = error.get("ctx") or {}
+        if error["type"] == "signer_config" and ctx.get("signer_type") in _SIGNER_CONFIG:
+            inner = _SIGNER_CONFIG[ctx["signer_type"]]
+            out += _problems(ctx.get("errors") or (), inner, (*prefix, *spot.loc, "config"))
+        elif spot.union is None:
+            out.append(_problem(error, spot, model, prefix))
+        elif (at := spot.loc[: spot.union]) not in unions_done:
+            unions_done.add(at)
+            same = [(e, s) for e, s in located if s.union is not None and s.loc[: s.union] == at]
+            out += _union_problems(at, same, model, prefix)
+    return out
+
+
+def _union_problems(
+    at: tuple[Any, ...],
+    branches: list[tuple[ErrorDetails, _Spot]],
+    model: type[BaseModel],
+    prefix: tuple[Any, ...],
+) -> list[_Problem]:
+    """Each branch of a union says why the value is not its kind. When one branch took the value's
+    shape and failed only inside it, its problems are the ones to fix; else say once what fits."""
+    by_branch: dict[Any, list[tuple[ErrorDetails, _Spot]]] = {}
+    for error, spot in branches:
+        tag = error["loc"][len(at)] if len(error["loc"]) > len(at) else None
+        by_branch.setdefault(tag, []).append((error, spot))
+    for found in by_branch.values():
+        if all(len(spot.loc) > len(at) for _, spot in found):
+            return [_problem(error, spot, model, prefix) for error, spot in found]
+    words = _words(branches[0][1].union_metadata)
+    shallow = [(e, s) for e, s in branches if len(s.loc) == len(at)]
+    if words is None:
+        tops = [_expected(e, s) for e, s in shallow]
+        words = " or ".join(dict.fromkeys(t for t in tops if t)) or "another kind of value"
+    key = _dotted((*prefix, *at))
+    where = f"'{key}': " if key else ""
+    text = f"{where}expected {words}; got {_got((shallow or branches)[0][0].get('input'))}"
+    return [_Problem((*prefix, *at), "union", text)]
+
+
+def _problem(
+    error: ErrorDetails, spot: _Spot, model: type[BaseModel], prefix: tuple[Any, ...]
+) -> _Problem:
+    loc = (*prefix, *spot.loc)
+    kind = error["type"]
     key = _dotted(loc)
-    if first["type"] == "extra_forbidden":
-        known = _known_keys(model, loc[:-1])
+    if kind == "extra_forbidden" and spot.loc:
+        known = _known_keys(model, spot.loc[:-1])
         guess = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
         parent = _dotted(loc[:-1])
         hint = (
@@ -719,18 +1215,172 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> s
             if guess
             else f"known keys{' under ' + repr(parent) if parent else ''}: {', '.join(known)}"
         )
-        return f"unknown key '{key}'; {hint}{more}"
-    message = str(first["msg"])
-    message = message.removeprefix("Value error, ")
-    if first["type"] == "missing":
-        return f"'{key}' is required{more}"
-    got = first.get("input")
-    quiet = (
-        "got" in message or isinstance(got, (dict, list)) or first["type"] == "registry_credentials"
-    )
-    shown = "" if quiet else f" (got {_short(got)})"
+        return _Problem(loc, kind, f"unknown key '{key}'; {hint}")
+    if kind == "missing":
+        text = f"'{key}' is required"
+        if spot.example is not _NO_EXAMPLE and loc and isinstance(loc[-1], str):
+            text += f", e.g. {_dotted(loc[-1:])}: {_example(spot.example)}"
+        return _Problem(loc, kind, text)
     where = f"'{key}': " if key else ""
-    return f"{where}{_lower_first(message)}{shown}{more}"
+    got = error.get("input")
+    expected = _expected(error, spot)
+    if expected is not None:
+        return _Problem(loc, kind, f"{where}expected {expected}; got {_got(got)}")
+    # Our validators' own words (they say what is expected), or a kind not worded here.
+    message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    quiet = (
+        "got" in message or isinstance(got, (dict, list)) or kind == "registry_credentials"
+    )  # registry_credentials: never repeat the value, it holds a password
+    shown = "" if quiet else f"; got {_got(got)}"
+    return _Problem(loc, kind, f"{where}{_lower_first(message)}{shown}")
+
+
+_LIST_KINDS = frozenset({"tuple_type", "list_type", "set_type", "frozen_set_type", "iterable_type"})
+_MAPPING_KINDS = frozenset(
+    {"dict_type", "model_type", "model_attributes_type", "mapping_type", "dataclass_type"}
+)
+_OWN_WORDS = frozenset({"value_error", "assertion_error", "registry_credentials"})
+
+
+def _expected(error: ErrorDetails, spot: _Spot) -> str | None:
+    """What the value should have been, in plain words; None for messages of our own."""
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind in _OWN_WORDS:
+        return None
+    words = _words(spot.metadata)
+    if words is not None:
+        return words
+    example = _example(spot.example) if spot.example is not _NO_EXAMPLE else ""
+    such = f" such as {example}" if example and len(example) <= 100 else ""
+    if kind in ("bool_parsing", "bool_type"):
+        return "true or false"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return "a whole number" + _bounds(spot.metadata)
+    if kind in ("float_parsing", "float_type", "finite_number"):
+        return "a number" + _bounds(spot.metadata)
+    if kind == "greater_than_equal":
+        return f"a number of at least {ctx.get('ge')}"
+    if kind == "greater_than":
+        return f"a number above {ctx.get('gt')}"
+    if kind == "less_than_equal":
+        return f"a number of at most {ctx.get('le')}"
+    if kind == "less_than":
+        return f"a number below {ctx.get('lt')}"
+    if kind == "string_type":
+        return "a string" + such
+    if kind == "string_too_short":
+        least = ctx.get("min_length", 1)
+        return ("a non-empty string" if least == 1 else f"at least {least} characters") + such
+    if kind == "string_too_long":
+        return f"at most {ctx.get('max_length')} characters"
+    if kind == "string_pattern_mismatch":
+        pattern = str(ctx.get("pattern", ""))
+        what, form = _PATTERN_WORDS.get(pattern, ("a string", f"matching {pattern}"))
+        return what + such + (f" ({form})" if form else "")
+    if kind == "literal_error":
+        return str(ctx.get("expected", "one of the documented values"))
+    if kind in _LIST_KINDS:
+        return "a list" + such
+    if kind in _MAPPING_KINDS:
+        return "a mapping of keys" + such
+    if kind == "too_short":
+        least = ctx.get("min_length", 1)
+        return f"a list of at least {least} {'entry' if least == 1 else 'entries'}" + such
+    if kind == "too_long":
+        return f"a list of at most {ctx.get('max_length')} entries"
+    if kind.startswith("url_"):
+        return "a URL" + such
+    if kind == "none_required":
+        return "nothing (null)"
+    return None
+
+
+def _bounds(metadata: tuple[object, ...]) -> str:
+    low = next((m.ge for m in metadata if hasattr(m, "ge")), None)
+    high = next((m.le for m in metadata if hasattr(m, "le")), None)
+    if low is not None and high is not None:
+        return f" from {low} to {high}"
+    if low is not None:
+        return f" of at least {low}"
+    if high is not None:
+        return f" of at most {high}"
+    return ""
+
+
+def _words(metadata: tuple[object, ...]) -> str | None:
+    return next((m.words for m in metadata if isinstance(m, _Expected)), None)
+
+
+def _got(value: object) -> str:
+    """The given value as the user wrote it, briefly: containers by kind only."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return _short(value) if value else "an empty string"
+    if isinstance(value, dict):
+        return "a mapping" if value else "an empty mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list" if value else "an empty list"
+    if isinstance(value, (date, datetime)):
+        return f"the date {value.isoformat()}"
+    return _short(value)
+
+
+def _example(value: object) -> str:
+    """An example value as YAML would write it, on one line."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1 << 20)
+    return text.removesuffix("\n...\n").strip()
+
+
+def _in_file_order(problems: list[_Problem], text: str) -> list[_Problem]:
+    """``problems`` sorted by where their keys are in ``text`` (a problem without a place in the
+    file, such as a missing key, sits where its parent is)."""
+    import yaml
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return problems
+    if root is None:
+        return problems
+
+    def place(loc: tuple[Any, ...]) -> tuple[int, int]:
+        node: yaml.Node = root
+        mark = node.start_mark
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                pairs = [
+                    (k, v)
+                    for k, v in node.value
+                    if isinstance(k, yaml.ScalarNode) and k.value == str(part)
+                ]
+                if not pairs:  # a missing key: after the keys that are there (a typo of it)
+                    mark = node.end_mark
+                    break
+                mark, node = pairs[-1][0].start_mark, pairs[-1][1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                if not 0 <= part < len(node.value):
+                    break
+                node = node.value[part]
+                mark = node.start_mark
+            else:
+                break
+        return (mark.line, mark.column)
+
+    return sorted(problems, key=lambda p: place(p.loc))
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
@@ -754,40 +1404,88 @@ def _lower_first(text: str) -> str:
 
 
 def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    target: Any = model
-    for part in loc:
-        target = _step(target, part)
-        if target is None:
-            return []
+    target = _locate(model, loc).annotation
     if isinstance(target, type) and issubclass(target, BaseModel):
         return [field.alias or name for name, field in target.model_fields.items()]
     return []
 
 
-def _step(annotation: Any, part: Any) -> Any:
-    """Follow one element of a pydantic error location through type annotations."""
-    annotation = _unwrap(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        for name, field in annotation.model_fields.items():
+def _locate(model: type[BaseModel], loc: tuple[Any, ...]) -> _Spot:
+    """Follow a pydantic error location through the model's type annotations."""
+    annotation: Any = model
+    metadata: tuple[object, ...] = ()
+    example: object = _NO_EXAMPLE
+    clean: list[Any] = []
+    union: int | None = None
+    union_metadata: tuple[object, ...] = ()
+    tag = False
+    for part in loc:
+        base, more = _peel(annotation)
+        metadata += more
+        tag = not tag and _is_union(base)
+        if tag:
+            # This part is the tag of a branch (e.g. 'tuple[str, ...]'), not a key of the input.
+            if union is None:
+                union, union_metadata = len(clean), metadata
+            continue
+        clean.append(part)
+        annotation, metadata, example = _step(base, part, example)
+    base, more = _peel(annotation)
+    return _Spot(
+        loc=tuple(clean),
+        annotation=base,
+        metadata=metadata + more,
+        example=example,
+        union=union,
+        union_metadata=union_metadata,
+    )
+
+
+def _step(base: Any, part: Any, example: object) -> tuple[Any, tuple[object, ...], object]:
+    """The annotation, metadata and example one element of a location further in."""
+    if _is_union(base):  # below a branch tag: the first branch that has such a part
+        for branch in typing.get_args(base):
+            found = _step(_peel(branch)[0], part, example)
+            if found[0] is not None:
+                return found
+        return None, (), _NO_EXAMPLE
+    if isinstance(base, type) and issubclass(base, BaseModel):
+        for name, field in base.model_fields.items():
             if part in (field.alias, name):
-                return _unwrap(field.annotation)
-        return None
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (list, tuple) and args:
-        return _unwrap(args[0])
+                examples = field.examples or []
+                return (
+                    field.annotation,
+                    tuple(field.metadata),
+                    (examples[0] if examples else _NO_EXAMPLE),
+                )
+        return None, (), _NO_EXAMPLE
+    origin = typing.get_origin(base)
+    args = typing.get_args(base)
+    if origin in (list, tuple, set, frozenset) and args and isinstance(part, int):
+        item = example[0] if isinstance(example, list) and example else _NO_EXAMPLE
+        return args[0], (), item
     if origin in (dict, Mapping) and len(args) == 2:
-        return _unwrap(args[1])
-    return None
+        value = next(iter(example.values())) if isinstance(example, dict) and example else None
+        return args[1], (), _NO_EXAMPLE if value is None else value
+    return None, (), _NO_EXAMPLE
 
 
-def _unwrap(annotation: Any) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        return _unwrap(typing.get_args(annotation)[0])
-    if origin in (Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            inner = _unwrap(arg)
-            if inner is not type(None):
-                return inner
-    return annotation
+def _peel(annotation: Any) -> tuple[Any, tuple[object, ...]]:
+    """``annotation`` without ``Annotated`` (its metadata returned) and without ``| None``."""
+    metadata: tuple[object, ...] = ()
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation, *more = typing.get_args(annotation)
+            metadata += tuple(more)
+        elif origin in (Union, types.UnionType):
+            branches = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(branches) != 1:
+                return annotation, metadata
+            annotation = branches[0]
+        else:
+            return annotation, metadata
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (Union, types.UnionType)

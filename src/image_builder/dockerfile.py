@@ -32,6 +32,30 @@ _TRANSPORTS = frozenset(
     }
 )
 _DIRECTIVE = re.compile(r"#\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(.*?)\s*")
+# The instructions buildah reads; any other stops the build when it gets there.
+INSTRUCTIONS = frozenset(
+    {
+        "ADD",
+        "ARG",
+        "CMD",
+        "COPY",
+        "ENTRYPOINT",
+        "ENV",
+        "EXPOSE",
+        "FROM",
+        "HEALTHCHECK",
+        "LABEL",
+        "MAINTAINER",
+        "ONBUILD",
+        "RUN",
+        "SHELL",
+        "STOPSIGNAL",
+        "USER",
+        "VOLUME",
+        "WORKDIR",
+    }
+)
+_HEREDOC = re.compile(r"<<-?\s*[\"']?[A-Za-z_]")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -61,6 +85,42 @@ class Unresolvable(Exception):
 
 class BadReference(ValueError):
     pass
+
+
+class DockerfileSyntaxError(InputError):
+    """A Dockerfile that buildah cannot read."""
+
+
+def check_syntax(text: str, *, label: str) -> None:
+    """Refuse, naming the line, a Dockerfile that no build can get through: an unknown
+    instruction, an instruction other than ARG before the first FROM, or no FROM at all. buildah
+    finds an unknown instruction only when the build reaches it; this finds it before anything
+    runs. A heredoc (``RUN <<EOF``) ends the check: a buildah that reads heredocs takes its body
+    as text, and one that does not says so itself."""
+    import difflib
+
+    seen_from = False
+    for instruction in parse(text):
+        keyword = instruction.keyword
+        where = f"{label} line {instruction.line}"
+        if keyword not in INSTRUCTIONS:
+            close = difflib.get_close_matches(keyword, sorted(INSTRUCTIONS), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise DockerfileSyntaxError(
+                f"{where}: unknown instruction {_printable(keyword, 40)}{hint}; fix the Dockerfile"
+            )
+        if not seen_from and keyword not in ("ARG", "FROM"):
+            raise DockerfileSyntaxError(
+                f"{where}: {keyword} comes before any FROM; fix the Dockerfile: it starts with "
+                "FROM <image> (only ARG may come before it)"
+            )
+        seen_from = seen_from or keyword == "FROM"
+        if _HEREDOC.search(instruction.args):
+            return
+    if not seen_from:
+        raise DockerfileSyntaxError(
+            f"{label} has no FROM instruction; fix the Dockerfile: it starts with FROM <image>"
+        )
 
 
 # --- reading ------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def check_pull_request(
 ) -> None:
     """A pull-request build must build its pull request's head, when the policy of the token's
     issuer names a GitHub API to ask."""
-    if ctx.job_type != "presubmit":
+    if not ctx.is_pull_request:
         return
     policy = next(t for t in trust if t.issuer == claims.issuer)
     if policy.github_api is not None:

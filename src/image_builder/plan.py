@@ -13,6 +13,7 @@ from typing import Any
 from image_builder.config import Config
 from image_builder.context import CIContext
 from image_builder.errors import InputError
+from image_builder.events import JobType, rule
 from image_builder.oci import (
     COMPONENT,
     Destination,
@@ -23,7 +24,7 @@ from image_builder.oci import (
 )
 from image_builder.secrets import BuildSecret
 from image_builder.signing import SignerChoice, select_signers
-from image_builder.tags import Tag, tag_values
+from image_builder.tags import DroppedTag, Tag, dirty_notice, tag_values
 
 _MAX_NAME = 255
 _ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -63,6 +64,14 @@ class BuildPlan:
     withheld_secrets: tuple[str, ...] = ()  # ids a pull-request build does not get
     # --use-restricted-registry: base images only from under these prefixes (empty: any).
     restricted_registries: tuple[str, ...] = ()
+    dropped_tags: tuple[DroppedTag, ...] = ()  # release-only tags this build may not move
+    dirty: bool = False  # built from a tree with uncommitted changes
+
+    @property
+    def notices(self) -> tuple[str, ...]:
+        """What the user should know before anything runs."""
+        dirty = [dirty_notice(self.commit_sha)] if self.dirty else []
+        return (*dirty, *(d.notice() for d in self.dropped_tags))
 
     @property
     def running_signers(self) -> tuple[str, ...]:
@@ -95,7 +104,11 @@ class BuildPlan:
         # Names only: a build argument's value may be a secret (NPM_TOKEN=...).
         data["build_args"] = [key for key, _ in self.build_args]
         data["labels"] = dict(self.labels)
-        data["tags"] = [t.to_json() for t in self.tags]
+        # Each tag with the rule that made it; the dropped ones with the reason.
+        data["tags"] = [{**t.to_json(), "rule": t.rule} for t in self.tags]
+        data["dropped_tags"] = [
+            {**d.tag.to_json(), "rule": d.tag.rule, "reason": d.reason} for d in self.dropped_tags
+        ]
         data["signers"] = [asdict(s) for s in self.signers]
         # Ids only, like build arguments: the values are the point of a secret.
         data["secrets"] = [s.id for s in self.secrets]
@@ -105,15 +118,39 @@ class BuildPlan:
 
 
 def validate_name(name: str) -> str:
+    """The repository path alone: the registry comes from config.yaml and the tag from --tag, so
+    a docker-style reference (``host/team/app:1.0``) is refused with the flags that say it."""
     if not name:
         raise InputError("--name is required: the image name, e.g. test-infra/ginkgo")
-    components = name.split("/")
-    if ".." in name or not all(COMPONENT.fullmatch(c) for c in components):
+    path, _, digest = name.partition("@")
+    first, slash, rest = path.partition("/")
+    # docker's rule: a first part with '.' or ':', or localhost, is a registry host
+    host = first if slash and (first == "localhost" or any(c in first for c in ".:")) else ""
+    repository, tag = (rest if host else path), ""
+    if ":" in repository.rsplit("/", 1)[-1]:
+        repository, tag = repository.rsplit(":", 1)
+    fixed = repository.lower() if _repository_ok(repository.lower()) else "team/app"
+    fix = f"--name {fixed}" + (f" --tag {tag}" if tag else "")
+    if digest:
+        raise InputError(f"image names carry no digest: the build makes it; pass {fix}")
+    if host:
+        raise InputError(
+            f"the registry comes from config.yaml (registry / dev-registry); pass {fix}"
+        )
+    if tag:
+        raise InputError(f"image names carry no tag: pass {fix}")
+    if name != name.lower() and _repository_ok(name.lower()):
+        raise InputError(f"image name {name!r} has upper-case letters; use lower case: {fix}")
+    if not _repository_ok(name):
         raise InputError(
             f"image name {name!r} is not a valid OCI repository name: use lower-case letters, "
             "digits and single separators (. _ __ -) in '/'-separated parts, e.g. team/app"
         )
     return name
+
+
+def _repository_ok(path: str) -> bool:
+    return ".." not in path and all(COMPONENT.fullmatch(c) for c in path.split("/"))
 
 
 def parse_build_args(
@@ -149,6 +186,7 @@ def make_plan(
     config: Config,
     ctx: CIContext,
     tags: Sequence[Tag],
+    dropped_tags: Sequence[DroppedTag] = (),
     name: str,
     context_dir: Path,
     dockerfile: Path,
@@ -170,9 +208,7 @@ def make_plan(
     (see :func:`gives_secrets`), ``withheld_secrets`` the ids it does not."""
     validate_name(name)
     registries = (
-        dev_registries(config, ctx.job_type)
-        if ctx.job_type in ("presubmit", "merge_group")
-        else release_registries(config, name)
+        release_registries(config, name) if ctx.is_release else dev_registries(config, ctx.job_type)
     )
     destinations = []
     for text in registries:
@@ -206,10 +242,9 @@ def make_plan(
 
     cache = None
     if config.cache.enabled and config.cache.cache_repo:
-        untrusted = ctx.job_type in ("presubmit", "merge_group")
         cache = CachePlan(
             cache_from=config.cache.cache_repo,
-            cache_to=config.cache.dev_cache_repo if untrusted else config.cache.cache_repo,
+            cache_to=config.cache.cache_repo if ctx.is_release else config.cache.dev_cache_repo,
         )
     involved = [d.host for d in destinations]
     for repo in (cache.cache_from, cache.cache_to) if cache else ():
@@ -241,14 +276,16 @@ def make_plan(
         secrets=tuple(secrets),
         withheld_secrets=tuple(withheld_secrets),
         restricted_registries=tuple(restricted_registries),
+        dropped_tags=tuple(dropped_tags),
+        dirty=ctx.dirty,
     )
 
 
-def gives_secrets(config: Config, job_type: str) -> bool:
+def gives_secrets(config: Config, job_type: JobType) -> bool:
     """Build secrets go to release builds. A pull request's or merge group's Dockerfile comes
     from the pull request, whose author could print or ship any secret, so those builds get
     none unless the config says ``secrets-for-presubmits: true``."""
-    return job_type not in ("presubmit", "merge_group") or config.secrets_for_presubmits
+    return rule(job_type).gets_secrets or config.secrets_for_presubmits
 
 
 def dev_registries(config: Config, job_type: str) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -34,6 +34,17 @@ class Staged:
     digest: str
     media_type: str
     manifest: bytes
+    # For an index: each platform ("linux/arm64") and its manifest's digest, in index order.
+    platforms: tuple[tuple[str, str], ...] = ()
+    blobs: int = 0  # configs and layers, each counted once
+
+    def summary(self) -> str:
+        """``3 blobs, 2 platforms``"""
+        count = len(self.platforms) or 1
+        return (
+            f"{self.blobs} blob{'s' if self.blobs != 1 else ''}, "
+            f"{count} platform{'s' if count != 1 else ''}"
+        )
 
 
 class Publisher(Protocol):
@@ -67,6 +78,7 @@ class Publication:
     """What publishing did so far; filled as it goes, so a cancelled run still reports it."""
 
     digest: str | None = None
+    platforms: tuple[tuple[str, str], ...] = ()  # of an index: (platform, manifest digest)
     stored: dict[Destination, str | None] = field(default_factory=dict)  # None: holds it
     tags: dict[Reference, TagResult] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -102,13 +114,33 @@ def publish(
     atomic: bool,
     deadline: Deadline,
     progress: Callable[[str], None],
+    skip: Mapping[Destination, str] | None = None,
 ) -> Publication:
     """Both phases; never raises for a registry's failure: every destination and tag ends up in
     the publication with what happened to it. The publication is closed on every way out, so a
-    request still under way past the deadline cannot change it afterwards."""
+    request still under way past the deadline cannot change it afterwards. ``skip`` names
+    destinations known to refuse the push already (best effort), with why: none is tried."""
     done = Publication()
+    skip = skip or {}
+    for destination, why in skip.items():
+        done.store(destination, why)
+    _not_moved(done, list(skip), "this repository did not receive the image")
+    lock = threading.Lock()
+
+    def say(line: str) -> None:  # from the pushes' threads: whole lines, one at a time
+        with lock:
+            progress(line)
+
+    rest = [d for d in destinations if d not in skip]
+    if skip and atomic:
+        names = ", ".join(d.name for d in skip)
+        for d in rest:
+            done.store(d, f"not pushed: {names} refuses the push (publish-mode: atomic)")
+        _not_moved(done, rest, f"no tag moved: {names} refuses the push (publish-mode: atomic)")
+        done.close()
+        return done
     try:
-        _phases(done, image, destinations, publisher, registry, atomic, deadline, progress)
+        _phases(done, image, rest, publisher, registry, atomic, deadline, say)
     finally:
         done.close()
     return done
@@ -132,6 +164,7 @@ def _phases(
         _not_moved(done, destinations, "the image was not pushed anywhere")
         return
     done.digest = staged.digest
+    done.platforms = staged.platforms
     progress(f"phase 1: {staged.digest} into {len(destinations)} repository(ies), no tag moved")
 
     def store(destination: Destination) -> None:
@@ -144,6 +177,8 @@ def _phases(
                     f"{'does not have it' if found is None else 'answers ' + found}"
                 )
             done.store(destination, None)
+            # One line per repository; the tool's own lines are debug output.
+            progress(f"pushed {destination.by_digest(staged.digest)} ({staged.summary()})")
         except ImageBuilderError as exc:
             done.store(destination, str(exc))
 

@@ -9,8 +9,7 @@ import json
 import logging
 import re
 import threading
-import urllib.error
-import urllib.request
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +41,13 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the distribution spec's recommended limi
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # signature and attestation payloads
 MAX_TOKEN_BYTES = 1024 * 1024  # a token service's answer
 READ_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 10.0
+# The check before a build: a registry that is up answers at once; a short connect timeout and
+# two quick attempts tell a closed port or a dead host in seconds.
+CHECK_CONNECT_TIMEOUT = 3.0
+CHECK_BUDGET = 10.0
+CHECK_ATTEMPTS = 2
+AUTH_FILES_HINT = "check REGISTRY_AUTH_FILE or ~/.docker/config.json"
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -186,6 +192,28 @@ class RegistryError(RuntimeFailure):
     pass
 
 
+class TokenRefused(RegistryError):
+    """The registry's token service refused the credentials (401 or 403)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Unreachable(RegistryError):
+    """No connection to the registry ``host``: a closed port, a name that does not resolve, a
+    host that does not answer, a failed TLS handshake; or something that is not a registry
+    answers."""
+
+    def __init__(self, message: str, *, host: str) -> None:
+        super().__init__(message)
+        self.host = host
+
+
+class PushRefused(RegistryError):
+    """The registry refuses the credentials, or refuses them a push to the repository."""
+
+
 class RegistryClient:
     """A small, strict OCI distribution client. Plain HTTP only for hosts ``plain_http`` allows."""
 
@@ -212,15 +240,147 @@ class RegistryClient:
         self._tokens: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         self._deadline: Deadline | None = None
+        self._connect_timeout = CONNECT_TIMEOUT
 
     @contextmanager
-    def bounded(self, deadline: Deadline) -> Iterator[None]:
-        """Every request and retry inside ends by ``deadline``."""
-        previous, self._deadline = self._deadline, deadline
+    def bounded(self, deadline: Deadline, *, connect: float = CONNECT_TIMEOUT) -> Iterator[None]:
+        """Every request and retry inside ends by ``deadline``; a connection not made within
+        ``connect`` seconds fails."""
+        previous = self._deadline, self._connect_timeout
+        self._deadline, self._connect_timeout = deadline, connect
         try:
             yield
         finally:
-            self._deadline = previous
+            self._deadline, self._connect_timeout = previous
+
+    # --- the check before a build -----------------------------------------------------------------
+
+    def check_push(self, repository: Reference) -> str | None:
+        """Whether ``repository``'s registry answers and lets our credentials push there: the
+        ``/v2/`` check with its auth challenge answered (a token asked for with the push scope),
+        then a blob upload started and cancelled, which only push rights allow. Raises
+        :class:`Unreachable` or :class:`PushRefused` with the cause; returns a notice when the
+        answer tells neither way (a 503, a slow answer, an unexpected status), and the push then
+        finds out with its own retries. Seconds, not minutes: a short connect timeout, at most
+        two quick attempts."""
+        host, name = repository.host, repository.repository
+        scope = f"repository:{name}:pull,push"
+        with self.bounded(Deadline(CHECK_BUDGET), connect=CHECK_CONNECT_TIMEOUT):
+            ping = self._probe("GET", host, httpx.URL(f"{self._base(host)}/v2/"), scope)
+            if isinstance(ping, str):
+                return ping
+            if ping.status_code == 401:
+                self._answer_challenge(host, name, scope, ping)
+                ping = self._probe("GET", host, httpx.URL(f"{self._base(host)}/v2/"), scope)
+                if isinstance(ping, str):
+                    return ping
+                if ping.status_code == 401:
+                    raise self._refused(host, name, ping)
+            if ping.status_code in RETRY_STATUSES:
+                return f"registry {host} answered the check with HTTP {ping.status_code}"
+            if ping.status_code != 200:
+                raise Unreachable(
+                    f"registry {host} does not answer as an OCI registry (GET /v2/: HTTP "
+                    f"{ping.status_code})",
+                    host=host,
+                )
+            return self._probe_upload(host, name, scope)
+
+    def _probe_upload(self, host: str, name: str, scope: str) -> str | None:
+        """Start a blob upload, which needs push rights, and cancel it."""
+        url = httpx.URL(f"{self._base(host)}/v2/{name}/blobs/uploads/")
+        started = self._probe("POST", host, url, scope)
+        if not isinstance(started, str) and started.status_code == 401:
+            # A registry that lets anyone ping may still want credentials for a push.
+            self._answer_challenge(host, name, scope, started)
+            started = self._probe("POST", host, url, scope)
+        if isinstance(started, str):
+            return started
+        status = started.status_code
+        if status == 202:
+            self._cancel_upload(host, started)
+            return None
+        if status == 401:
+            raise self._refused(host, name, started)
+        if status == 403:
+            raise PushRefused(
+                f"registry {host} does not let these credentials push to {name} (403"
+                f"{_detail(started)}); ask for push rights to {name}, or {AUTH_FILES_HINT}"
+            )
+        return f"registry {host} answered the push check for {name} with HTTP {status}" + (
+            f" ({_detail(started).removeprefix(': ')})" if _detail(started) else ""
+        )
+
+    def _answer_challenge(self, host: str, name: str, scope: str, response: httpx.Response) -> None:
+        try:
+            answered = self._authenticate(host, scope, response)
+        except TokenRefused as exc:
+            raise PushRefused(
+                f"registry {host} refused the credentials for {name} ({exc.status}); "
+                f"{AUTH_FILES_HINT}"
+            ) from None
+        if not answered and self._credentials(host) is None:
+            raise self._refused(host, name, response)
+
+    def _refused(self, host: str, name: str, response: httpx.Response) -> PushRefused:
+        """What a 401 after our credentials (or for want of any) means."""
+        challenge = response.headers.get("www-authenticate", "")
+        error = dict(_CHALLENGE_PARAM.findall(challenge.partition(" ")[2])).get("error", "")
+        if self._credentials(host) is None:
+            return PushRefused(
+                f"registry {host} wants credentials to push to {name} (401), and none were found "
+                f"for {host}; log in (buildah login {host}), or {AUTH_FILES_HINT}"
+            )
+        if error == "insufficient_scope":
+            return PushRefused(
+                f"registry {host} does not let these credentials push to {name} (401 "
+                f"insufficient_scope); ask for push rights to {name}, or {AUTH_FILES_HINT}"
+            )
+        return PushRefused(
+            f"registry {host} refused the credentials for {name} (401); {AUTH_FILES_HINT}"
+        )
+
+    def _probe(self, method: str, host: str, url: httpx.URL, scope: str) -> httpx.Response | str:
+        """One request of the check, tried twice when no connection was made. Raises
+        :class:`Unreachable` when none could be; a failure after connecting is a notice."""
+        cause = ""
+        for attempt in range(CHECK_ATTEMPTS):
+            if self._stopping():
+                raise RegistryError(f"{method} {url} not sent: image-builder is stopping")
+            if attempt:
+                time.sleep(0.2)
+            headers = {}
+            auth = self._auth_header(host, scope)
+            if auth:
+                headers["Authorization"] = auth
+            try:
+                return self._exchange(method, url, None, headers=headers)
+            except httpx.ConnectTimeout:
+                cause = f"no connection within {CHECK_CONNECT_TIMEOUT:.0f} s"
+            except httpx.ConnectError as exc:
+                cause = _connect_cause(exc)
+            except httpx.TimeoutException:
+                return f"registry {host} did not answer the check within {CHECK_BUDGET:.0f} s"
+            except httpx.TransportError as exc:
+                return f"registry {host} broke off the check ({exc.__class__.__name__}: {exc})"
+            except httpx.HTTPError as exc:
+                raise Unreachable(f"registry {host} cannot be checked ({exc})", host=host) from None
+        raise Unreachable(f"registry {host} is unreachable ({cause})", host=host)
+
+    def _cancel_upload(self, host: str, started: httpx.Response) -> None:
+        """Best effort: a registry drops an abandoned upload on its own after a while."""
+        location = started.headers.get("location")
+        if not location:
+            return
+        try:
+            url = httpx.URL(self._base(host)).join(location)
+            self.check_target(host, url)
+            # The upload's own credentials, and only to the registry's own host.
+            own = url.netloc.decode() == httpx.URL(self._base(host)).netloc.decode()
+            auth = started.request.headers.get("authorization") if own else None
+            self._exchange("DELETE", url, None, headers={"Authorization": auth} if auth else {})
+        except (httpx.HTTPError, RegistryError) as exc:
+            log.debug("cancelling the check's upload on %s failed: %s", host, exc)
 
     # --- manifests ------------------------------------------------------------------------------
 
@@ -397,7 +557,9 @@ class RegistryClient:
         whole (a registry decides how much it sends, not how much we keep)."""
         if self._deadline is not None:
             left = max(self._deadline.remaining(), 0.1)
-            kwargs["timeout"] = httpx.Timeout(min(READ_TIMEOUT, left), connect=min(10.0, left))
+            kwargs["timeout"] = httpx.Timeout(
+                min(READ_TIMEOUT, left), connect=min(self._connect_timeout, left)
+            )
         if limit is None:
             return self._http.request(method, url, **kwargs)
         auth = kwargs.pop("auth", None)
@@ -461,6 +623,12 @@ class RegistryClient:
             got = self._exchange("GET", realm.copy_merge_params(query), MAX_TOKEN_BYTES, auth=auth)
         except httpx.HTTPError as exc:
             raise RegistryError(f"token service {realm.host} for {host} failed: {exc}") from None
+        if got.status_code in (401, 403):
+            raise TokenRefused(
+                f"token service for {host} refused the request ({got.status_code}); check the "
+                "registry credentials in your auth file",
+                status=got.status_code,
+            )
         if got.status_code != 200:
             raise RegistryError(
                 f"token service for {host} refused the request ({got.status_code}); check the "
@@ -531,12 +699,43 @@ class RegistryClient:
 def ping(base_url: str, *, timeout: float = 2.0) -> bool:
     """Whether ``base_url`` answers the distribution API's ``/v2/`` check (200 or 401)."""
     try:
-        with urllib.request.urlopen(f"{base_url.rstrip('/')}/v2/", timeout=timeout) as response:  # noqa: S310 - our own http(s) URL
-            return bool(response.status == 200)
-    except urllib.error.HTTPError as exc:
-        return exc.code == 401
-    except (urllib.error.URLError, OSError, ValueError):
+        response = httpx.get(f"{base_url.rstrip('/')}/v2/", timeout=timeout, trust_env=False)
+    except httpx.HTTPError:
         return False
+    return response.status_code in (200, 401)
+
+
+def _detail(response: httpx.Response) -> str:
+    """``": CODE: message"`` from a registry's error body, or nothing."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    text = "; ".join(
+        f"{e.get('code')}: {e.get('message')}"
+        for e in (errors if isinstance(errors, list) else [])
+        if isinstance(e, dict)
+    )
+    return f": {text[:200]}" if text else ""
+
+
+def _connect_cause(exc: httpx.ConnectError) -> str:
+    """Why no connection was made, in a few words."""
+    text = str(exc)
+    lowered = text.lower()
+    if "refused" in lowered:
+        return "connection refused"
+    if any(
+        words in lowered
+        for words in ("name or service not known", "name resolution", "nodename nor servname")
+    ):
+        return "its name does not resolve"
+    if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
+        return f"TLS handshake failed: {text}"
+    if "unreachable" in lowered:
+        return "no route to it"
+    return text or exc.__class__.__name__
 
 
 def resolve_host(host: str) -> list[str]:

@@ -48,13 +48,33 @@ class SigningError(BaseModel):
     error: str
 
 
+class PlatformDigest(BaseModel):
+    """One platform of the pushed image, and its manifest's digest."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    platform: str  # e.g. linux/arm64
+    digest: str
+
+
+class SignerInfo(BaseModel):
+    """A signer the build ran (or was to run), and its kind: cosign or notary."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    name: str
+    type: str
+
+
 class BuildReport(BaseModel):
     """``pushed`` is true only when every repository received the image and every tag was
     pointed at it. ``images_list`` names exactly the tags that hold it when the build ends; a
     tag that a concurrent build moved since is in ``superseded_images`` instead, with the digest
     it holds now. ``stored_in`` names every repository that holds the digest, tagged or not.
     ``signed`` is true only when every chosen signer signed every digest; ``signed_by`` and
-    ``signing_errors`` say which did and which not. ``status`` is Succeeded, Failed or
+    ``signing_errors`` say which did and which not; ``signers`` names every signer planned to
+    run, with its type. ``manifests`` gives each platform's manifest digest of the pushed image,
+    only when ``digest`` is given. ``status`` is Succeeded, Failed or
     Cancelled (SIGTERM or SIGINT). Fields after the Go tool's are added, never renamed, so
     older readers ignore them."""
 
@@ -78,6 +98,8 @@ class BuildReport(BaseModel):
     signed_by: list[str] = Field(default_factory=list)
     signing_errors: list[SigningError] = Field(default_factory=list)
     error: str | None = None
+    manifests: list[PlatformDigest] = Field(default_factory=list)  # of what the registry holds
+    signers: list[SignerInfo] = Field(default_factory=list)  # those planned to run
 
     def to_json(self) -> str:
         return self.model_dump_json()

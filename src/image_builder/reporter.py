@@ -2,13 +2,16 @@
 
 Results go to stdout, diagnostics to stderr. On GitHub Actions errors become ``::error::`` and
 steps become ``::group::``; on Azure DevOps errors become ``##vso[task.logissue]``. Colour is used
-only on a TTY and never when ``NO_COLOR`` is set. ``log-format: json`` turns diagnostics into
-JSON lines.
+on a TTY, or anywhere with ``FORCE_COLOR``, and never with ``NO_COLOR`` (each only when set and not
+empty, as no-color.org and force-color.org have it). ``log-format: json`` turns diagnostics into
+JSON lines. Library code logs through :mod:`logging`; :class:`LogHandler` gives those records the
+reporter's own form.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -54,11 +57,10 @@ class Reporter:
         self.github = env.get("GITHUB_ACTIONS") == "true"
         self.azure = env.get("TF_BUILD") == "True" or bool(env.get("BUILD_BUILDID"))
         self.json = log_format == "json"
-        self.color = (
-            not self.json and "NO_COLOR" not in env and env.get("TERM") != "dumb" and err.isatty()
-        )
+        self.color = not self.json and _wants_color(env, err)
         self._masked: set[str] = set()
         self.silent = False  # the Go tool's --silent: tool output goes to the log file only
+        self.quiet = False  # --quiet: warnings, errors and results only (and all in the log file)
         self._log: TextIO | None = None  # the Go tool's --log-dir: a copy of every log line
 
     def with_format(self, log_format: str) -> Reporter:
@@ -66,7 +68,7 @@ class Reporter:
         clone = Reporter(out=self._out, err=self._err, env={}, log_format=log_format)
         clone.github, clone.azure, clone._masked = self.github, self.azure, self._masked
         clone.color = self.color and log_format != "json"
-        clone.silent, clone._log = self.silent, self._log
+        clone.silent, clone.quiet, clone._log = self.silent, self.quiet, self._log
         return clone
 
     def keep_log(self, log: TextIO | None, *, silent: bool) -> TextIO | None:
@@ -96,13 +98,18 @@ class Reporter:
         """A line of a tool's output as it arrives. It may come from the repository being built
         (a RUN step), so it is made inert first: it can never drive the CI agent or fake a
         report."""
+        quiet = self.silent or self.quiet
         if self.json:  # a JSON line is still a line to the agent, which acts on ##vso[ anywhere
-            self._json("info", inert(line), event="output", quiet=self.silent)
+            self._json("info", inert(line), event="output", quiet=quiet)
         else:
-            self._line(inert(line), quiet=self.silent)
+            self._line(inert(line), quiet=quiet)
 
     def info(self, message: str) -> None:
-        self._emit("info", inert(message), "", "")
+        self._emit("info", inert(message), "", "", quiet=self.quiet)
+
+    def debug(self, message: str) -> None:
+        """A library's debug record, shown only when ``--debug`` turned them on."""
+        self._emit("debug", f"debug: {inert(message)}", _DIM, _RESET)
 
     def warning(self, message: str) -> None:
         message = inert(message)
@@ -126,12 +133,13 @@ class Reporter:
     def step(self, title: str) -> Iterator[None]:
         """A titled step; its elapsed time is printed at the end, as a group in GitHub's log."""
         start = time.monotonic()
+        quiet = self.quiet
         if self.json:
-            self._json("info", title, event="step-start")
+            self._json("info", title, event="step-start", quiet=quiet)
         elif self.github:
-            self._line(f"::group::{title}")
+            self._line(f"::group::{title}", quiet=quiet)
         else:
-            self._line(f"{_BOLD}==> {title}{_RESET}" if self.color else f"==> {title}")
+            self._line(f"{_BOLD}==> {title}{_RESET}" if self.color else f"==> {title}", quiet=quiet)
         ok = False
         try:
             yield
@@ -141,19 +149,24 @@ class Reporter:
             status = "done" if ok else "failed"
             if self.json:
                 self._json(
-                    "info", title, event="step-end", status=status, seconds=round(elapsed, 3)
+                    "info",
+                    title,
+                    event="step-end",
+                    status=status,
+                    seconds=round(elapsed, 3),
+                    quiet=quiet,
                 )
             else:
                 if self.github:
-                    self._line("::endgroup::")
+                    self._line("::endgroup::", quiet=quiet)
                 tail = f"<== {title}: {status} in {elapsed:.1f}s"
-                self._line(f"{_DIM}{tail}{_RESET}" if self.color else tail)
+                self._line(f"{_DIM}{tail}{_RESET}" if self.color else tail, quiet=quiet)
 
-    def _emit(self, level: str, message: str, on: str, off: str) -> None:
+    def _emit(self, level: str, message: str, on: str, off: str, *, quiet: bool = False) -> None:
         if self.json:
-            self._json(level, message.removeprefix(f"{level}: "))
+            self._json(level, message.removeprefix(f"{level}: "), quiet=quiet)
         else:
-            self._line(f"{on}{message}{off}" if self.color and on else message)
+            self._line(f"{on}{message}{off}" if self.color and on else message, quiet=quiet)
 
     def _json(self, level: str, message: str, *, quiet: bool = False, **fields: object) -> None:
         # Masked before encoding: JSON escapes quotes and non-ASCII, and the mask would miss.
@@ -174,3 +187,35 @@ class Reporter:
         if not quiet:
             self._err.write(text + "\n")
             self._err.flush()
+
+
+def _wants_color(env: Mapping[str, str], err: TextIO) -> bool:
+    """no-color.org: ``NO_COLOR`` set and not empty turns colour off, and wins. force-color.org:
+    ``FORCE_COLOR`` set and not empty (whatever its value) turns it on without a TTY."""
+    if env.get("NO_COLOR"):
+        return False
+    if env.get("FORCE_COLOR"):
+        return True
+    return env.get("TERM") != "dumb" and err.isatty()
+
+
+class LogHandler(logging.Handler):
+    """Records that library code logs through :mod:`logging`, in the reporter's form: a warning
+    reads ``warning: ...`` (``::warning::`` on GitHub), never with a logger's name."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        super().__init__()
+        self._reporter = reporter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            self.handleError(record)
+            return
+        if record.levelno >= logging.ERROR:
+            self._reporter.error(message)
+        elif record.levelno >= logging.WARNING:
+            self._reporter.warning(message)
+        else:  # only with --debug: which library said it helps there
+            self._reporter.debug(f"{record.name}: {message}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 from collections.abc import Callable, Mapping
@@ -18,6 +19,8 @@ from image_builder.http import Deadline, RetryableError, RetryPolicy
 from image_builder.layout import REF_NAME
 from image_builder.oci import DIGEST, Destination
 from image_builder.publish import Staged
+
+log = logging.getLogger(__name__)
 
 _RETRY_BUDGET = 120.0  # seconds of whole-copy retries, within the publish deadline
 _FATAL = re.compile(r'level=fatal msg="((?:[^"\\]|\\.)*)"')
@@ -83,13 +86,21 @@ class SkopeoPublisher:
         policy = RetryPolicy(attempts=None, base_delay=1.0, max_delay=8.0, budget=_RETRY_BUDGET)
         prefix = f"[{destination.name}] "
 
+        def detail(line: str) -> None:
+            # skopeo's per-blob lines, repeated for every repository: debug output. Publishing
+            # says one line per repository instead; a failure quotes skopeo's own words.
+            log.debug("%s%s", prefix, line)
+
+        def retrying(_: int, error: RetryableError, delay: float) -> None:
+            if self._on_line is not None:
+                self._on_line(f"{prefix}{error}; trying again in {delay:.0f} s")
+
         def attempt() -> None:
-            emit = self._on_line
             try:
                 proc.run(
                     args,
                     env=self._env,
-                    on_line=(lambda line: emit(prefix + line)) if emit else None,
+                    on_line=detail,
                     what=f"push to {destination.name}",
                     timeout=deadline.remaining(),
                 )
@@ -102,7 +113,7 @@ class SkopeoPublisher:
                 raise RetryableError(message) from exc
 
         try:
-            policy.run(attempt, deadline=deadline)
+            policy.run(attempt, deadline=deadline, on_retry=retrying)
         except RetryableError as exc:
             raise RuntimeFailure(f"{exc} (gave up after retries)") from None
 
@@ -142,7 +153,42 @@ def _staged(path: Path, source: str) -> Staged:
         raise RuntimeFailure(f"the compressed image in {path} is unreadable: {exc}") from None
     if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
         raise RuntimeFailure(f"the compressed image in {path} does not match its digest")
-    return Staged(source=source, digest=digest, media_type=media_type, manifest=data)
+    platforms, blobs = _contents(path, data)
+    return Staged(
+        source=source,
+        digest=digest,
+        media_type=media_type,
+        manifest=data,
+        platforms=platforms,
+        blobs=blobs,
+    )
+
+
+def _contents(path: Path, top: bytes) -> tuple[tuple[tuple[str, str], ...], int]:
+    """Of the (verified) layout's top manifest: each platform of an index with its manifest's
+    digest, and how many distinct blobs (configs, layers) the image has."""
+    try:
+        doc = json.loads(top)
+        platforms: list[tuple[str, str]] = []
+        manifests = [doc]
+        for child in doc.get("manifests", []):
+            digest = str(child["digest"])
+            if not DIGEST.fullmatch(digest):
+                raise ValueError(digest)
+            fields = child.get("platform") or {}
+            parts = (fields.get("os"), fields.get("architecture"), fields.get("variant"))
+            platforms.append(("/".join(str(p) for p in parts if p), digest))
+            blob = path / "blobs" / "sha256" / digest.removeprefix("sha256:")
+            manifests.append(json.loads(blob.read_bytes()))
+        blobs = {
+            str(entry["digest"])
+            for manifest in manifests
+            for entry in [manifest.get("config"), *manifest.get("layers", [])]
+            if isinstance(entry, dict)
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise RuntimeFailure(f"the compressed image in {path} is unreadable: {exc}") from None
+    return tuple(platforms), len(blobs)
 
 
 def _plain(message: str, where: str) -> str:

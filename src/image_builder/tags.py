@@ -1,8 +1,13 @@
 """The tag engine: a safe evaluator for the Go-template subset tag templates use, named tags,
 the default tag per event, and validation.
 
-Supported actions: ``{{ .CommitSHA }}``, ``{{ .ShortSHA }}``, ``{{ .PRNumber }}``, ``{{ .Date }}``
+Supported actions: the fields in :data:`FIELDS` (``{{ .ShortSHA }}``, ``{{ .Version }}``, ...)
 and ``{{ .Env "NAME" }}``, with ``{{-``/``-}}`` trimming. Anything else is refused by name.
+
+Which tags a build gets follows the event table (:mod:`image_builder.events`): the event's default
+tag, the user's tags, and for a version tag (``refs/tags/v1.2.3``) the ``semver-tags``.
+Release-only tags (``latest``) are kept only on release builds of the default branch and of
+version tags; elsewhere they are dropped, with the reason.
 """
 
 from __future__ import annotations
@@ -11,14 +16,32 @@ import base64
 import binascii
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+
+import semver
 
 from image_builder.config import Config, TagTemplate
 from image_builder.context import CIContext
 from image_builder.errors import TagError, TemplateError
 
-FIELDS = ("CommitSHA", "ShortSHA", "PRNumber", "Date")
+FIELDS = (
+    "CommitSHA",
+    "ShortSHA",
+    "PRNumber",
+    "Date",
+    "Ref",
+    "Branch",
+    "Tag",
+    "Version",
+    "Major",
+    "Minor",
+    "Patch",
+    "Event",
+)
+_SUPPORTED = ", ".join(f"{{{{ .{f} }}}}" for f in FIELDS) + ', {{ .Env "NAME" }}'
+_NOT_IN_TAG = re.compile(r"[^A-Za-z0-9_.-]")
+DIRTY_SUFFIX = "-dirty"
 OCI_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 TAG_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _SIGNATURE_TAG = re.compile(r"sha256-[0-9a-fA-F]+\.(sig|att|sbom)")
@@ -36,6 +59,7 @@ class Tag:
     name: str
     value: str
     validation: str | None = None  # the config's regex the value matched, as the Go tool reports
+    rule: str = field(default="", compare=False)  # what made it: --tag, default-commit-tag, ...
 
     def to_json(self) -> dict[str, str]:
         """The Go tool's form: ``name``, ``value``, and ``validation`` when there is one."""
@@ -53,6 +77,26 @@ class TagSpec:
     template: str
     validation: str | None = None
     source: str = "--tag"
+    default: bool = False  # the event's default tag: always applied
+
+
+@dataclass(frozen=True, kw_only=True)
+class DroppedTag:
+    """A tag this build does not apply, and why."""
+
+    tag: Tag
+    reason: str
+
+    def notice(self) -> str:
+        return f"tag {self.tag.value!r} ({self.tag.rule}) is not applied: {self.reason}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TagSet:
+    """The tags a build applies, in order, and those it drops with the reason."""
+
+    tags: tuple[Tag, ...]
+    dropped: tuple[DroppedTag, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +108,11 @@ class TemplateValues:
     date: str
     env: Mapping[str, str]
     allowed_env: frozenset[str]
+    ref: str | None = None
+    branch: str | None = None
+    git_tag: str | None = None
+    version: semver.Version | None = None
+    event: str = ""
 
 
 # --- parsing ----------------------------------------------------------------------------------
@@ -141,8 +190,7 @@ def _parse_action(action: str, template: str) -> _Node:
                 f'tag template {template!r}: .Env needs a variable name, e.g. {{{{ .Env "BUILD_ID" }}}}'
             )
         raise TemplateError(
-            f"tag template {template!r} uses unknown field '.{field}'; "
-            f'supported: {", ".join("." + f for f in FIELDS)}, .Env "NAME"'
+            f"tag template {template!r} uses unknown field '.{field}'; supported: {_SUPPORTED}"
         )
     if m := _ENV_CALL.fullmatch(action):
         name = m.group(1) if m.group(1) is not None else m.group(2)
@@ -162,7 +210,7 @@ def _parse_action(action: str, template: str) -> _Node:
         construct = f"'{construct}'"
     raise TemplateError(
         f"tag template {template!r} uses {construct}, which tag templates do not support; "
-        'use only {{ .CommitSHA }}, {{ .ShortSHA }}, {{ .PRNumber }}, {{ .Date }} or {{ .Env "NAME" }}'
+        f"use only {_SUPPORTED}"
     )
 
 
@@ -178,9 +226,27 @@ def render_template(template: str, values: TemplateValues) -> str:
     return "".join(out)
 
 
+def uses_field(template: str, name: str) -> bool:
+    return any(isinstance(n, _FieldRef) and n.field == name for n in parse_template(template))
+
+
 def _field_value(field: str, template: str, values: TemplateValues) -> str:
     if field == "Date":
         return values.date
+    if field == "Event":
+        return values.event
+    if field in ("Ref", "Branch", "Tag"):
+        return _ref_value(field, template, values)
+    if field in ("Version", "Major", "Minor", "Patch"):
+        if values.version is None:
+            raise TemplateError(
+                f"tag template {template!r} uses .{field}, which is only set when building a "
+                f"version tag such as refs/tags/v1.2.3; this build is of {values.ref or 'no ref'}"
+            )
+        if field == "Version":
+            # Build metadata (1.2.3+build.5) cannot be in an OCI tag; '_' stands for '+', as Helm does.
+            return str(values.version).replace("+", "_")
+        return str(getattr(values.version, field.lower()))
     if field == "PRNumber":
         if values.pr_number is None:
             raise TemplateError(
@@ -194,6 +260,23 @@ def _field_value(field: str, template: str, values: TemplateValues) -> str:
             "run inside a git checkout or a supported CI system"
         )
     return values.commit_sha if field == "CommitSHA" else values.commit_sha[:8]
+
+
+def _ref_value(field: str, template: str, values: TemplateValues) -> str:
+    """``.Ref``, ``.Branch`` and ``.Tag``, with every character an OCI tag cannot hold made
+    ``-``, as docker/metadata-action does (``refs/heads/feat/x`` -> ``refs-heads-feat-x``)."""
+    value = {"Ref": values.ref, "Branch": values.branch, "Tag": values.git_tag}[field]
+    if value is None:
+        what = {
+            "Ref": "the git ref being built is known",
+            "Branch": "building a branch",
+            "Tag": "building a git tag (refs/tags/...)",
+        }[field]
+        raise TemplateError(
+            f"tag template {template!r} uses .{field}, which is only set when {what}; this "
+            f"build is of {values.ref or 'no known ref'}"
+        )
+    return _NOT_IN_TAG.sub("-", value)
 
 
 def _env_value(name: str, template: str, values: TemplateValues) -> str:
@@ -251,29 +334,123 @@ def decode_tags_base64(encoded: str) -> list[TagSpec]:
     ]
 
 
-def spec_from_config(template: TagTemplate, key: str) -> TagSpec:
+def spec_from_config(template: TagTemplate, key: str, *, default: bool = False) -> TagSpec:
     return TagSpec(
         name=template.name or derive_name(template.value),
         template=template.value,
         validation=template.validation,
         source=key,
+        default=default,
     )
 
 
 def default_spec(config: Config, ctx: CIContext) -> TagSpec:
-    """The event's default tag."""
-    if ctx.job_type == "presubmit":
-        return spec_from_config(config.default_pr_tag, "default-pr-tag")
-    if ctx.job_type == "merge_group":
-        return spec_from_config(config.default_merge_group_tag, "default-merge-group-tag")
-    return spec_from_config(config.default_commit_tag, "default-commit-tag")
+    """The event's default tag, from the config key the event table names."""
+    key = ctx.rule.default_tag_key
+    template = {
+        "default-pr-tag": config.default_pr_tag,
+        "default-merge-group-tag": config.default_merge_group_tag,
+        "default-commit-tag": config.default_commit_tag,
+    }[key]
+    return spec_from_config(template, key, default=True)
 
 
 def additional_specs(config: Config, ctx: CIContext) -> list[TagSpec]:
     """``additional-pr-tag``, on pull request builds only."""
-    if ctx.job_type == "presubmit" and config.additional_pr_tag is not None:
+    if ctx.is_pull_request and config.additional_pr_tag is not None:
         return [spec_from_config(config.additional_pr_tag, "additional-pr-tag")]
     return []
+
+
+def version_of(ref: str | None) -> semver.Version | None:
+    """The semantic version a git tag ref names (``refs/tags/v1.2.3`` or ``refs/tags/1.2.3``)."""
+    if not ref or not ref.startswith("refs/tags/"):
+        return None
+    name = ref.removeprefix("refs/tags/")
+    try:
+        return semver.Version.parse(name[1:] if name[:1] == "v" else name)
+    except (ValueError, TypeError):
+        return None
+
+
+def semver_specs(config: Config, version: semver.Version | None, ref: str | None) -> list[TagSpec]:
+    """``semver-tags`` for a version tag. A pre-release gets only the templates that use
+    ``.Version``: it never moves ``1`` or ``1.3``."""
+    if version is None:
+        return []
+    return [
+        TagSpec(
+            name=derive_name(template),
+            template=template,
+            source=f"semver-tags ({ref})",
+        )
+        for template in config.semver_tags
+        if not version.prerelease or uses_field(template, "Version")
+    ]
+
+
+def release_tags_withheld(config: Config, ctx: CIContext, values: TemplateValues) -> str | None:
+    """Why this build may not move release-only tags, or ``None`` when it may: a release build
+    (push, schedule, manual run) of the default branch, or of a version tag that is no
+    pre-release, from a clean tree."""
+    if not ctx.is_release:
+        return f"{ctx.event} builds never move release-only tags ({ctx.job_type})"
+    if ctx.dirty:
+        return "the working tree has uncommitted changes"
+    if values.version is not None:
+        if values.version.prerelease:
+            return f"{values.git_tag} is a pre-release"
+        return None
+    default = config.default_branch or ctx.default_branch or "main"
+    # An unknown ref (a folder outside git, a pipeline run without BASE_REF) is not held
+    # against the build: the Go tool applied every tag there, and what protects release tags
+    # from pull requests is the event, which is always known.
+    if ctx.ref is None or ctx.ref == f"refs/heads/{default}":
+        return None
+    return f"{ctx.ref} is neither the default branch ({default}) nor a version tag"
+
+
+def event_specs(
+    config: Config,
+    ctx: CIContext,
+    *,
+    tags: Sequence[str],
+    tag_base64: str | None,
+    version: semver.Version | None,
+) -> list[TagSpec]:
+    """Every tag the build asks for, in the Go tool's order: ``--tag``, ``additional-pr-tag``,
+    ``--tag-base64``; then ``semver-tags`` and the event's default tag last."""
+    specs = [parse_tag_arg(text) for text in tags]
+    specs += additional_specs(config, ctx)
+    if tag_base64:
+        specs += decode_tags_base64(tag_base64)
+    specs += semver_specs(config, version if ctx.is_release else None, ctx.ref)
+    specs.append(default_spec(config, ctx))
+    return specs
+
+
+def resolve_tags(
+    config: Config, ctx: CIContext, specs: Sequence[TagSpec], values: TemplateValues
+) -> TagSet:
+    """Render the specs, drop the release-only ones this build may not move, and mark the
+    default tag of a dirty tree."""
+    withheld = release_tags_withheld(config, ctx, values)
+    release_only = {"latest", *config.release_only_tags}
+    kept: list[Tag] = []
+    dropped: list[DroppedTag] = []
+    for spec, tag in zip(specs, _render(specs, values), strict=True):
+        if tag is None:
+            continue
+        if spec.default:
+            if ctx.dirty:
+                value = tag.value + DIRTY_SUFFIX
+                check_tag_value(value, replace(spec, validation=None))  # the suffix is ours
+                tag = replace(tag, value=value, validation=None, rule=f"{tag.rule}, {DIRTY_SUFFIX}")
+        elif withheld is not None and release_only & {tag.name, tag.value}:
+            dropped.append(DroppedTag(tag=tag, reason=withheld))
+            continue
+        kept.append(tag)
+    return TagSet(tags=tuple(kept), dropped=tuple(dropped))
 
 
 # --- rendering and validation -----------------------------------------------------------------
@@ -283,7 +460,12 @@ def render_tags(specs: Sequence[TagSpec], values: TemplateValues) -> list[Tag]:
     """Render, normalise and validate. Every name is kept, so ``--export-tags`` passes each
     ``TAG_<name>`` even when two names share a value; only a repeated name/value pair is
     merged. (The image gets each distinct value once: see :func:`tag_values`.)"""
-    tags: list[Tag] = []
+    return [tag for tag in _render(specs, values) if tag is not None]
+
+
+def _render(specs: Sequence[TagSpec], values: TemplateValues) -> list[Tag | None]:
+    """One entry per spec; ``None`` where it repeats an earlier name with the same value."""
+    tags: list[Tag | None] = []
     names: dict[str, str] = {}
     for spec in specs:
         value = render_template(spec.template, values).strip().replace(" ", "-")
@@ -294,9 +476,10 @@ def render_tags(specs: Sequence[TagSpec], values: TemplateValues) -> list[Tag]:
                     f"two tags are named {spec.name!r} ({names[spec.name]!r} and {value!r}); "
                     "give one another name with --tag name=value"
                 )
+            tags.append(None)
             continue
         names[spec.name] = value
-        tags.append(Tag(name=spec.name, value=value, validation=spec.validation))
+        tags.append(Tag(name=spec.name, value=value, validation=spec.validation, rule=spec.source))
     return tags
 
 
@@ -340,12 +523,30 @@ def template_values(
         for name in allowed
         if name in env or name in env_file
     }
+    ref = ctx.ref
+    branch = ctx.head_branch if ctx.is_pull_request else None
+    if branch is None and ref and ref.startswith("refs/heads/"):
+        branch = ref.removeprefix("refs/heads/")
+    git_tag = ref.removeprefix("refs/tags/") if ref and ref.startswith("refs/tags/") else None
     return TemplateValues(
         commit_sha=ctx.commit_sha,
         pr_number=ctx.pr_number,
         date=utc_date(now),
         env=visible,
         allowed_env=allowed,
+        ref=ref,
+        branch=branch,
+        git_tag=git_tag,
+        version=version_of(ref),
+        event=ctx.event,
+    )
+
+
+def dirty_notice(commit_sha: str | None) -> str:
+    return (
+        "the build context has uncommitted changes: the image is not the commit "
+        f"{(commit_sha or '')[:8]}, so its default tag ends in -dirty, release-only tags are "
+        "dropped and nothing is signed; commit or stash them for a release build"
     )
 
 

@@ -95,41 +95,61 @@ class JwksCache:
         with self._lock:
             current = self._sets.get(issuer.issuer)
             now = self._clock()
-            fresh = False
+            tried = False
             if current is None or now - current.fetched_at > self._ttl:
+                tried = True
                 refreshed = self._refresh(issuer, now)
-                fresh = refreshed is not None
-                current = refreshed or current
-            if current is not None and kid in current.keys:
+                if isinstance(refreshed, _KeySet):
+                    current = refreshed
+                elif current is None:
+                    # The error says why; a warning as well would say it twice.
+                    raise TrustError(
+                        f"cannot fetch the signing keys of {issuer.issuer} ({refreshed}), and none "
+                        "are cached; refusing the token (fail closed)"
+                    )
+                else:
+                    self._keep_stale(issuer, refreshed, now - current.fetched_at)
+            if kid in current.keys:
                 return current.keys[kid]
-            if fresh:
-                # The set was fetched just now: fetching it again cannot name another key.
+            if tried:
+                # Fetched, or tried, just now: trying again at once cannot name another key.
                 self._last_kid_refetch[issuer.issuer] = now
             last = self._last_kid_refetch.get(issuer.issuer, float("-inf"))
             if now - last >= self._min_refresh:
                 self._last_kid_refetch[issuer.issuer] = now
-                current = self._refresh(issuer, now) or current
-                if current is not None and kid in current.keys:
-                    return current.keys[kid]
-            if current is None:
-                raise TrustError(
-                    f"cannot fetch the signing keys of {issuer.issuer}, and none are cached; refusing "
-                    "the token (fail closed)"
-                )
+                refreshed = self._refresh(issuer, now)
+                if isinstance(refreshed, _KeySet):
+                    current = refreshed
+                    if kid in current.keys:
+                        return current.keys[kid]
+                else:
+                    self._keep_stale(issuer, refreshed, now - current.fetched_at)
             raise TrustError(
                 f"token rejected: kid {kid!r} is not in the key set of {issuer.issuer} "
                 f"(known: {', '.join(sorted(current.keys)) or 'none'})"
             )
 
-    def _refresh(self, issuer: TrustedIssuer, now: float) -> _KeySet | None:
+    def _refresh(self, issuer: TrustedIssuer, now: float) -> _KeySet | str:
+        """The fetched key set, or why fetching it failed."""
         try:
             keys = self._fetch(issuer)
-        except (httpx.HTTPError, ValueError, KeyError, TypeError, jwt.PyJWKSetError) as exc:
-            log.warning("fetching the keys of %s failed: %s", issuer.issuer, exc)
-            return None
+        except httpx.HTTPStatusError as exc:
+            return f"{exc.request.url} answered {exc.response.status_code}"
+        except KeyError as exc:
+            return f"the answer has no {exc.args[0]!r}"
+        except (httpx.HTTPError, ValueError, TypeError, jwt.PyJWKSetError) as exc:
+            return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         entry = _KeySet(keys=keys, fetched_at=now)
         self._sets[issuer.issuer] = entry
         return entry
+
+    def _keep_stale(self, issuer: TrustedIssuer, why: str, age: float) -> None:
+        log.warning(
+            "fetching the keys of %s failed (%s); using the key set fetched %.0f s ago",
+            issuer.issuer,
+            why,
+            age,
+        )
 
     def _fetch(self, issuer: TrustedIssuer) -> dict[str, jwt.PyJWK]:
         uri = issuer.jwks_uri
@@ -415,17 +435,12 @@ def check_context(claims: VerifiedClaims, ctx: CIContext, repo_flag: str | None)
             f"the token is for event {claims.event_name}, but the CI context says {ctx.event}"
         )
     pull = _PULL_REF.fullmatch(claims.ref or "")
-    if pull and ctx.job_type == "presubmit" and ctx.pr_number != int(pull.group(1)):
+    if pull and ctx.is_pull_request and ctx.pr_number != int(pull.group(1)):
         raise TrustError(
             f"the token is for pull request {pull.group(1)}, but the build is for pull request "
             f"{ctx.pr_number}"
         )
-    if (
-        ctx.job_type != "presubmit"
-        and claims.sha
-        and ctx.commit_sha
-        and claims.sha != ctx.commit_sha
-    ):
+    if not ctx.is_pull_request and claims.sha and ctx.commit_sha and claims.sha != ctx.commit_sha:
         # Pull-request tokens carry the base or merge commit, not the PR head, so they are not compared.
         raise TrustError(
             f"the token is for commit {claims.sha}, but the build is for commit {ctx.commit_sha}"

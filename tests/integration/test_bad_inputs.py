@@ -145,7 +145,7 @@ CASES = [
     Case(
         "max-manifest-entries-zero",
         build(),
-        "'max-manifest-entries': input should be greater than or equal to 1",
+        "'max-manifest-entries': expected a number of at least 1; got 0",
         config="max-manifest-entries: 0\n",
     ),
     Case(
@@ -232,7 +232,7 @@ CASES = [
     Case(
         "name-upper",
         ("build", "--name", "Team/App", "--context", "ctx", "--dry-run"),
-        "is not a valid OCI repository name",
+        "image name 'Team/App' has upper-case letters; use lower case: --name team/app",
     ),
     Case(
         "name-dotdot",
@@ -280,7 +280,7 @@ CASES = [
     Case(
         "payload-wrong-type",
         build(),
-        "'number': input should be a valid integer",
+        "'number': expected a whole number; got 'two'",
         env={"GITHUB_EVENT_NAME": "pull_request", "GITHUB_EVENT_PATH": "wrongtype.json"},
     ),
     Case(
@@ -300,7 +300,7 @@ CASES = [
     Case(
         "config-wrong-type",
         build(),
-        "'cache.enabled': input should be a valid boolean",
+        "'cache.enabled': expected true or false; got 'sometimes'",
         config="cache: {enabled: sometimes}\n",
     ),
     Case(

@@ -332,10 +332,11 @@ def test_best_effort_publish_tags_what_landed_when_a_registry_vanished(
     second_registry.start()
 
 
-def test_buildah_missing_names_the_package(cli: Cli, tmp_path: Path) -> None:
+def test_buildah_missing_names_the_package(cli: Cli, registry: Registry, tmp_path: Path) -> None:
     ctx = context(tmp_path, "FROM scratch\n")
+    cfg = config(tmp_path, f"registry: {registry.address}/prod\n")  # passes the check first
     run = cli(
-        "build", "--name", "x", "--context", str(ctx), env={**github("push", "push.new-branch.json"), "PATH": "/nonexistent"},
+        "build", "--name", "x", "--context", str(ctx), "--config", cfg, env={**github("push", "push.new-branch.json"), "PATH": "/nonexistent"},
     )  # fmt: skip
     assert run.returncode == 1
     assert "buildah is not installed; install it with `apt-get install buildah`" in run.stderr

@@ -33,7 +33,7 @@ def test_entry_points_compute_tags(command: list[str], tmp_path: Path) -> None:
         GITHUB_EVENT_PATH=str(EVENTS / "pull_request.opened.json"),
     )
     done = subprocess.run(
-        [*command, "tags", "--context", ".", "--tag", "latest"],
+        [*command, "tags", "--context", ".", "--tag", "edge"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -42,7 +42,7 @@ def test_entry_points_compute_tags(command: list[str], tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [
-        {"name": "latest", "value": "latest"},
+        {"name": "edge", "value": "edge"},
         {"name": "default_tag", "value": "PR-2", "validation": "^(PR-[0-9]+)$"},
     ]
 

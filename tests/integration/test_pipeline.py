@@ -315,8 +315,12 @@ def test_a_pull_request_run_has_no_job_that_can_read_signing_material(
     build = next(job for job in result.compiled["jobs"] if job["job"] == "build")
     assert build["pool"] == {"name": "image-builder-untrusted"}
     report = parse_from_logs(result.log)
-    assert report.images_list == [f"{pipeline.registry.address}/dev/org/app:latest",
-                                  f"{pipeline.registry.address}/dev/org/app:PR-7"]  # fmt: skip
+    # latest is release-only: a pull request's run drops it, with a warning in the build job.
+    assert report.images_list == [f"{pipeline.registry.address}/dev/org/app:PR-7"]
+    assert [c.data for c in result.honoured("task.logissue") if c.job == "build"] == [
+        "tag 'latest' (--tag-base64) is not applied: pull_request builds never move "
+        "release-only tags (presubmit)"
+    ]
     assert report.signed is False
 
 
@@ -359,7 +363,9 @@ def test_attack_logging_commands_and_a_fake_report_from_a_run_step(
     ]  # fmt: skip
     run_lines = "".join(f"RUN echo '{line}'\n" for line in lines)
     result, _ = pipeline.run(
-        {"Dockerfile": f"FROM {base_image}\n{run_lines}"}, event="pull_request_target"
+        {"Dockerfile": f"FROM {base_image}\n{run_lines}"},
+        event="pull_request_target",
+        params={"Tags": base64.b64encode(b"extra").decode()},  # no notice about latest
     )
     assert pipeline.results(result)["publish"] == "Succeeded"
     from_build = [c for c in result.commands if c.job == "build"]

@@ -186,7 +186,7 @@ def test_the_build_refuses_when_its_account_could_read_a_key(
 
 
 def test_a_machine_without_uidmap_is_refused_with_the_package_to_install(
-    cli: Cli, tmp_path: Path
+    cli: Cli, registry: Registry, tmp_path: Path
 ) -> None:
     """No opt-out: without newuidmap, RUN steps could not get a user namespace of their own."""
     bin_dir = tmp_path / "bin"
@@ -196,8 +196,9 @@ def test_a_machine_without_uidmap_is_refused_with_the_package_to_install(
         assert found is not None
         (bin_dir / tool).symlink_to(found)
     ctx = context(tmp_path, "FROM scratch\n")
+    cfg = config(tmp_path, f"registry: {registry.address}/prod\n")  # passes the check first
     run = cli(
-        "build", "--name", "team/nouidmap", "--context", str(ctx),
+        "build", "--name", "team/nouidmap", "--context", str(ctx), "--config", cfg,
         env={**github("push", "push.new-branch.json"), "PATH": str(bin_dir)},
     )  # fmt: skip
     assert run.returncode == 1

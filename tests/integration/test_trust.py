@@ -263,8 +263,8 @@ def test_jwks_failures_with_and_without_a_cached_set(issuer: FakeIssuer) -> None
     with pytest.raises(TrustError) as caught:
         cold.verify(issuer.token())
     assert str(caught.value) == (
-        f"cannot fetch the signing keys of {issuer.issuer}, and none are cached; refusing the token "
-        "(fail closed)"
+        f"cannot fetch the signing keys of {issuer.issuer} ({issuer.issuer}/.well-known/"
+        "openid-configuration answered 500), and none are cached; refusing the token (fail closed)"
     )
     issuer.failing = False
     warm = verifier(issuer, ttl=0.0)  # every use tries to refresh

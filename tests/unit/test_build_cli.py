@@ -57,7 +57,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         ),
         (
             ["--dockerfile", "app/Dockerfile", "--name", "Bad/Name"],
-            "image name 'Bad/Name' is not a valid OCI repository name",
+            "image name 'Bad/Name' has upper-case letters; use lower case: --name bad/name",
         ),
         (["--dockerfile", "app/Dockerfile", "--tag", "bad tag!"], "which is not a valid OCI tag"),
         (

@@ -17,6 +17,7 @@ from image_builder.cli import main
 from image_builder.commands.build import BuildOptions, prepare, withheld_notice
 from image_builder.config import parse_config
 from image_builder.errors import InputError
+from image_builder.events import JobType
 from image_builder.plan import gives_secrets
 from image_builder.sandbox import BuildAccount, hand_secret, pull_policy
 from image_builder.secrets import BuildSecret, SecretSource, parse_flag
@@ -294,7 +295,9 @@ def test_go_internal_sap_modules_is_mounted_by_its_id(
         ("merge_group", True, True),
     ],
 )
-def test_secrets_go_to_release_builds_only(job_type: str, presubmits: bool, gives: bool) -> None:
+def test_secrets_go_to_release_builds_only(
+    job_type: JobType, presubmits: bool, gives: bool
+) -> None:
     config = parse_config(f"secrets-for-presubmits: {str(presubmits).lower()}\n")
     assert gives_secrets(config, job_type) is gives
 

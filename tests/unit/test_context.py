@@ -46,6 +46,8 @@ def test_github_pull_request(event: str, tmp_path: Path) -> None:
             pull_sha="ec26c3e57ca3a959ca5aad62de7213c562f8c821",
             pull_number=2,
         ),
+        head_branch="changes",
+        default_branch="master",
     )
     assert ctx.is_pull_request
     assert ctx.repository == "Codertocat/Hello-World"

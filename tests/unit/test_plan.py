@@ -248,7 +248,7 @@ def test_plain_http_only_for_loopback_and_listed_registries() -> None:
     ("name", "ok"),
     [
         ("team/app", True),
-        ("a.b_c__d-e/f--g", True),
+        ("team/a.b_c__d-e/f--g", True),
         ("Team/App", False),
         ("team/../app", False),
         ("team//app", False),

@@ -50,6 +50,12 @@ class MemoryRegistry:
         self.manifests[(name, "sha256:" + hashlib.sha256(data).hexdigest())] = data
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/":  # the check before the build
+            return httpx.Response(200)
+        if request.url.path.endswith("/blobs/uploads/"):
+            return httpx.Response(202, headers={"Location": f"{request.url.path}upload-1"})
+        if "/blobs/uploads/" in request.url.path and request.method == "DELETE":
+            return httpx.Response(204)
         path = request.url.path.removeprefix("/v2/")
         repo, _, target = path.partition("/manifests/")
         name = f"{request.url.netloc.decode()}/{repo}"

@@ -91,11 +91,12 @@ def test_other_release_events_are_signed(job_type: str) -> None:
     [
         (
             "{name: s, type: notary, config: {endpont: x}}",
-            "config of notary signer 's': unknown key 'endpont'; did you mean 'endpoint'?",
+            "unknown key 'sign-config.signers[0].config.endpont'; "
+            "did you mean 'sign-config.signers[0].config.endpoint'?",
         ),
         (
             "{name: s, type: notary, config: {endpoint: 'http://x', secret: {path: p}}}",
-            "'endpoint': string should match pattern",
+            "'sign-config.signers[0].config.endpoint': expected an https:// URL",
         ),
         (
             "{name: s, type: notary, config: {endpoint: 'https://x', secret: {path: p}, timeout: 5}}",
@@ -103,11 +104,11 @@ def test_other_release_events_are_signed(job_type: str) -> None:
         ),
         (
             "{name: s, type: cosign, config: {}}",
-            "config of cosign signer 's': 'private-key' is required",
+            "'sign-config.signers[0].config.private-key' is required",
         ),
         (
             "{name: s, type: cosign, config: {private-key: k, password-env: 'BAD-NAME'}}",
-            "'password-env': string should match pattern",
+            "'sign-config.signers[0].config.password-env': expected an environment variable name",
         ),
     ],
 )

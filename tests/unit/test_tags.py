@@ -67,9 +67,11 @@ def test_render(template: str, expected: str | None) -> None:
     ("template", "message"),
     [
         (
-            "{{ .Branch }}",
-            "tag template '{{ .Branch }}' uses unknown field '.Branch'; supported: .CommitSHA, "
-            '.ShortSHA, .PRNumber, .Date, .Env "NAME"',
+            "{{ .Branchname }}",
+            "tag template '{{ .Branchname }}' uses unknown field '.Branchname'; supported: "
+            "{{ .CommitSHA }}, {{ .ShortSHA }}, {{ .PRNumber }}, {{ .Date }}, {{ .Ref }}, "
+            "{{ .Branch }}, {{ .Tag }}, {{ .Version }}, {{ .Major }}, {{ .Minor }}, "
+            '{{ .Patch }}, {{ .Event }}, {{ .Env "NAME" }}',
         ),
         ("{{ if .PRNumber }}x{{ end }}", "uses 'if', which tag templates do not support"),
         ("{{ range . }}", "uses 'range', which tag templates do not support"),

@@ -4,17 +4,25 @@ the trusted CI backend."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from image_builder import proc
 from image_builder.engines import BuiltImage, Engine
-from image_builder.errors import ImageBuilderError
+from image_builder.errors import ImageBuilderError, InputError
+from image_builder.events import job_type_named, rule
 from image_builder.http import Deadline
-from image_builder.oci import Destination, Reference, parse_reference
+from image_builder.oci import Destination, Reference, is_loopback, parse_reference
 from image_builder.plan import BuildPlan
 from image_builder.publish import Publication, Publisher, TagResult, publish
-from image_builder.registry import RegistryClient
-from image_builder.report import BuildReport, FailedImage, SigningError, SupersededImage
+from image_builder.registry import PushRefused, RegistryClient, Unreachable
+from image_builder.report import (
+    BuildReport,
+    FailedImage,
+    PlatformDigest,
+    SignerInfo,
+    SigningError,
+    SupersededImage,
+)
 from image_builder.reporter import Reporter
 from image_builder.signing import Signer, sign_targets
 from image_builder.tags import tag_values
@@ -39,12 +47,22 @@ def execute(
     Signing happens only when every repository holds the image and every tag was written, and
     signs that digest; without ``sign`` it is left to a later ``sign --from-report``. After
     SIGTERM or SIGINT (see :mod:`image_builder.proc`) the report says Cancelled and names what
-    was done before."""
+    was done before.
+
+    A build that pushes first checks every registry (reachable, and letting the credentials
+    push): one that refuses stops it before anything is built, in seconds, unless publish-mode
+    is best-effort and another registry is fine. A Dockerfile the engine cannot read is bad
+    input (:class:`InputError`, raised), not a failed build."""
     image: BuiltImage | None = None
     try:
+        refused = check_registries(plan, registry, reporter) if plan.push else {}
+        if refused and (atomic or len(refused) == len(plan.destinations)):
+            return _refused_report(plan, refused)
         try:
             with reporter.step(f"build {plan.name} for {', '.join(plan.platforms)}"):
                 image = engine.build(plan)
+        except InputError:
+            raise
         except ImageBuilderError as exc:
             return _report(plan, None, error=f"build failed: {exc}")
         if not plan.push:
@@ -73,6 +91,7 @@ def execute(
                 atomic=atomic,
                 deadline=deadline,
                 progress=reporter.info,
+                skip=refused,
             )
         report = _report(plan, done, atomic=atomic)
         if sign and report.pushed and done.digest and plan.running_signers:
@@ -85,6 +104,58 @@ def execute(
         return report
     finally:
         engine.cleanup(image)
+
+
+def check_registries(
+    plan: BuildPlan, registry: RegistryClient, reporter: Reporter
+) -> dict[Destination, str]:
+    """Before the build: whether each destination's registry answers and lets the credentials
+    push there. Returns the destinations that refuse, each with the cause and what to do; an
+    answer that tells neither way is a warning, and the push then tries."""
+    refused: dict[Destination, str] = {}
+    down: dict[str, str] = {}  # host → why, checked once
+    for destination in plan.destinations:
+        if destination.host in down:
+            refused[destination] = down[destination.host]
+            continue
+        try:
+            notice = registry.check_push(
+                Reference(host=destination.host, repository=destination.repository)
+            )
+        except Unreachable as exc:
+            down[destination.host] = refused[destination] = f"{exc}; {_reach_hint(plan, exc)}"
+            continue
+        except PushRefused as exc:
+            refused[destination] = str(exc)
+            continue
+        except ImageBuilderError as exc:  # e.g. a failing token service; the push may get by
+            notice = str(exc)
+        if notice:
+            reporter.warning(f"{notice}; trying the push anyway")
+    return refused
+
+
+def _reach_hint(plan: BuildPlan, exc: Unreachable) -> str:
+    job_type = job_type_named(plan.job_type)
+    key = rule(job_type).registry_key if job_type else "registry"
+    host = exc.host
+    hint = f"check {key} in config.yaml"
+    if is_loopback(host):
+        default = host in ("127.0.0.1:5000", "localhost:5000")  # the embedded registry's
+        start = "image-builder registry start" + ("" if default else f" --address {host}")
+        hint += f", or start it ({start})"
+    return hint
+
+
+def _refused_report(plan: BuildPlan, refused: Mapping[Destination, str]) -> BuildReport:
+    """Nothing built, nothing pushed: each refusing repository says why, the others that
+    nothing was attempted."""
+    hosts = ", ".join(dict.fromkeys(d.host for d in refused))
+    why = {
+        d: refused.get(d) or f"not attempted: {hosts} failed the check before the build"
+        for d in plan.destinations
+    }
+    return _report(plan, None, error="; ".join(dict.fromkeys(refused.values())), not_pushed=why)
 
 
 def sign_all(
@@ -133,6 +204,7 @@ def _report(
     error: str | None = None,
     built_only: bool = False,
     atomic: bool = True,
+    not_pushed: Mapping[Destination, str] | None = None,
 ) -> BuildReport:
     references = plan.references
     digest = done.digest if done else None
@@ -151,6 +223,7 @@ def _report(
             if _state(tags, ref) in ("moved", "superseded"):
                 continue
             why = store_errors.get(destination) or (tags[ref].detail if ref in tags else "")
+            why = why or (not_pushed or {}).get(destination, "")
             failed.append(FailedImage(image=str(ref), error=why or "not attempted"))
     if error is None and done is not None:
         error = _publish_error(plan, done, store_errors, failed, atomic)
@@ -178,7 +251,20 @@ def _report(
         stored_in=[str(d.by_digest(digest)) for d in stored if digest],
         publish_mode=None if done is None else "atomic" if atomic else "best-effort",
         error=error,
+        manifests=_manifests(plan, done) if done and stored and digest else [],
+        signers=[
+            SignerInfo(name=s.name, type=s.type) for s in plan.signers if s.runs and plan.push
+        ],
     )
+
+
+def _manifests(plan: BuildPlan, done: Publication) -> list[PlatformDigest]:
+    """Each platform's manifest digest in what was pushed; a single image is its platform's."""
+    if done.platforms:
+        return [PlatformDigest(platform=p, digest=d) for p, d in done.platforms]
+    if len(plan.platforms) == 1 and done.digest:
+        return [PlatformDigest(platform=plan.platforms[0], digest=done.digest)]
+    return []
 
 
 def _state(tags: dict[Reference, TagResult], ref: Reference) -> str | None:

@@ -100,6 +100,8 @@ def run_ado_build(
     rendered = resolve_tags(
         inputs, tags=options.tags, tag_base64=options.tag_base64, env=env, now=now
     )
+    for dropped in rendered.dropped:
+        reporter.warning(dropped.notice())
     # The templates travel as the Go tool sent them: name=template, names derived where absent.
     specs = [parse_tag_arg(text) for text in options.tags]
     if options.tag_base64:
@@ -132,7 +134,7 @@ def run_ado_build(
     validate_name(options.name)
     params = template_parameters(inputs.ctx, request)
     if options.tags_output_file is not None:
-        write_tags_file(options.tags_output_file, rendered)
+        write_tags_file(options.tags_output_file, list(rendered.tags))
     if options.dry_run:  # as the Go tool: the parameters, no token or credentials needed
         reporter.result(parameters_json(params))
         return 0

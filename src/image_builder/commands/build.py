@@ -97,6 +97,11 @@ def prepare(
             f"Dockerfile {options.dockerfile!r} does not exist in the build context {inputs.root}; "
             "--dockerfile is relative to --context"
         )
+    if builds:  # before any token is spent or any registry asked
+        from image_builder.dockerfile import check_syntax
+
+        label = str(inputs.dockerfile.relative_to(inputs.root))
+        check_syntax(read_dockerfile(inputs.dockerfile, label), label=label)
     tags = resolve_tags(inputs, tags=options.tags, tag_base64=options.tag_base64, env=env, now=now)
     platforms = (
         parse_platforms(options.platforms)
@@ -117,7 +122,8 @@ def prepare(
     plan = make_plan(
         config=inputs.config,
         ctx=inputs.ctx,
-        tags=tags,
+        tags=tags.tags,
+        dropped_tags=tags.dropped,
         name=options.name,
         context_dir=inputs.root,
         dockerfile=inputs.dockerfile,
@@ -217,18 +223,21 @@ def check_base_images(plan: BuildPlan, host_platform: str) -> None:
     from image_builder.dockerfile import check_restricted
 
     label = str(plan.dockerfile.relative_to(plan.context_dir))
-    try:
-        text = plan.dockerfile.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise InputError(f"cannot read {label}: {exc.strerror}; make it readable") from None
     check_restricted(
-        text,
+        read_dockerfile(plan.dockerfile, label),
         label=label,
         build_args=dict(plan.build_args),
         platforms=plan.platforms,
         build_platform=host_platform,
         prefixes=plan.restricted_registries,
     )
+
+
+def read_dockerfile(path: Path, label: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise InputError(f"cannot read {label}: {exc.strerror}; make it readable") from None
 
 
 def verify_caller(
@@ -295,6 +304,8 @@ def run_build(
         reporter.mask(secret.value.decode("utf-8", errors="replace"))  # and each of its lines
     reporter = reporter.with_format(config.log_format)
     for notice in config.notices:
+        reporter.warning(notice)
+    for notice in plan.notices:
         reporter.warning(notice)
     if plan.withheld_secrets:
         reporter.warning(withheld_notice(plan))
@@ -370,8 +381,10 @@ def run_build(
     if report.status != "Succeeded":
         reporter.error(report.error or "the build failed")
         return 1
-    for image in report.images_list:
-        reporter.info(f"pushed {image}@{report.digest}")
+    reporter.info(
+        f"pushed {report.digest} as {', '.join(report.tags)} to "
+        f"{len(plan.destinations)} repositor{'y' if len(plan.destinations) == 1 else 'ies'}"
+    )
     if options.no_sign and plan.running_signers:
         reporter.info(
             f"--no-sign: {', '.join(plan.running_signers)} did not sign; run `image-builder sign "
@@ -434,13 +447,20 @@ def publish(
     extra_outputs: Mapping[str, str] | None = None,
     link: str | None = None,
 ) -> None:
-    """The report on stdout between its markers, in the report file, and as CI outputs.
+    """The report on stdout between its markers, in the report file, and as CI outputs; with
+    ``--build-report-path -`` (``--json``) its JSON alone on stdout, and no file.
     ``extra_outputs`` (e.g. ``adoResult``) go to GitHub outputs even when there is no report."""
     from image_builder import ci_output
+    from image_builder.commands.tags import STDOUT
+    from image_builder.report import BEGIN, END
 
     values: dict[str, str] = {}
     failures = []
-    if report is not None:
+    if report is not None and options.build_report_path == STDOUT:
+        # The block's own JSON line: inert in a CI log as well.
+        reporter.result(report.block().removeprefix(f"{BEGIN}\n").removesuffix(f"\n{END}"))
+        values.update(ci_output.github_outputs(report))
+    elif report is not None:
         reporter.result(report.block())
         if options.build_report_path is not None:
             try:
@@ -498,9 +518,13 @@ _REPORT_ROOM = 64 * 1024
 
 def check_writable(path: Path, flag: str) -> None:
     """Refuse before any work when ``path`` cannot be written (atomically, through a temporary
-    file next to it), so that the build's report is never lost after a push."""
+    file next to it), so that the build's report is never lost after a push. ``-`` is stdout."""
     import tempfile
 
+    from image_builder.commands.tags import STDOUT
+
+    if path == STDOUT:
+        return
     folder = path.parent
     if path.is_dir():
         raise InputError(f"{flag} {path} is a folder; give a file name, e.g. {path}/report.json")

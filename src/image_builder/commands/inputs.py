@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -12,15 +12,8 @@ from image_builder.config import Config, load_config
 from image_builder.context import CIContext, detect_ci_context
 from image_builder.envfile import read_env_file
 from image_builder.paths import checkout_root, context_root, inside
-from image_builder.tags import (
-    Tag,
-    additional_specs,
-    decode_tags_base64,
-    default_spec,
-    parse_tag_arg,
-    render_tags,
-    template_values,
-)
+from image_builder.tags import TagSet, event_specs, template_values
+from image_builder.tags import resolve_tags as resolve_tag_set
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,16 +35,18 @@ def load_inputs(
     checkout: str | None = None,
 ) -> Inputs:
     loaded = load_config(config)
-    root = context_root(context, checkout_root(checkout, Path.cwd()))
+    top = checkout_root(checkout, Path.cwd())
+    root = context_root(context, top)
     dockerfile_path = inside(root, root, dockerfile, "--dockerfile")
     entries = read_env_file(root, dockerfile_path, env_file) if env_file else {}
-    return Inputs(
-        config=loaded,
-        root=root,
-        dockerfile=dockerfile_path,
-        env_file=entries,
-        ctx=detect_ci_context(env, root),
-    )
+    ctx = detect_ci_context(env, root)
+    if ctx.ci == "local" and ctx.commit_sha is not None:
+        # A CI system builds a commit; a laptop builds whatever the tree holds.
+        from image_builder.git import uncommitted_changes
+
+        if uncommitted_changes(top, root, env):
+            ctx = replace(ctx, dirty=True)
+    return Inputs(config=loaded, root=root, dockerfile=dockerfile_path, env_file=entries, ctx=ctx)
 
 
 class SourceOptions(Protocol):
@@ -87,14 +82,9 @@ def resolve_tags(
     tag_base64: str | None,
     env: Mapping[str, str],
     now: datetime,
-) -> list[Tag]:
-    """In the Go tool's order: ``--tag``, ``additional-pr-tag``, ``--tag-base64``, and the
-    event's default tag last."""
-    specs = [parse_tag_arg(text) for text in tags]
-    specs += additional_specs(inputs.config, inputs.ctx)
-    if tag_base64:
-        specs += decode_tags_base64(tag_base64)
-    specs.append(default_spec(inputs.config, inputs.ctx))
+) -> TagSet:
+    """The event's tags (see :func:`image_builder.tags.event_specs` for the order), with the
+    release-only ones this build may not move dropped."""
     values = template_values(
         inputs.ctx,
         now=now,
@@ -102,7 +92,10 @@ def resolve_tags(
         env_file=inputs.env_file,
         allowed_env=inputs.config.tag_template_env,
     )
-    return render_tags(specs, values)
+    specs = event_specs(
+        inputs.config, inputs.ctx, tags=tags, tag_base64=tag_base64, version=values.version
+    )
+    return resolve_tag_set(inputs.config, inputs.ctx, specs, values)
 
 
 def token_from(flag: str | None, env: Mapping[str, str]) -> str | None:

@@ -352,7 +352,7 @@ def verified_job_variables(
     check_context(claims, ctx, None)
     check_pull_request(config.trust, claims, ctx, env)
     owner, _, name = claims.repository.partition("/")
-    release = ctx.job_type not in ("presubmit", "merge_group")
+    release = ctx.is_release
     commit = claims.sha if release and claims.sha else ctx.commit_sha
     values = {
         "REPO_OWNER": owner,

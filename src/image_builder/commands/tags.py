@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,7 +12,7 @@ from pathlib import Path
 from image_builder.atomic import write_atomic
 from image_builder.commands.inputs import load_inputs_for, resolve_tags
 from image_builder.errors import InputError
-from image_builder.tags import Tag
+from image_builder.tags import Tag, dirty_notice
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,11 +37,21 @@ def compute_tags(
     inputs = load_inputs_for(options, env)
     for notice in inputs.config.notices:
         warn(notice)
-    return resolve_tags(inputs, tags=options.tags, tag_base64=options.tag_base64, env=env, now=now)
+    if inputs.ctx.dirty:
+        warn(dirty_notice(inputs.ctx.commit_sha))
+    resolved = resolve_tags(
+        inputs, tags=options.tags, tag_base64=options.tag_base64, env=env, now=now
+    )
+    for dropped in resolved.dropped:
+        warn(dropped.notice())
+    return list(resolved.tags)
 
 
 def tags_json(tags: list[Tag]) -> str:
     return json.dumps([t.to_json() for t in tags])
+
+
+STDOUT = Path("-")  # `--tags-output-file -`, `--build-report-path -`: stdout, as docker reads "-"
 
 
 def run_tags(
@@ -52,15 +63,21 @@ def run_tags(
 ) -> str:
     """Compute the tags, write ``--tags-output-file`` if asked, and return the JSON to print."""
     tags = compute_tags(options, env=env, now=now, warn=warn)
-    if options.tags_output_file is not None:
+    # "-": stdout, which gets the JSON this returns in any case
+    if options.tags_output_file is not None and options.tags_output_file != STDOUT:
         write_tags_file(options.tags_output_file, tags)
     return tags_json(tags)
 
 
 def write_tags_file(path: Path, tags: list[Tag]) -> None:
-    """The tags as the Go tool wrote them to ``--tags-output-file``."""
+    """The tags as the Go tool wrote them to ``--tags-output-file``; ``-`` is stdout."""
     from image_builder.commands.build import why_unwritable
 
+    if path == STDOUT:
+        # The bytes the file would get, also for the callers that have no reporter at hand.
+        sys.stdout.write(tags_json(tags) + "\n")
+        sys.stdout.flush()
+        return
     try:
         write_atomic(path, tags_json(tags) + "\n", mode=0o644)  # tags are no secret; as Go
     except OSError as exc:

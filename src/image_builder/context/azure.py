@@ -4,32 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from image_builder.config import JOB_TYPES, JobType
 from image_builder.context.model import (
-    EVENT_FOR_JOB_TYPE,
     CIContext,
     PipelineSource,
     check_pr_number,
     check_sha,
 )
 from image_builder.errors import InputError, UnsupportedEventError
+from image_builder.events import JOB_TYPES, job_type_named, rule
 
 
 def load(env: Mapping[str, str]) -> CIContext:
     owner = _required(env, "REPO_OWNER", "the repository owner, e.g. kyma-project")
     name = _required(env, "REPO_NAME", "the repository name, e.g. test-infra")
     job_type = _required(env, "JOB_TYPE", "one of " + ", ".join(JOB_TYPES))
-    if job_type not in JOB_TYPES:
+    kind = job_type_named(job_type)
+    if kind is None:
         raise UnsupportedEventError(
             f"JOB_TYPE {job_type!r} is not supported; set it to one of " + ", ".join(JOB_TYPES)
         )
-    kind: JobType = job_type  # type: ignore[assignment]  # checked against JOB_TYPES above
+    pull_request = rule(kind).pull_request
     base_sha = check_sha(
         _required(env, "PULL_BASE_SHA", "the base commit SHA"), "PULL_BASE_SHA", short=True
     )
     pr_number = None
     pull_sha = None
-    if kind == "presubmit":  # read only there, as the Go tool did
+    if pull_request:  # read only there, as the Go tool did
         pull_sha = check_sha(env.get("PULL_PULL_SHA"), "PULL_PULL_SHA", short=True)
         pr_number = check_pr_number(
             _required(env, "PULL_NUMBER", "the pull request number"), "PULL_NUMBER"
@@ -38,10 +38,10 @@ def load(env: Mapping[str, str]) -> CIContext:
             raise InputError(
                 "PULL_PULL_SHA is not set; presubmit jobs need the pull request head SHA"
             )
-    commit = pull_sha if kind == "presubmit" else base_sha
+    commit = pull_sha if pull_request else base_sha
     return CIContext(
         ci="azure",
-        event=EVENT_FOR_JOB_TYPE[kind],
+        event=rule(kind).event,
         job_type=kind,
         repo_owner=owner,
         repo_name=name,

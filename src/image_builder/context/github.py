@@ -12,15 +12,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from image_builder.config import describe_validation_error
 from image_builder.context.model import CIContext, PipelineSource, check_sha
 from image_builder.errors import InputError, UnsupportedEventError
+from image_builder.events import EVENTS, rule
 
-SUPPORTED_EVENTS = (
-    "push",
-    "pull_request_target",
-    "pull_request",
-    "merge_group",
-    "workflow_dispatch",
-    "schedule",
-)
+SUPPORTED_EVENTS = tuple(EVENTS)
 
 
 class _Payload(BaseModel):
@@ -35,6 +29,7 @@ class _Repository(_Payload):
     name: str
     owner: _Owner
     html_url: str | None = None
+    default_branch: str | None = None
 
 
 class _Event(_Payload):
@@ -113,8 +108,9 @@ def parse_event(event: str, payload: object, env: Mapping[str, str]) -> CIContex
     github_sha = env.get("GITHUB_SHA") or None
     github_ref = env.get("GITHUB_REF") or None
     server = env.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+    job = rule(EVENTS[event])
     try:
-        if event in ("pull_request", "pull_request_target"):
+        if job.pull_request:
             pr = _PullRequestEvent.model_validate(payload)
             head = check_sha(pr.pull_request.head.sha, "pull_request.head.sha")
             base = check_sha(pr.pull_request.base.sha, "pull_request.base.sha")
@@ -122,23 +118,24 @@ def parse_event(event: str, payload: object, env: Mapping[str, str]) -> CIContex
             return CIContext(
                 ci="github",
                 event=event,
-                job_type="presubmit",
+                job_type=job.job_type,
                 pr_number=number,
                 base_sha=base,
                 head_sha=head,
                 commit_sha=head,
                 ref=github_ref,
                 base_ref=_branch_ref(pr.pull_request.base.ref),
+                head_branch=pr.pull_request.head.ref,
                 pipeline=PipelineSource(base_sha=base, pull_sha=head, pull_number=number),
                 **_repo(pr, server),
             )
-        if event == "merge_group":
+        if not job.release:  # a merge group: pull requests' code, merged into the queue's branch
             mg = _MergeGroupEvent.model_validate(payload)
             head = check_sha(mg.merge_group.head_sha, "merge_group.head_sha")
             return CIContext(
                 ci="github",
                 event=event,
-                job_type="merge_group",
+                job_type=job.job_type,
                 base_sha=check_sha(mg.merge_group.base_sha, "merge_group.base_sha"),
                 head_sha=head,
                 commit_sha=head,
@@ -166,7 +163,7 @@ def parse_event(event: str, payload: object, env: Mapping[str, str]) -> CIContex
             return CIContext(
                 ci="github",
                 event=event,
-                job_type="postsubmit",
+                job_type=job.job_type,
                 base_sha=check_sha(push.before, "before"),
                 head_sha=head,
                 commit_sha=head,
@@ -182,7 +179,7 @@ def parse_event(event: str, payload: object, env: Mapping[str, str]) -> CIContex
         return CIContext(
             ci="github",
             event=event,
-            job_type="workflow_dispatch" if event == "workflow_dispatch" else "schedule",
+            job_type=job.job_type,
             head_sha=sha,
             commit_sha=sha,
             ref=github_ref,
@@ -210,6 +207,7 @@ class _RepoFields(TypedDict):
     repo_owner: str
     repo_name: str
     source_url: str
+    default_branch: str | None
 
 
 def _repo(event: _Event, server: str) -> _RepoFields:
@@ -218,4 +216,5 @@ def _repo(event: _Event, server: str) -> _RepoFields:
         "repo_owner": repo.owner.login,
         "repo_name": repo.name,
         "source_url": repo.html_url or f"{server}/{repo.owner.login}/{repo.name}",
+        "default_branch": repo.default_branch or None,
     }

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from image_builder.context.model import (
-    EVENT_FOR_JOB_TYPE,
     CIContext,
     PipelineSource,
     check_pr_number,
@@ -13,6 +12,7 @@ from image_builder.context.model import (
     repo_from_url,
 )
 from image_builder.errors import InputError
+from image_builder.events import POSTSUBMIT, PRESUBMIT
 
 
 def load(env: Mapping[str, str]) -> CIContext:
@@ -31,8 +31,8 @@ def load(env: Mapping[str, str]) -> CIContext:
         base_sha = check_sha(env.get("CHANGE_BASE_SHA"), "CHANGE_BASE_SHA", short=True)
         return CIContext(
             ci="jenkins",
-            event=EVENT_FOR_JOB_TYPE["presubmit"],
-            job_type="presubmit",
+            event=PRESUBMIT.event,
+            job_type=PRESUBMIT.job_type,
             repo_owner=owner,
             repo_name=name,
             pr_number=pr_number,
@@ -52,8 +52,8 @@ def load(env: Mapping[str, str]) -> CIContext:
         )
     return CIContext(
         ci="jenkins",
-        event=EVENT_FOR_JOB_TYPE["postsubmit"],
-        job_type="postsubmit",
+        event=POSTSUBMIT.event,
+        job_type=POSTSUBMIT.job_type,
         repo_owner=owner,
         repo_name=name,
         head_sha=commit,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from image_builder.context.model import CIContext, check_sha, repo_from_url
 from image_builder.errors import InputError
+from image_builder.events import POSTSUBMIT
 
 _REMOTE_ORIGIN = re.compile(r'\s*\[\s*remote\s+"origin"\s*\]\s*')
 _SECTION = re.compile(r"\s*\[")
@@ -14,23 +15,25 @@ _URL = re.compile(r"\s*url\s*=\s*(.+?)\s*")
 
 
 def load(context_dir: Path) -> CIContext:
-    """A postsubmit build of HEAD. Fields stay ``None`` where the checkout cannot tell."""
+    """A push build of HEAD. Fields stay ``None`` where the checkout cannot tell. Whether the
+    tree is clean is asked of git later (:func:`image_builder.git.uncommitted_changes`)."""
     git = find_git_dir(context_dir)
     if git is None:
-        return CIContext(ci="local", event="push", job_type="postsubmit")
+        return CIContext(ci="local", event=POSTSUBMIT.event, job_type=POSTSUBMIT.job_type)
     git_dir, common_dir = git
     ref, sha = _head(git_dir, common_dir)
     owner, name, browse = _origin(common_dir)
     return CIContext(
         ci="local",
-        event="push",
-        job_type="postsubmit",
+        event=POSTSUBMIT.event,
+        job_type=POSTSUBMIT.job_type,
         repo_owner=owner,
         repo_name=name,
         head_sha=sha,
         commit_sha=sha,
         ref=ref,
         source_url=browse,
+        default_branch=_origin_head(common_dir),
     )
 
 
@@ -81,6 +84,13 @@ def _origin(common_dir: Path) -> tuple[str | None, str | None, str | None]:
         elif in_origin and (m := _URL.fullmatch(line)):
             return repo_from_url(m.group(1))
     return None, None, None
+
+
+def _origin_head(common_dir: Path) -> str | None:
+    """The remote's default branch, as ``git clone`` recorded it in ``refs/remotes/origin/HEAD``."""
+    head = (_read(common_dir / "refs/remotes/origin/HEAD") or "").strip()
+    prefix = "ref: refs/remotes/origin/"
+    return head.removeprefix(prefix) or None if head.startswith(prefix) else None
 
 
 def _sha_or_none(text: str) -> str | None:

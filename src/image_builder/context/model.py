@@ -7,19 +7,10 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from image_builder.config import JobType
 from image_builder.errors import InputError
+from image_builder.events import JobRule, JobType, rule
 
 CISystem = Literal["github", "azure", "jenkins", "local"]
-
-# The event name that stands for a job type when the CI system has no events of its own.
-EVENT_FOR_JOB_TYPE: dict[str, str] = {
-    "presubmit": "pull_request",
-    "postsubmit": "push",
-    "merge_group": "merge_group",
-    "workflow_dispatch": "workflow_dispatch",
-    "schedule": "schedule",
-}
 
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _SHORT_SHA = re.compile(r"[0-9a-f]{4,40}")
@@ -56,10 +47,21 @@ class CIContext:
     base_ref: str | None = None
     source_url: str | None = None
     pipeline: PipelineSource | None = None  # None: the commit being built, nothing else
+    head_branch: str | None = None  # a pull request's own branch
+    default_branch: str | None = None  # the repository's, where the CI system says it
+    dirty: bool = False  # a local checkout with uncommitted changes in the build context
+
+    @property
+    def rule(self) -> JobRule:
+        return rule(self.job_type)
 
     @property
     def is_pull_request(self) -> bool:
-        return self.job_type == "presubmit"
+        return self.rule.pull_request
+
+    @property
+    def is_release(self) -> bool:
+        return self.rule.release
 
     @property
     def repository(self) -> str | None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from image_builder import layout, proc, sandbox, workdirs
+from image_builder.dockerfile import DockerfileSyntaxError, check_syntax, parse
 from image_builder.engines import BuiltImage
 from image_builder.errors import ImageBuilderError, RuntimeFailure, ToolMissingError
 from image_builder.http import Deadline
@@ -29,6 +30,14 @@ from image_builder.sandbox import BuildAccount
 log = logging.getLogger(__name__)
 
 _RUN_INSTRUCTION = re.compile(r"^\s*RUN\s", re.IGNORECASE | re.MULTILINE)
+# buildah gives every build with --platform the TARGET* arguments itself, and then warns that
+# the Dockerfile did not use them, although nobody passed them.
+_UNUSED_ARGS = re.compile(r"(one or more build args were not consumed: \[)([^\]]*)(\])")
+_PLATFORM_ARGS = frozenset(
+    f"{side}{part}"
+    for side in ("TARGET", "BUILD")
+    for part in ("PLATFORM", "OS", "ARCH", "VARIANT")
+)
 _LOCAL_PREFIX = "localhost/image-builder-local"
 # In the work folder, beside the sandbox and out of the build account's hands.
 _SECRETS = "secrets"
@@ -68,10 +77,18 @@ class BuildahEngine:
         self._work: Path | None = None
         self._lock = threading.Lock()
         self._masks: tuple[str, ...] = ()  # the build secrets' values, hidden in every line
+        self._given: frozenset[str] = frozenset()  # the names of the plan's build arguments
 
     # --- public -------------------------------------------------------------------------------
 
     def build(self, plan: BuildPlan) -> BuiltImage:
+        label = str(plan.dockerfile.relative_to(plan.context_dir))
+        try:
+            text = plan.dockerfile.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = None  # buildah says why it cannot read it
+        if text is not None:
+            check_syntax(text, label=label)
         tools = ["buildah", "newuidmap", "newgidmap"]
         if self._accounts[0].dedicated:
             tools += ["unshare", "setpriv"]
@@ -87,9 +104,15 @@ class BuildahEngine:
         ) as account:
             self._account = account
             self._masks = tuple(m for secret in plan.secrets for m in secret.masks())
+            self._given = frozenset(name for name, _ in plan.build_args)
             work = self._prepare(plan)
             try:
                 self._build_in(work / "sandbox", plan)
+            except RuntimeFailure as exc:
+                unreadable = syntax_error(exc, label, text or "")
+                if unreadable is None:
+                    raise
+                raise unreadable from None
             finally:
                 # From here on no build account can reach the sandbox, not even the next build
                 # of this account: the build's processes died with its PID namespace, and the
@@ -277,8 +300,11 @@ class BuildahEngine:
             emit = self._on_line
 
             def on_line(line: str) -> None:
+                shown = unused_args_line(line, self._given)
+                if shown is None:
+                    return
                 with self._lock:
-                    emit(line)
+                    emit(shown)
 
         deadline = self._deadline or Deadline(self._build_timeout)
         return proc.run(
@@ -392,6 +418,48 @@ class BuildahEngine:
                     "`mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && "
                     f"update-binfmts --enable {BINFMT_NAME[arch]}` (package binfmt-support)"
                 )
+
+
+# buildah's words for a Dockerfile it cannot read (as opposed to a build that failed).
+_SYNTAX = re.compile(
+    r"no FROM statement found|[Uu]nknown instruction: \"?(?P<keyword>\w+)\"?"
+    r"|[Dd]ockerfile parse error[^:]*:[^&]*|\b[A-Z]+ requires (?:at least|exactly|either)[^&]*"
+    r"|\b[A-Z]+ only supports [^&]*"
+)
+_AT_STEP = re.compile(r'^building at STEP ".*?": ')
+
+
+def syntax_error(exc: RuntimeFailure, label: str, text: str) -> DockerfileSyntaxError | None:
+    """buildah's failure as bad input, naming the line where it can, when it says the
+    Dockerfile cannot be read; ``None`` for any other failure."""
+    if isinstance(exc, (proc.Timeout, proc.Cancelled)):
+        return None
+    # buildah's own error line; the step it names is the Dockerfile's text, not buildah's words.
+    _, marker, said = str(exc).partition("Error: ")
+    found = _SYNTAX.search(_AT_STEP.sub("", said, count=1)) if marker else None
+    if found is None:
+        return None
+    where = label
+    keyword = found.group("keyword")
+    if keyword:
+        lines = [i.line for i in parse(text) if i.keyword == keyword.upper()]
+        where += f" line {lines[0]}" if lines else ""
+    return DockerfileSyntaxError(
+        f"{where}: buildah cannot read it ({found.group(0).strip()}); fix the Dockerfile"
+    )
+
+
+def unused_args_line(line: str, given: frozenset[str]) -> str | None:
+    """buildah's unused-build-argument warning without the platform arguments it adds itself
+    (``None`` when only those were left); a caller's own unused argument stays, also one named
+    like them. Every other line as it is."""
+    found = _UNUSED_ARGS.search(line)
+    if found is None:
+        return line
+    names = [n for n in found.group(2).split() if n in given or n not in _PLATFORM_ARGS]
+    if not names:
+        return None
+    return line[: found.start(2)] + " ".join(names) + line[found.end(2) :]
 
 
 _REGISTRY_HOST = re.compile(r"(?<![\w.:\]-])((?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5})/")

@@ -13,8 +13,6 @@ from image_builder.oci import Reference
 if TYPE_CHECKING:
     from image_builder.registry import RegistryClient
 
-RELEASE_JOB_TYPES = ("postsubmit", "schedule", "workflow_dispatch")
-
 
 @dataclass(frozen=True, kw_only=True)
 class SignerChoice:
@@ -91,8 +89,11 @@ def select_signers(
             )
             continue
         enabled_text = f"enabled under {' and '.join(where)}"
-        if ctx.job_type not in RELEASE_JOB_TYPES:
+        if not ctx.rule.signed:
             reason = f"{enabled_text}, but {ctx.job_type} builds are never signed"
+            runs = False
+        elif ctx.dirty:
+            reason = f"{enabled_text}, but the working tree has uncommitted changes"
             runs = False
         elif blocked is not None:
             reason = f"{enabled_text}, but {blocked}"
