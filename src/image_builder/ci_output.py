@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,7 +65,7 @@ def step_summary(report: BuildReport | None, *, link: str | None = None) -> str:
             f"| `{moved.image}` | superseded: another build moved it; it holds {now} | - |"
         )
     for failed in report.failed_images:
-        lines.append(f"| `{failed.image}` | not pushed: {failed.error} | - |")
+        lines.append(f"| `{failed.image}` | not pushed: {_text(failed.error)} | - |")
     if not report.images_list and not report.failed_images and not report.superseded_images:
         lines.append(
             f"| {report.image_name} | not pushed | {', '.join(report.architectures) or '-'} |"
@@ -74,8 +75,15 @@ def step_summary(report: BuildReport | None, *, link: str | None = None) -> str:
         lines += [f"| {m.platform} | `{m.digest}` |" for m in report.manifests]
     lines += _signing(report)
     if report.error:
-        lines += ["", f"**Error:** {report.error}"]
+        lines += ["", f"**Error:** {_text(report.error)}"]
     return "\n".join(lines) + "\n\n"
+
+
+def _text(message: str) -> str:
+    """An error message (it may quote a registry's or a service's answer) as inert Markdown on
+    one table line: no line break, no cell separator, no HTML, no link or image syntax."""
+    one_line = " ".join(message.split())
+    return re.sub(r"([\\`*_\[\]<>|!#])", r"\\\1", one_line)
 
 
 def _signing(report: BuildReport) -> list[str]:
@@ -91,7 +99,7 @@ def _signing(report: BuildReport) -> list[str]:
         if name in report.signed_by:
             lines.append(f"- ✅ `{name}`{kind} signed `{report.digest}`")
         elif name in errors:
-            lines.append(f"- ❌ `{name}`{kind} failed: {errors[name]}")
+            lines.append(f"- ❌ `{name}`{kind} failed: {_text(errors[name])}")
         elif report.status == "Cancelled":
             lines.append(f"- ⏹ `{name}`{kind}: not signed, the build was cancelled")
         elif not report.pushed:

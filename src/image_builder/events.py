@@ -105,6 +105,7 @@ EVENTS: MappingProxyType[str, JobType] = MappingProxyType(
 
 PRESUBMIT = JOBS["presubmit"]
 POSTSUBMIT = JOBS["postsubmit"]
+MERGE_GROUP = JOBS["merge_group"]
 
 
 def rule(job_type: JobType) -> JobRule:

@@ -44,35 +44,33 @@ def commit_time(repo_dir: Path, sha: str | None, env: Mapping[str, str]) -> date
     return datetime.fromtimestamp(int(text), tz=UTC)
 
 
-def uncommitted_changes(checkout: Path, context: Path, env: Mapping[str, str]) -> list[str] | None:
-    """Files under ``context`` that differ from HEAD: modified, staged, deleted, or new and not
-    ignored (they can reach the image through COPY). ``None`` when git cannot tell, which
-    includes a checkout without an index (nothing was ever checked out into it)."""
+def unclean(checkout: Path, context: Path, env: Mapping[str, str]) -> str | None:
+    """Why the build context is not known to be the commit, or ``None`` when it is: files under
+    ``context`` that differ from HEAD (modified, staged, deleted, or new and not ignored: COPY
+    takes them), or git failing to tell. A folder whose ``.git`` has no index (nothing was ever
+    checked out into it) is not judged.
+
+    git's own ownership rule applies (``sudo`` keeps the invoking user's checkouts readable): a
+    checkout's ``.git/config`` could otherwise run a command of another user's choosing through
+    ``core.fsmonitor``, so that is off, and status takes no lock and writes no index."""
     from image_builder.context.local import find_git_dir
 
     git = find_git_dir(context)
     if git is None or not (git[0] / "index").is_file():
         return None
+    argv = ["git", "--no-optional-locks", "-c", "core.fsmonitor=false", "-C", str(checkout)]
     try:
         result = proc.run(
-            [
-                "git",
-                "-c",
-                "safe.directory=*",
-                "-C",
-                str(checkout),
-                "status",
-                "--porcelain=v1",
-                "-z",
-                "--untracked-files=all",
-                "--",
-                str(context),
-            ],
+            [*argv, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--", str(context)],
             env=env,
             check=False,
         )
-    except ImageBuilderError:
-        return None
+    except ImageBuilderError as exc:
+        return f"git cannot tell whether the build context is clean ({exc})"
     if result.returncode != 0:
-        return None
-    return [entry[3:] for entry in result.output.split("\0") if len(entry) > 3]
+        lines = [line.strip() for line in result.output.splitlines() if line.strip()]
+        fatal = [line for line in lines if line.startswith("fatal:")]
+        why = (fatal or lines or [f"exit {result.returncode}"])[0][:200]
+        return f"git cannot tell whether the build context is clean ({why})"
+    changed = [entry for entry in result.output.split("\0") if entry]
+    return "the build context has uncommitted changes" if changed else None

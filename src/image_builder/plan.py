@@ -53,7 +53,7 @@ class BuildPlan:
     cache: CachePlan | None
     timestamp: int | None
     plain_http_hosts: tuple[str, ...]  # destinations and caches reached over plain HTTP
-    job_type: str
+    job_type: JobType
     repository: str | None
     commit_sha: str | None
     ref: str | None = None
@@ -65,12 +65,12 @@ class BuildPlan:
     # --use-restricted-registry: base images only from under these prefixes (empty: any).
     restricted_registries: tuple[str, ...] = ()
     dropped_tags: tuple[DroppedTag, ...] = ()  # release-only tags this build may not move
-    dirty: bool = False  # built from a tree with uncommitted changes
+    dirty: str | None = None  # why the context is not known to be the commit (local builds)
 
     @property
     def notices(self) -> tuple[str, ...]:
         """What the user should know before anything runs."""
-        dirty = [dirty_notice(self.commit_sha)] if self.dirty else []
+        dirty = [dirty_notice(self.dirty, self.commit_sha)] if self.dirty else []
         return (*dirty, *(d.notice() for d in self.dropped_tags))
 
     @property
@@ -117,15 +117,40 @@ class BuildPlan:
         return data
 
 
-def validate_name(name: str) -> str:
+_PUBLIC_REGISTRIES = (
+    "docker.io",
+    "ghcr.io",
+    "gcr.io",
+    "quay.io",
+    "registry.k8s.io",
+    "public.ecr.aws",
+)
+_PUBLIC_SUFFIXES = (".docker.io", ".gcr.io", ".pkg.dev", ".azurecr.io", ".amazonaws.com")
+
+
+def validate_name(name: str, registries: Sequence[str] = ()) -> str:
     """The repository path alone: the registry comes from config.yaml and the tag from --tag, so
-    a docker-style reference (``host/team/app:1.0``) is refused with the flags that say it."""
+    a docker-style reference (``host/team/app:1.0``) is refused with the flags that say it.
+
+    docker takes any first part with a '.' for a registry host, but a name such as
+    ``my.team/app`` is a valid repository path that the Go tool built: a dotted first part is a
+    host only when it is one of ``registries`` (config's), a well-known public registry, or the
+    name carries a tag or digest too."""
     if not name:
         raise InputError("--name is required: the image name, e.g. test-infra/ginkgo")
     path, _, digest = name.partition("@")
     first, slash, rest = path.partition("/")
-    # docker's rule: a first part with '.' or ':', or localhost, is a registry host
-    host = first if slash and (first == "localhost" or any(c in first for c in ".:")) else ""
+    tagged = ":" in rest.rsplit("/", 1)[-1]
+    hosts = {r.split("/", 1)[0] for r in registries}
+    dotted_host = "." in first and (
+        first in hosts
+        or first in _PUBLIC_REGISTRIES
+        or first.endswith(_PUBLIC_SUFFIXES)
+        or tagged
+        or bool(digest)
+    )
+    is_host = slash and (first == "localhost" or ":" in first or first in hosts or dotted_host)
+    host = first if is_host else ""
     repository, tag = (rest if host else path), ""
     if ":" in repository.rsplit("/", 1)[-1]:
         repository, tag = repository.rsplit(":", 1)
@@ -206,7 +231,7 @@ def make_plan(
 ) -> BuildPlan:
     """Everything the backend needs, decided up front. ``secrets`` are those the build gets
     (see :func:`gives_secrets`), ``withheld_secrets`` the ids it does not."""
-    validate_name(name)
+    validate_name(name, (*config.registry, *config.dev_registries))
     registries = (
         release_registries(config, name) if ctx.is_release else dev_registries(config, ctx.job_type)
     )
@@ -242,10 +267,11 @@ def make_plan(
 
     cache = None
     if config.cache.enabled and config.cache.cache_repo:
-        cache = CachePlan(
-            cache_from=config.cache.cache_repo,
-            cache_to=config.cache.cache_repo if ctx.is_release else config.cache.dev_cache_repo,
-        )
+        writes = {
+            "cache-repo": config.cache.cache_repo,
+            "dev-cache-repo": config.cache.dev_cache_repo,
+        }
+        cache = CachePlan(cache_from=config.cache.cache_repo, cache_to=writes[ctx.rule.cache_key])
     involved = [d.host for d in destinations]
     for repo in (cache.cache_from, cache.cache_to) if cache else ():
         if repo:
@@ -288,7 +314,7 @@ def gives_secrets(config: Config, job_type: JobType) -> bool:
     return rule(job_type).gets_secrets or config.secrets_for_presubmits
 
 
-def dev_registries(config: Config, job_type: str) -> tuple[str, ...]:
+def dev_registries(config: Config, job_type: JobType) -> tuple[str, ...]:
     """Where a pull-request or merge-group image may go: never where release images live."""
     registries = config.dev_registries
     if not registries:

@@ -132,13 +132,6 @@ def publish(
             progress(line)
 
     rest = [d for d in destinations if d not in skip]
-    if skip and atomic:
-        names = ", ".join(d.name for d in skip)
-        for d in rest:
-            done.store(d, f"not pushed: {names} refuses the push (publish-mode: atomic)")
-        _not_moved(done, rest, f"no tag moved: {names} refuses the push (publish-mode: atomic)")
-        done.close()
-        return done
     try:
         _phases(done, image, rest, publisher, registry, atomic, deadline, say)
     finally:

@@ -682,16 +682,8 @@ class RegistryClient:
     def _check(self, response: httpx.Response, what: str) -> None:
         if response.status_code < 300:
             return
-        detail = ""
-        try:
-            body = response.json()
-            errors = body.get("errors") if isinstance(body, dict) else None
-            detail = "; ".join(
-                f"{e.get('code')}: {e.get('message')}"
-                for e in (errors if isinstance(errors, list) else [])
-                if isinstance(e, dict)
-            )
-        except ValueError:
+        detail = _errors(response)
+        if detail is None:
             detail = response.text[:200]
         raise RegistryError(f"{what} failed: HTTP {response.status_code} {detail}".strip())
 
@@ -705,18 +697,24 @@ def ping(base_url: str, *, timeout: float = 2.0) -> bool:
     return response.status_code in (200, 401)
 
 
-def _detail(response: httpx.Response) -> str:
-    """``": CODE: message"`` from a registry's error body, or nothing."""
+def _errors(response: httpx.Response) -> str | None:
+    """The distribution API's error body as ``CODE: message; ...``; ``None`` when the body is not
+    JSON."""
     try:
         body = response.json()
     except ValueError:
-        return ""
+        return None
     errors = body.get("errors") if isinstance(body, dict) else None
-    text = "; ".join(
+    return "; ".join(
         f"{e.get('code')}: {e.get('message')}"
         for e in (errors if isinstance(errors, list) else [])
         if isinstance(e, dict)
     )
+
+
+def _detail(response: httpx.Response) -> str:
+    """``": CODE: message"`` from a registry's error body, or nothing."""
+    text = _errors(response)
     return f": {text[:200]}" if text else ""
 
 

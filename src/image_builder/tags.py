@@ -18,12 +18,14 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-
-import semver
+from typing import TYPE_CHECKING
 
 from image_builder.config import Config, TagTemplate
 from image_builder.context import CIContext
 from image_builder.errors import TagError, TemplateError
+
+if TYPE_CHECKING:
+    import semver
 
 FIELDS = (
     "CommitSHA",
@@ -366,6 +368,8 @@ def version_of(ref: str | None) -> semver.Version | None:
     """The semantic version a git tag ref names (``refs/tags/v1.2.3`` or ``refs/tags/1.2.3``)."""
     if not ref or not ref.startswith("refs/tags/"):
         return None
+    import semver  # 15 ms of start-up, for tag builds only
+
     name = ref.removeprefix("refs/tags/")
     try:
         return semver.Version.parse(name[1:] if name[:1] == "v" else name)
@@ -396,18 +400,21 @@ def release_tags_withheld(config: Config, ctx: CIContext, values: TemplateValues
     if not ctx.is_release:
         return f"{ctx.event} builds never move release-only tags ({ctx.job_type})"
     if ctx.dirty:
-        return "the working tree has uncommitted changes"
+        return ctx.dirty
     if values.version is not None:
         if values.version.prerelease:
             return f"{values.git_tag} is a pre-release"
         return None
-    default = config.default_branch or ctx.default_branch or "main"
+    # Where neither config nor the CI system names the default branch (Jenkins, Azure DevOps, a
+    # clone without origin/HEAD), both customary names count.
+    known = config.default_branch or ctx.default_branch
+    defaults = (known,) if known else ("main", "master")
     # An unknown ref (a folder outside git, a pipeline run without BASE_REF) is not held
     # against the build: the Go tool applied every tag there, and what protects release tags
     # from pull requests is the event, which is always known.
-    if ctx.ref is None or ctx.ref == f"refs/heads/{default}":
+    if ctx.ref is None or ctx.ref in {f"refs/heads/{b}" for b in defaults}:
         return None
-    return f"{ctx.ref} is neither the default branch ({default}) nor a version tag"
+    return f"{ctx.ref} is neither the default branch ({' or '.join(defaults)}) nor a version tag"
 
 
 def event_specs(
@@ -432,23 +439,28 @@ def event_specs(
 def resolve_tags(
     config: Config, ctx: CIContext, specs: Sequence[TagSpec], values: TemplateValues
 ) -> TagSet:
-    """Render the specs, drop the release-only ones this build may not move, and mark the
-    default tag of a dirty tree."""
+    """Render the specs and drop the release-only ones this build may not move; the default tag
+    (also when a user tag repeats it) is always kept. A tree not known to be the commit marks
+    every tag ``-dirty``, so that it overwrites no tag a clean build made."""
     withheld = release_tags_withheld(config, ctx, values)
     release_only = {"latest", *config.release_only_tags}
+    defaults = {spec.name for spec in specs if spec.default}
     kept: list[Tag] = []
     dropped: list[DroppedTag] = []
     for spec, tag in zip(specs, _render(specs, values), strict=True):
         if tag is None:
             continue
-        if spec.default:
-            if ctx.dirty:
-                value = tag.value + DIRTY_SUFFIX
-                check_tag_value(value, replace(spec, validation=None))  # the suffix is ours
-                tag = replace(tag, value=value, validation=None, rule=f"{tag.rule}, {DIRTY_SUFFIX}")
-        elif withheld is not None and release_only & {tag.name, tag.value}:
+        if (
+            tag.name not in defaults
+            and withheld is not None
+            and release_only & {tag.name, tag.value}
+        ):
             dropped.append(DroppedTag(tag=tag, reason=withheld))
             continue
+        if ctx.dirty:
+            value = tag.value + DIRTY_SUFFIX
+            check_tag_value(value, replace(spec, validation=None))  # the suffix is ours
+            tag = replace(tag, value=value, validation=None, rule=f"{tag.rule}, {DIRTY_SUFFIX}")
         kept.append(tag)
     return TagSet(tags=tuple(kept), dropped=tuple(dropped))
 
@@ -542,11 +554,11 @@ def template_values(
     )
 
 
-def dirty_notice(commit_sha: str | None) -> str:
+def dirty_notice(why: str, commit_sha: str | None) -> str:
     return (
-        "the build context has uncommitted changes: the image is not the commit "
-        f"{(commit_sha or '')[:8]}, so its default tag ends in -dirty, release-only tags are "
-        "dropped and nothing is signed; commit or stash them for a release build"
+        f"{why}: the image may not be the commit {(commit_sha or '')[:8]}, so its tags end in "
+        f"{DIRTY_SUFFIX}, release-only tags are dropped and nothing is signed; commit or stash "
+        "the changes for a release build"
     )
 
 

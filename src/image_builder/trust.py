@@ -159,6 +159,8 @@ class JwksCache:
             )
             discovery.raise_for_status()
             document = discovery.json()
+            if not isinstance(document, dict):
+                raise ValueError("the discovery document is not a JSON object")
             if document.get("issuer") != issuer.issuer:
                 raise ValueError(f"discovery names issuer {document.get('issuer')!r}")
             uri = str(document["jwks_uri"])

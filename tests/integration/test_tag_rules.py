@@ -4,6 +4,7 @@ default tag, a warning, no release-only tags and no signature. Real git, real CL
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,11 +85,61 @@ def test_uncommitted_changes_in_the_context_mark_the_build_dirty(
     values, stderr = tags(cli, repo)
     assert values == [f"v{today()}-{sha[:8]}-dirty"]
     assert stderr == [
-        f"warning: the build context has uncommitted changes: the image is not the commit "
-        f"{sha[:8]}, so its default tag ends in -dirty, release-only tags are dropped and "
-        "nothing is signed; commit or stash them for a release build",
-        "warning: tag 'latest' (--tag) is not applied: the working tree has uncommitted changes",
+        dirty_warning("the build context has uncommitted changes", sha),
+        "warning: tag 'latest' (--tag) is not applied: the build context has uncommitted changes",
     ]
+
+
+def dirty_warning(why: str, sha: str) -> str:
+    return (
+        f"warning: {why}: the image may not be the commit {sha[:8]}, so its tags end in -dirty, "
+        "release-only tags are dropped and nothing is signed; commit or stash the changes for a "
+        "release build"
+    )
+
+
+def test_a_dirty_tree_marks_every_tag_so_it_overwrites_none(
+    cli: Cli, checkout: tuple[Path, str]
+) -> None:
+    """A user tag, or a user tag repeating the default tag's name and value, gets -dirty too."""
+    repo, sha = checkout
+    (repo / "app" / "Dockerfile").write_text("FROM scratch\n")
+    values, _ = tags(
+        cli, repo, "--tag", "v1.0", "--tag", "default_tag=v{{ .Date }}-{{ .ShortSHA }}"
+    )
+    assert values == ["v1.0-dirty", f"v{today()}-{sha[:8]}-dirty"]
+
+
+def test_the_repositorys_git_config_runs_nothing(
+    cli: Cli, checkout: tuple[Path, str], tmp_path: Path
+) -> None:
+    """The attack: a checkout's .git/config names a core.fsmonitor command, which git status
+    runs; image-builder holds registry credentials and keys."""
+    repo, _ = checkout
+    ran = tmp_path / "fsmonitor-ran"
+    hook = tmp_path / "fsmonitor"
+    hook.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    hook.chmod(0o755)
+    git(repo, "config", "core.fsmonitor", str(hook))
+    (repo / "app" / "Dockerfile").write_text("FROM scratch\n")
+    assert tags(cli, repo)[0][-1].endswith("-dirty")
+    assert not ran.exists()
+
+
+def test_another_users_checkout_is_not_known_to_be_clean(
+    cli: Cli, checkout: tuple[Path, str]
+) -> None:
+    """git refuses a checkout owned by someone else (and runs nothing of its config); the build
+    cannot show it is the commit, so it is handled as dirty, with git's reason."""
+    repo, sha = checkout
+    for path in (repo, *repo.rglob("*")):
+        os.lchown(path, 4321, 4321)
+    values, stderr = tags(cli, repo)
+    assert values == [f"v{today()}-{sha[:8]}-dirty"]
+    assert stderr[0].startswith(
+        "warning: git cannot tell whether the build context is clean (fatal: detected dubious "
+        "ownership in repository at "
+    )
 
 
 def test_changes_outside_the_context_and_ignored_files_do_not_count(
@@ -131,11 +182,11 @@ def test_a_dirty_build_is_never_signed(
             "name": "release-key",
             "type": "cosign",
             "runs": False,
-            "reason": "enabled under '*', but the working tree has uncommitted changes",
+            "reason": "enabled under '*', but the build context has uncommitted changes",
         }
     ]
     assert [(t["value"], t["rule"]) for t in plan["tags"]] == [
         (f"v{today()}-{sha[:8]}-dirty", "default-commit-tag, -dirty")
     ]
-    assert plan["dirty"] is True
+    assert plan["dirty"] == "the build context has uncommitted changes"
     assert [d["value"] for d in plan["dropped_tags"]] == ["latest"]

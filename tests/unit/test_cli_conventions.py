@@ -479,3 +479,28 @@ def test_an_empty_stdin_config_is_refused(
         2,
         "error: standard input holds no config (it is empty); pipe config.yaml into --config -\n",
     )
+
+
+@pytest.mark.parametrize("document", [[], "text", 7])
+def test_a_discovery_document_that_is_no_object_is_refused_in_words(document: object) -> None:
+    """It used to end as an internal error (``'list' object has no attribute 'get'``)."""
+    from image_builder.config import TrustedIssuer
+    from image_builder.trust import TrustError
+
+    policy = TrustedIssuer.model_validate(
+        {
+            "issuer": "https://issuer.example",
+            "audience": "image-builder",
+            "job-workflow-refs": "any",
+            "repository-owners": [{"name": "org", "id": 1}],
+            "events": ["push"],
+        }
+    )
+    answers = httpx.MockTransport(lambda request: httpx.Response(200, json=document))
+    cache = JwksCache(http=httpx.Client(transport=answers))
+    with pytest.raises(TrustError) as caught:
+        cache.key(policy, "k1")
+    assert str(caught.value) == (
+        "cannot fetch the signing keys of https://issuer.example (the discovery document is not "
+        "a JSON object), and none are cached; refusing the token (fail closed)"
+    )

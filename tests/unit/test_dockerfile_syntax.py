@@ -92,6 +92,9 @@ def test_other_build_failures_stay_build_failures() -> None:
     # the step's own text is the Dockerfile's, not buildah's verdict
     said = 'Error: building at STEP "RUN echo COPY requires at least one": exit status 1'
     assert syntax_error(_failed(said), "Dockerfile", "") is None
+    # a RUN step's text or output that reads like buildah's verdict is still a failed build
+    said = 'Error: building at STEP "RUN echo ": no FROM statement found": exit status 1'
+    assert syntax_error(_failed(said), "Dockerfile", "") is None
     timed_out = proc.Timeout("build did not finish within 10 s; no FROM statement found")
     assert syntax_error(timed_out, "Dockerfile", "") is None
 

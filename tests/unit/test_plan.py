@@ -249,6 +249,9 @@ def test_plain_http_only_for_loopback_and_listed_registries() -> None:
     [
         ("team/app", True),
         ("team/a.b_c__d-e/f--g", True),
+        ("a.b_c__d-e/f--g", True),  # a dotted first part is a repository path (Go built it)
+        ("ghcr.io/team/app", False),  # ... unless it is a registry's host
+        ("registry.example/team/app:v1", False),  # ... or the name is a whole reference
         ("Team/App", False),
         ("team/../app", False),
         ("team//app", False),
@@ -316,3 +319,12 @@ def test_a_release_image_never_lands_in_the_dev_registry(config_text: str, dev: 
         "outside it"
     )
     assert plan(config_text, "postsubmit", name="devtools/app").registries
+
+
+def test_a_name_starting_with_a_configured_registry_says_where_the_registry_goes() -> None:
+    assert validate_name("registry.corp/app") == "registry.corp/app"  # unknown host: a path
+    with pytest.raises(InputError) as caught:
+        validate_name("registry.corp/team/app", ["registry.corp/prod"])
+    assert str(caught.value) == (
+        "the registry comes from config.yaml (registry / dev-registry); pass --name team/app"
+    )

@@ -168,3 +168,26 @@ def test_an_older_report_without_the_new_fields_still_renders() -> None:
     assert "- ✅ `release-key` signed" in text
     assert "Manifest digest" not in text
     assert "image-builder verify" not in text  # its kind is unknown: no key to name
+
+
+def test_error_text_from_a_registry_cannot_shape_the_summary() -> None:
+    """A registry's error body is quoted in failures; in Markdown it could end the table cell,
+    start a new line, or add HTML and links."""
+    answer = "DENIED: no | way\n### Approved <img src=https://e/x> [click](https://e)"
+    report = BuildReport(
+        status="Failed",
+        pushed=False,
+        signed=False,
+        image_name="team/app",
+        failed_images=[FailedImage(image="r.example/team/app:v1", error=answer)],
+        signing_errors=[SigningError(signer="release-key", error=answer)],
+        signers=[SignerInfo(name="release-key", type="cosign")],
+        error=answer,
+    )
+    summary = step_summary(report)
+    escaped = r"DENIED: no \| way \#\#\# Approved \<img src=https://e/x\> \[click\](https://e)"
+    assert f"| `r.example/team/app:v1` | not pushed: {escaped} | - |" in summary
+    assert f"- ❌ `release-key` (cosign) failed: {escaped}" in summary
+    assert f"**Error:** {escaped}" in summary
+    assert "<img" not in summary.replace(r"\<img", "")
+    assert "\n### Approved" not in summary

@@ -302,7 +302,7 @@ def test_an_unknown_ref_is_not_held_against_a_release_build(
     assert [v for _, v in got] == [f"v{today()}-6113728f"]
     assert warnings == [
         "##vso[task.logissue type=warning]tag 'latest' (--tag) is not applied: "
-        "refs/heads/release-1.0 is neither the default branch (main) nor a version tag"
+        "refs/heads/release-1.0 is neither the default branch (main or master) nor a version tag"
     ]
 
 

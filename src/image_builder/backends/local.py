@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from image_builder import proc
+from image_builder.dockerfile import DockerfileSyntaxError
 from image_builder.engines import BuiltImage, Engine
-from image_builder.errors import ImageBuilderError, InputError
-from image_builder.events import job_type_named, rule
+from image_builder.errors import ImageBuilderError
+from image_builder.events import rule
 from image_builder.http import Deadline
 from image_builder.oci import Destination, Reference, is_loopback, parse_reference
 from image_builder.plan import BuildPlan
@@ -52,7 +53,7 @@ def execute(
     A build that pushes first checks every registry (reachable, and letting the credentials
     push): one that refuses stops it before anything is built, in seconds, unless publish-mode
     is best-effort and another registry is fine. A Dockerfile the engine cannot read is bad
-    input (:class:`InputError`, raised), not a failed build."""
+    input (:class:`DockerfileSyntaxError`, raised), not a failed build."""
     image: BuiltImage | None = None
     try:
         refused = check_registries(plan, registry, reporter) if plan.push else {}
@@ -61,8 +62,8 @@ def execute(
         try:
             with reporter.step(f"build {plan.name} for {', '.join(plan.platforms)}"):
                 image = engine.build(plan)
-        except InputError:
-            raise
+        except DockerfileSyntaxError:
+            raise  # bad input (exit 2), not a failed build
         except ImageBuilderError as exc:
             return _report(plan, None, error=f"build failed: {exc}")
         if not plan.push:
@@ -136,8 +137,7 @@ def check_registries(
 
 
 def _reach_hint(plan: BuildPlan, exc: Unreachable) -> str:
-    job_type = job_type_named(plan.job_type)
-    key = rule(job_type).registry_key if job_type else "registry"
+    key = rule(plan.job_type).registry_key
     host = exc.host
     hint = f"check {key} in config.yaml"
     if is_loopback(host):

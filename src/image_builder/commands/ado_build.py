@@ -131,7 +131,7 @@ def run_ado_build(
         use_go_internal_sap_modules=options.use_go_internal_sap_modules,
         use_restricted_registry=options.use_restricted_registry,
     )
-    validate_name(options.name)
+    validate_name(options.name, (*inputs.config.registry, *inputs.config.dev_registries))
     params = template_parameters(inputs.ctx, request)
     if options.tags_output_file is not None:
         write_tags_file(options.tags_output_file, list(rendered.tags))

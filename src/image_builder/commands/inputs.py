@@ -42,10 +42,9 @@ def load_inputs(
     ctx = detect_ci_context(env, root)
     if ctx.ci == "local" and ctx.commit_sha is not None:
         # A CI system builds a commit; a laptop builds whatever the tree holds.
-        from image_builder.git import uncommitted_changes
+        from image_builder.git import unclean
 
-        if uncommitted_changes(top, root, env):
-            ctx = replace(ctx, dirty=True)
+        ctx = replace(ctx, dirty=unclean(top, root, env))
     return Inputs(config=loaded, root=root, dockerfile=dockerfile_path, env_file=entries, ctx=ctx)
 
 

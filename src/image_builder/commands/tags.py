@@ -38,7 +38,7 @@ def compute_tags(
     for notice in inputs.config.notices:
         warn(notice)
     if inputs.ctx.dirty:
-        warn(dirty_notice(inputs.ctx.commit_sha))
+        warn(dirty_notice(inputs.ctx.dirty, inputs.ctx.commit_sha))
     resolved = resolve_tags(
         inputs, tags=options.tags, tag_base64=options.tag_base64, env=env, now=now
     )

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from image_builder.config import describe_validation_error
 from image_builder.context.model import CIContext, PipelineSource, check_sha
 from image_builder.errors import InputError, UnsupportedEventError
-from image_builder.events import EVENTS, rule
+from image_builder.events import EVENTS, MERGE_GROUP, rule
 
 SUPPORTED_EVENTS = tuple(EVENTS)
 
@@ -129,7 +129,7 @@ def parse_event(event: str, payload: object, env: Mapping[str, str]) -> CIContex
                 pipeline=PipelineSource(base_sha=base, pull_sha=head, pull_number=number),
                 **_repo(pr, server),
             )
-        if not job.release:  # a merge group: pull requests' code, merged into the queue's branch
+        if job is MERGE_GROUP:  # pull requests' code, merged into the queue's branch
             mg = _MergeGroupEvent.model_validate(payload)
             head = check_sha(mg.merge_group.head_sha, "merge_group.head_sha")
             return CIContext(

@@ -49,7 +49,9 @@ class CIContext:
     pipeline: PipelineSource | None = None  # None: the commit being built, nothing else
     head_branch: str | None = None  # a pull request's own branch
     default_branch: str | None = None  # the repository's, where the CI system says it
-    dirty: bool = False  # a local checkout with uncommitted changes in the build context
+    # A local build whose context is not known to be the commit: why (uncommitted changes, or
+    # git could not tell). Never set in CI, which builds a commit.
+    dirty: str | None = None
 
     @property
     def rule(self) -> JobRule:

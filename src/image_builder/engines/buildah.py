@@ -436,7 +436,9 @@ def syntax_error(exc: RuntimeFailure, label: str, text: str) -> DockerfileSyntax
         return None
     # buildah's own error line; the step it names is the Dockerfile's text, not buildah's words.
     _, marker, said = str(exc).partition("Error: ")
-    found = _SYNTAX.search(_AT_STEP.sub("", said, count=1)) if marker else None
+    if not marker or said.startswith('building at STEP "RUN'):
+        return None  # a RUN step that failed ran: its output says anything it likes
+    found = _SYNTAX.search(_AT_STEP.sub("", said, count=1))
     if found is None:
         return None
     where = label

@@ -93,7 +93,7 @@ def select_signers(
             reason = f"{enabled_text}, but {ctx.job_type} builds are never signed"
             runs = False
         elif ctx.dirty:
-            reason = f"{enabled_text}, but the working tree has uncommitted changes"
+            reason = f"{enabled_text}, but {ctx.dirty}"
             runs = False
         elif blocked is not None:
             reason = f"{enabled_text}, but {blocked}"
