@@ -1209,6 +1209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not debug:
         logging.getLogger("azure").setLevel(logging.ERROR)  # its warnings repeat our one-line error
     reporter = Reporter(out=sys.stdout, err=sys.stderr, env=env)
+    reporter.verbose = debug
     # Library records in the reporter's form (`warning: ...`, `::warning::`), for this run only.
     root, handler = logging.getLogger(), LogHandler(reporter)
     level = root.level

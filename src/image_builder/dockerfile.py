@@ -55,7 +55,7 @@ INSTRUCTIONS = frozenset(
         "WORKDIR",
     }
 )
-_HEREDOC = re.compile(r"<<-?\s*[\"']?[A-Za-z_]")
+_HEREDOC = re.compile(r"<<-?\s*[\"']?\w")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 

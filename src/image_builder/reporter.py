@@ -61,6 +61,7 @@ class Reporter:
         self._masked: set[str] = set()
         self.silent = False  # the Go tool's --silent: tool output goes to the log file only
         self.quiet = False  # --quiet: warnings, errors and results only (and all in the log file)
+        self.verbose = False  # --debug: tools' detail lines on the terminal too
         self._log: TextIO | None = None  # the Go tool's --log-dir: a copy of every log line
 
     def with_format(self, log_format: str) -> Reporter:
@@ -69,6 +70,7 @@ class Reporter:
         clone.github, clone.azure, clone._masked = self.github, self.azure, self._masked
         clone.color = self.color and log_format != "json"
         clone.silent, clone.quiet, clone._log = self.silent, self.quiet, self._log
+        clone.verbose = self.verbose
         return clone
 
     def keep_log(self, log: TextIO | None, *, silent: bool) -> TextIO | None:
@@ -101,6 +103,15 @@ class Reporter:
         quiet = self.silent or self.quiet
         if self.json:  # a JSON line is still a line to the agent, which acts on ##vso[ anywhere
             self._json("info", inert(line), event="output", quiet=quiet)
+        else:
+            self._line(inert(line), quiet=quiet)
+
+    def detail(self, line: str) -> None:
+        """A tool's line too fine for the terminal (skopeo's per-blob progress): always in the
+        ``--log-dir`` file, on stderr with ``--debug`` only. Made inert as :meth:`stream` does."""
+        quiet = not self.verbose or self.silent
+        if self.json:
+            self._json("debug", inert(line), event="output", quiet=quiet)
         else:
             self._line(inert(line), quiet=quiet)
 

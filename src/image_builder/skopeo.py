@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
 import shutil
 from collections.abc import Callable, Mapping
@@ -19,8 +18,6 @@ from image_builder.http import Deadline, RetryableError, RetryPolicy
 from image_builder.layout import REF_NAME
 from image_builder.oci import DIGEST, Destination
 from image_builder.publish import Staged
-
-log = logging.getLogger(__name__)
 
 _RETRY_BUDGET = 120.0  # seconds of whole-copy retries, within the publish deadline
 _FATAL = re.compile(r'level=fatal msg="((?:[^"\\]|\\.)*)"')
@@ -42,10 +39,12 @@ class SkopeoPublisher:
         *,
         env: Mapping[str, str],
         on_line: Callable[[str], None] | None = None,
+        on_detail: Callable[[str], None] | None = None,
         retries: int = 2,
     ) -> None:
         self._env = dict(env)
         self._on_line = on_line
+        self._on_detail = on_detail  # skopeo's own lines, too fine for the terminal
         self._retries = retries
 
     def stage(self, image: BuiltImage, *, deadline: Deadline) -> Staged:
@@ -87,9 +86,10 @@ class SkopeoPublisher:
         prefix = f"[{destination.name}] "
 
         def detail(line: str) -> None:
-            # skopeo's per-blob lines, repeated for every repository: debug output. Publishing
-            # says one line per repository instead; a failure quotes skopeo's own words.
-            log.debug("%s%s", prefix, line)
+            # skopeo's per-blob lines, repeated for every repository: for the log file and
+            # --debug. Publishing says one line per repository; a failure quotes skopeo's words.
+            if self._on_detail is not None:
+                self._on_detail(prefix + line)
 
         def retrying(_: int, error: RetryableError, delay: float) -> None:
             if self._on_line is not None:

@@ -504,3 +504,19 @@ def test_a_discovery_document_that_is_no_object_is_refused_in_words(document: ob
         "cannot fetch the signing keys of https://issuer.example (the discovery document is not "
         "a JSON object), and none are cached; refusing the token (fail closed)"
     )
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_tool_detail_lines_go_to_the_log_and_show_only_with_debug(verbose: bool) -> None:
+    """skopeo's per-blob lines: off the terminal (one line per repository says it), but kept
+    in the --log-dir file, inert, and on the terminal with --debug."""
+    out, err, log = io.StringIO(), io.StringIO(), io.StringIO()
+    reporter = Reporter(out=out, err=err, env={})
+    reporter.keep_log(log, silent=False)
+    reporter.verbose = verbose
+    reporter.detail("[team/app] Copying blob sha256:abc done")
+    reporter.detail("##vso[task.setvariable variable=x]y")
+    lines = ["[team/app] Copying blob sha256:abc done", "| ##vso [task.setvariable variable=x]y"]
+    assert log.getvalue().splitlines() == lines
+    assert err.getvalue().splitlines() == (lines if verbose else [])
+    assert out.getvalue() == ""

@@ -54,6 +54,7 @@ def test_every_instruction_buildah_knows_passes() -> None:
 
 def test_a_heredoc_body_is_left_to_buildah() -> None:
     check_syntax("FROM busybox\nRUN <<EOF\necho hi\nEOF\n", label="Dockerfile")
+    check_syntax("FROM busybox\nRUN <<1\necho hi\n1\n", label="Dockerfile")  # any word
 
 
 def _failed(last_line: str) -> RuntimeFailure:
@@ -115,6 +116,13 @@ def test_a_callers_own_unused_argument_is_still_reported() -> None:
     # one the caller passed under a platform argument's name is theirs to hear about
     mine = WARNING.format("TARGETARCH TARGETOS")
     assert unused_args_line(mine, frozenset({"TARGETARCH"})) == WARNING.format("TARGETARCH")
+
+
+def test_exported_tags_a_dockerfile_does_not_use_are_not_reported() -> None:
+    line = WARNING.format("NPM_TOKEN TAG_latest TARGETARCH")
+    exported = frozenset({"TAG_latest", "TAG_default_tag"})
+    assert unused_args_line(line, frozenset({"NPM_TOKEN"}), exported) == WARNING.format("NPM_TOKEN")
+    assert unused_args_line(WARNING.format("TAG_latest"), frozenset(), exported) is None
 
 
 def test_other_lines_pass_unchanged() -> None:

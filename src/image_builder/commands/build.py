@@ -357,7 +357,7 @@ def run_build(
         optional=provenance(plan.repository, plan.ref, plan.commit_sha),
         on_retry=reporter.warning,
     )
-    publisher = SkopeoPublisher(env=env, on_line=reporter.stream)
+    publisher = SkopeoPublisher(env=env, on_line=reporter.stream, on_detail=reporter.detail)
     from image_builder import proc
 
     if proc.CHILDREN.stopping:  # a signal during set-up: stop before the token is spent

@@ -77,7 +77,8 @@ class BuildahEngine:
         self._work: Path | None = None
         self._lock = threading.Lock()
         self._masks: tuple[str, ...] = ()  # the build secrets' values, hidden in every line
-        self._given: frozenset[str] = frozenset()  # the names of the plan's build arguments
+        self._given: frozenset[str] = frozenset()  # the build arguments the caller named
+        self._exported: frozenset[str] = frozenset()  # TAG_<name>, from --export-tags
 
     # --- public -------------------------------------------------------------------------------
 
@@ -104,7 +105,8 @@ class BuildahEngine:
         ) as account:
             self._account = account
             self._masks = tuple(m for secret in plan.secrets for m in secret.masks())
-            self._given = frozenset(name for name, _ in plan.build_args)
+            self._exported = frozenset(f"TAG_{tag.name}" for tag in plan.tags)
+            self._given = frozenset(name for name, _ in plan.build_args) - self._exported
             work = self._prepare(plan)
             try:
                 self._build_in(work / "sandbox", plan)
@@ -300,7 +302,7 @@ class BuildahEngine:
             emit = self._on_line
 
             def on_line(line: str) -> None:
-                shown = unused_args_line(line, self._given)
+                shown = unused_args_line(line, self._given, self._exported)
                 if shown is None:
                     return
                 with self._lock:
@@ -451,14 +453,18 @@ def syntax_error(exc: RuntimeFailure, label: str, text: str) -> DockerfileSyntax
     )
 
 
-def unused_args_line(line: str, given: frozenset[str]) -> str | None:
+def unused_args_line(
+    line: str, given: frozenset[str], exported: frozenset[str] = frozenset()
+) -> str | None:
     """buildah's unused-build-argument warning without the platform arguments it adds itself
-    (``None`` when only those were left); a caller's own unused argument stays, also one named
-    like them. Every other line as it is."""
+    and the ``TAG_<name>`` arguments ``--export-tags`` offers (a Dockerfile uses those it
+    wants); ``None`` when only those were left. A caller's own unused argument stays, also one
+    named like them. Every other line as it is."""
     found = _UNUSED_ARGS.search(line)
     if found is None:
         return line
-    names = [n for n in found.group(2).split() if n in given or n not in _PLATFORM_ARGS]
+    implied = _PLATFORM_ARGS | exported
+    names = [n for n in found.group(2).split() if n in given or n not in implied]
     if not names:
         return None
     return line[: found.start(2)] + " ".join(names) + line[found.end(2) :]
