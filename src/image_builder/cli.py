@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from image_builder import __version__
 from image_builder.errors import ImageBuilderError, UsageError
+from image_builder.paths import STREAM
 from image_builder.reporter import LogHandler, Reporter
 
 if TYPE_CHECKING:
@@ -226,13 +227,13 @@ def _report_to_stdout(args: argparse.Namespace) -> Path | None:
     else, so nothing else may be sent there."""
     report_path = _path(args.build_report_path)
     if args.json:
-        if report_path not in (None, _STDOUT):
+        if report_path not in (None, STREAM):
             raise UsageError(
                 "--json prints the report on stdout, --build-report-path writes it to a file: "
                 "pass one of them"
             )
-        report_path = _STDOUT
-    if report_path == _STDOUT and _path(args.tags_output_file) == _STDOUT:
+        report_path = STREAM
+    if report_path == STREAM and _path(args.tags_output_file) == STREAM:
         flag = "--json" if args.json else "--build-report-path -"
         raise UsageError(
             f"{flag} keeps stdout for the report's JSON; write the tags to a file with "
@@ -387,7 +388,7 @@ def _cmd_sign(args: argparse.Namespace, env: Mapping[str, str], reporter: Report
         oidc_token=args.oidc_token or None,
         from_report=_path(args.from_report),
         # "-": stdout, where the signed report is printed (between its markers) anyway
-        build_report_path=None if report_path == _STDOUT else report_path,
+        build_report_path=None if report_path == STREAM else report_path,
     )
     if not args.ado_state_output:
         return run_sign(options, env=env, reporter=reporter, euid=os.geteuid())
@@ -476,12 +477,12 @@ def _cmd_config_schema(args: argparse.Namespace, env: Mapping[str, str], reporte
 def _cmd_config_validate(
     args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter
 ) -> int:
-    from image_builder.config import STDIN, load_config
+    from image_builder.config import load_config
 
     path = _path(args.config) or Path(args.config)  # "./-" is a file named "-"
     for notice in load_config(path).notices:
         reporter.warning(notice)
-    reporter.result(f"{'<stdin>' if path == STDIN else args.config}: valid")
+    reporter.result(f"{'<stdin>' if path == STREAM else args.config}: valid")
     return 0
 
 
@@ -493,13 +494,9 @@ def _config_from_stdin(args: argparse.Namespace, stack: ExitStack) -> None:
         return
     import tempfile
 
-    from image_builder.errors import ConfigError
+    from image_builder.config import read_stdin
 
-    text = sys.stdin.read()
-    if not text.strip():
-        raise ConfigError(
-            "standard input holds no config (it is empty); pipe config.yaml into --config -"
-        )
+    text = read_stdin()
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="image-builder-")))
     path = folder / "config-from-stdin.yaml"
     path.write_text(text, encoding="utf-8")
@@ -516,15 +513,12 @@ def _values(values: list[object], flag: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-_STDOUT = Path("-")  # stdout (stdin for --config), as docker, cosign and pip read "-"
-
-
 def _path(value: str | None) -> Path | None:
     """``-`` passes through for the command to read as stdin or stdout; ``./-`` is a file."""
     if not value:
         return None
     path = Path(value)
-    return Path.cwd() / path if path == _STDOUT and value != "-" else path
+    return Path.cwd() / path if path == STREAM and value != "-" else path
 
 
 # --- parser -----------------------------------------------------------------------------------

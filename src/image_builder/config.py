@@ -36,6 +36,7 @@ from image_builder.duration import EXAMPLE as DURATION_EXAMPLE
 from image_builder.duration import format_go_duration, parse_go_duration
 from image_builder.errors import ConfigError
 from image_builder.events import JOB_TYPE_ALIASES, JobType
+from image_builder.paths import STREAM
 
 DEFAULT_REGISTRY = "localhost:5000"
 DEFAULT_DEV_REGISTRY = "localhost:5000/dev"
@@ -952,25 +953,27 @@ class Config(_Model):
         return ()
 
 
-STDIN = Path("-")
+def read_stdin() -> str:
+    """The config piped into ``--config -``: refused when empty rather than taken for the
+    defaults, since standard input can be read only once."""
+    try:
+        text = sys.stdin.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the config from standard input: {exc}") from None
+    if not text.strip():
+        raise ConfigError(
+            "standard input holds no config (it is empty, or was read already); "
+            "pipe config.yaml into --config -"
+        )
+    return text
 
 
 def load_config(path: Path | None) -> Config:
     """Read and validate config.yaml; ``None`` gives the built-in defaults, ``-`` reads stdin."""
     if path is None:
         return Config.model_construct()  # the defaults are known to be valid
-    if path == STDIN:
-        try:
-            text = sys.stdin.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read the config from standard input: {exc}") from None
-        if not text.strip():
-            # Refused rather than taken as "defaults": standard input can be read only once.
-            raise ConfigError(
-                "standard input holds no config (it is empty, or was read already); "
-                "pipe config.yaml into --config -"
-            )
-        return parse_config(text, source="<stdin>")
+    if path == STREAM:
+        return parse_config(read_stdin(), source="<stdin>")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

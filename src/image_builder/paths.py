@@ -7,6 +7,10 @@ from pathlib import Path
 
 from image_builder.errors import InputError
 
+# "-" as a file name: standard input for --config, standard output for --tags-output-file and
+# --build-report-path, as docker, cosign and pip read it ("./-" is a file named "-").
+STREAM = Path("-")
+
 
 def checkout_root(checkout: str | None, cwd: Path) -> Path:
     """The checkout the build may read: ``--checkout``, else the git work tree holding the current

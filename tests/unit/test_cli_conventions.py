@@ -477,7 +477,8 @@ def test_an_empty_stdin_config_is_refused(
     code = main(["tags", "--config", "-"])
     assert (code, capsys.readouterr().err) == (
         2,
-        "error: standard input holds no config (it is empty); pipe config.yaml into --config -\n",
+        "error: standard input holds no config (it is empty, or was read already); pipe "
+        "config.yaml into --config -\n",
     )
 
 

@@ -145,7 +145,6 @@ def test_a_version_tag_push_gets_version_major_minor_and_major(
 ) -> None:
     github(monkeypatch, "push", "push.tag.json", GITHUB_REF="refs/tags/v1.2.3", GITHUB_SHA=SHA)
     code, got, warnings = tags(capsys, "--tag", "latest")
-    assert code == 0
     assert (code, warnings) == (0, [])
     assert got == [
         ("latest", "latest"),
@@ -161,7 +160,6 @@ def test_a_pre_release_gets_only_its_full_version_and_never_latest(
 ) -> None:
     github(monkeypatch, "push", "push.tag-prerelease.json")
     code, got, warnings = tags(capsys, "--tag", "latest")
-    assert code == 0
     assert code == 0
     assert got == [("Version", "1.3.0-rc.1"), ("default_tag", f"v{today()}-6113728f")]
     assert warnings == [
@@ -312,7 +310,6 @@ def test_scheduled_and_manual_runs_of_the_default_branch_move_latest(
 ) -> None:
     github(monkeypatch, event, f"{event}.json", GITHUB_SHA=SHA, GITHUB_REF="refs/heads/master")
     code, got, warnings = tags(capsys, "--tag", "latest")
-    assert code == 0
     assert (code, warnings, got[0]) == (0, [], ("latest", "latest"))
 
 

@@ -97,11 +97,13 @@ def prepare(
             f"Dockerfile {options.dockerfile!r} does not exist in the build context {inputs.root}; "
             "--dockerfile is relative to --context"
         )
+    dockerfile = ""
     if builds:  # before any token is spent or any registry asked
         from image_builder.dockerfile import check_syntax
 
         label = str(inputs.dockerfile.relative_to(inputs.root))
-        check_syntax(read_dockerfile(inputs.dockerfile, label), label=label)
+        dockerfile = read_dockerfile(inputs.dockerfile, label)
+        check_syntax(dockerfile, label=label)
     tags = resolve_tags(inputs, tags=options.tags, tag_base64=options.tag_base64, env=env, now=now)
     platforms = (
         parse_platforms(options.platforms)
@@ -146,7 +148,7 @@ def prepare(
         else (),
     )
     if plan.restricted_registries:
-        check_base_images(plan, host_platform)
+        check_base_images(plan, dockerfile, host_platform)
     return plan, inputs.config, claims
 
 
@@ -216,7 +218,7 @@ def own_secrets(config: Config, env: Mapping[str, str]) -> tuple[list[Path], lis
     return files, variables
 
 
-def check_base_images(plan: BuildPlan, host_platform: str) -> None:
+def check_base_images(plan: BuildPlan, dockerfile: str, host_platform: str) -> None:
     """--use-restricted-registry, before anything runs: every image the Dockerfile names comes
     from under ``plan.restricted_registries``. The build's containers policy enforces the same
     again when buildah pulls."""
@@ -224,7 +226,7 @@ def check_base_images(plan: BuildPlan, host_platform: str) -> None:
 
     label = str(plan.dockerfile.relative_to(plan.context_dir))
     check_restricted(
-        read_dockerfile(plan.dockerfile, label),
+        dockerfile,
         label=label,
         build_args=dict(plan.build_args),
         platforms=plan.platforms,
@@ -451,12 +453,12 @@ def publish(
     ``--build-report-path -`` (``--json``) its JSON alone on stdout, and no file.
     ``extra_outputs`` (e.g. ``adoResult``) go to GitHub outputs even when there is no report."""
     from image_builder import ci_output
-    from image_builder.commands.tags import STDOUT
+    from image_builder.paths import STREAM
     from image_builder.report import BEGIN, END
 
     values: dict[str, str] = {}
     failures = []
-    if report is not None and options.build_report_path == STDOUT:
+    if report is not None and options.build_report_path == STREAM:
         # The block's own JSON line: inert in a CI log as well.
         reporter.result(report.block().removeprefix(f"{BEGIN}\n").removesuffix(f"\n{END}"))
         values.update(ci_output.github_outputs(report))
@@ -521,9 +523,9 @@ def check_writable(path: Path, flag: str) -> None:
     file next to it), so that the build's report is never lost after a push. ``-`` is stdout."""
     import tempfile
 
-    from image_builder.commands.tags import STDOUT
+    from image_builder.paths import STREAM
 
-    if path == STDOUT:
+    if path == STREAM:
         return
     folder = path.parent
     if path.is_dir():

@@ -12,6 +12,7 @@ from pathlib import Path
 from image_builder.atomic import write_atomic
 from image_builder.commands.inputs import load_inputs_for, resolve_tags
 from image_builder.errors import InputError
+from image_builder.paths import STREAM
 from image_builder.tags import Tag, dirty_notice
 
 
@@ -51,9 +52,6 @@ def tags_json(tags: list[Tag]) -> str:
     return json.dumps([t.to_json() for t in tags])
 
 
-STDOUT = Path("-")  # `--tags-output-file -`, `--build-report-path -`: stdout, as docker reads "-"
-
-
 def run_tags(
     options: TagsOptions,
     *,
@@ -64,7 +62,7 @@ def run_tags(
     """Compute the tags, write ``--tags-output-file`` if asked, and return the JSON to print."""
     tags = compute_tags(options, env=env, now=now, warn=warn)
     # "-": stdout, which gets the JSON this returns in any case
-    if options.tags_output_file is not None and options.tags_output_file != STDOUT:
+    if options.tags_output_file is not None and options.tags_output_file != STREAM:
         write_tags_file(options.tags_output_file, tags)
     return tags_json(tags)
 
@@ -73,7 +71,7 @@ def write_tags_file(path: Path, tags: list[Tag]) -> None:
     """The tags as the Go tool wrote them to ``--tags-output-file``; ``-`` is stdout."""
     from image_builder.commands.build import why_unwritable
 
-    if path == STDOUT:
+    if path == STREAM:
         # The bytes the file would get, also for the callers that have no reporter at hand.
         sys.stdout.write(tags_json(tags) + "\n")
         sys.stdout.flush()

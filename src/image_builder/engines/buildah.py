@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from image_builder import layout, proc, sandbox, workdirs
-from image_builder.dockerfile import DockerfileSyntaxError, check_syntax, parse
+from image_builder.dockerfile import DockerfileSyntaxError, parse
 from image_builder.engines import BuiltImage
 from image_builder.errors import ImageBuilderError, RuntimeFailure, ToolMissingError
 from image_builder.http import Deadline
@@ -83,13 +83,13 @@ class BuildahEngine:
     # --- public -------------------------------------------------------------------------------
 
     def build(self, plan: BuildPlan) -> BuiltImage:
+        # The syntax was checked before the build (commands.build.prepare); the text serves
+        # to name the line of what only buildah finds.
         label = str(plan.dockerfile.relative_to(plan.context_dir))
         try:
             text = plan.dockerfile.read_text(encoding="utf-8", errors="replace")
         except OSError:
             text = None  # buildah says why it cannot read it
-        if text is not None:
-            check_syntax(text, label=label)
         tools = ["buildah", "newuidmap", "newgidmap"]
         if self._accounts[0].dedicated:
             tools += ["unshare", "setpriv"]
