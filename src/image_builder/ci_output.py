@@ -74,6 +74,7 @@ def step_summary(report: BuildReport | None, *, link: str | None = None) -> str:
         lines += ["", "| Platform | Manifest digest |", "|---|---|"]
         lines += [f"| {m.platform} | `{m.digest}` |" for m in report.manifests]
     lines += _signing(report)
+    lines += _attestations(report)
     if report.error:
         lines += ["", f"**Error:** {_text(report.error)}"]
     return "\n".join(lines) + "\n\n"
@@ -127,6 +128,38 @@ def _signing(report: BuildReport) -> list[str]:
         for ref in references:
             lines.append(f"image-builder verify {ref} --key {keys[name]}")
             lines.append(f"cosign verify --key {keys[name]} --insecure-ignore-tlog=true {ref}")
+    lines.append("```")
+    return lines
+
+
+def _attestations(report: BuildReport) -> list[str]:
+    """Each stored provenance attestation, and how to verify it."""
+    if not report.attestations:
+        return []
+    lines = [
+        "",
+        "**Provenance** (SLSA v1, in cosign's attestation layout; see docs/provenance.md)",
+        "",
+        "| Attestation | About | Signed by |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| `{a.reference}` | `{a.image}` | {f'`{a.signer}`' if a.signer else 'unsigned'} |"
+        for a in report.attestations
+    ]
+    signers = list(dict.fromkeys(a.signer for a in report.attestations if a.signer))
+    images = [a.image for a in report.attestations if a.image.endswith(f"@{report.digest}")]
+    if not signers or not images:
+        return lines
+    keys = {n: "cosign.pub" if len(signers) == 1 else f"{n}.pub" for n in signers}
+    lines += ["", "```sh"]
+    for name in signers:
+        for image in dict.fromkeys(images):
+            lines.append(f"image-builder verify {image} --key {keys[name]} --provenance")
+            lines.append(
+                f"cosign verify-attestation --key {keys[name]} --type slsaprovenance1 "
+                f"--insecure-ignore-tlog=true {image}"
+            )
     lines.append("```")
     return lines
 

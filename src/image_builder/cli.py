@@ -404,10 +404,35 @@ def _cmd_sign(args: argparse.Namespace, env: Mapping[str, str], reporter: Report
 
 
 def _cmd_verify(args: argparse.Namespace, env: Mapping[str, str], reporter: Reporter) -> int:
-    from image_builder.commands.signing import run_verify
+    from image_builder.commands.signing import ProvenanceExpectations, run_verify
 
+    pins = {
+        "--source-repo": args.source_repo,
+        "--ref": args.ref,
+        "--builder-id": args.builder_id,
+        "--workflow": args.workflow,
+    }
+    given = [flag for flag, value in pins.items() if value is not None]
+    if given and not args.provenance:
+        raise UsageError(f"{', '.join(given)} check provenance: add --provenance")
+    expect = (
+        ProvenanceExpectations(
+            source_repo=args.source_repo,
+            ref=args.ref,
+            builder_id=args.builder_id,
+            workflow=args.workflow,
+        )
+        if args.provenance
+        else None
+    )
     return run_verify(
-        args.image, Path(args.key), config_path=_path(args.config), env=env, reporter=reporter
+        args.image,
+        Path(args.key),
+        config_path=_path(args.config),
+        env=env,
+        reporter=reporter,
+        expect=expect,
+        as_json=args.json,
     )
 
 
@@ -568,9 +593,15 @@ VERIFY_EPILOG = """\
 examples:
   image-builder verify ghcr.io/org/app:v1 --key cosign.pub
   image-builder verify ghcr.io/org/app@sha256:... --key cosign.pub
+  image-builder verify ghcr.io/org/app:v1 --key cosign.pub --provenance \
+      --source-repo org/app --ref refs/heads/main \
+      --builder-id https://dev.azure.com/org/project/_build?definitionId=12
 
 Exit code 0 only when the image and every platform manifest verify; otherwise the failures are
-named: no signature, wrong key, payload for another digest, malformed payload.
+named: no signature, wrong key, payload for another digest, malformed payload. With
+--provenance each manifest also needs a SLSA provenance statement signed by the same key, about
+this image, that matches every --source-repo, --ref, --builder-id and --workflow given
+(docs/provenance.md).
 """
 
 CALLER_CHECK_EPILOG = """\
@@ -858,6 +889,32 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("image", metavar="IMAGE", help="image reference, by tag or digest")
     verify.add_argument("--key", required=True, metavar="PUB", help="PEM public key (cosign.pub)")
     verify.add_argument("--config", metavar="PATH", help="config.yaml (for insecure-registries)")
+    verify.add_argument(
+        "--provenance",
+        action="store_true",
+        help="also check the SLSA provenance attestation of the image and each platform manifest",
+    )
+    verify.add_argument(
+        "--source-repo",
+        metavar="REPO",
+        help="provenance: built from this repository (org/repo or URL)",
+    )
+    verify.add_argument(
+        "--ref", metavar="REF", help="provenance: built from this ref (refs/heads/main, or main)"
+    )
+    verify.add_argument(
+        "--builder-id",
+        metavar="URI",
+        help="provenance: built by this builder (runDetails.builder.id)",
+    )
+    verify.add_argument(
+        "--workflow",
+        metavar="REF",
+        help="provenance: asked for by this workflow (org/repo/.github/workflows/f.yml[@ref])",
+    )
+    verify.add_argument(
+        "--json", action="store_true", help="print the result as JSON (with --provenance)"
+    )
     verify.set_defaults(handler=_cmd_verify)
 
     keygen = _command(

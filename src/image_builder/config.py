@@ -410,6 +410,38 @@ class SignConfig(_Model):
         return self
 
 
+class ProvenanceConfig(_Model):
+    """SLSA v1 provenance, signed by the cosign signers of release builds (docs/provenance.md)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Attach signed provenance to every release build that a cosign signer signs.",
+        examples=[True],
+    )
+    builder_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="runDetails.builder.id: the URI of this trusted builder, which verifiers "
+        "pin with --builder-id. Default: the Azure DevOps pipeline definition, the GitHub "
+        "workflow, or the Jenkins job that runs image-builder, else "
+        "urn:image-builder:builder:local.",
+        examples=["https://dev.azure.com/my-org/my-project/_build?definitionId=12"],
+    )
+    secret_build_args: tuple[str, ...] = Field(
+        default=(),
+        description="Build arguments whose values never go into provenance (names only). "
+        "Arguments named like secrets (TOKEN, PASSWORD, KEY, ...), taken from the environment, "
+        "or holding a build secret's value are left out too.",
+        examples=[["NPM_TOKEN"]],
+    )
+    presubmits: Literal["none", "unsigned"] = Field(
+        default="none",
+        description="Pull-request and merge-group builds: no provenance, or an unsigned "
+        "statement (no key signs those builds).",
+        examples=["unsigned"],
+    )
+
+
 class AdoRetryStrategy(_Model):
     """How often to retry a failed Azure DevOps API request."""
 
@@ -808,6 +840,11 @@ class Config(_Model):
         "merge-group builds too. Off by default: their Dockerfile steps come from the pull "
         "request.",
         examples=[False],
+    )
+    provenance: ProvenanceConfig = Field(
+        default_factory=ProvenanceConfig.model_construct,
+        description="Signed SLSA v1 provenance for release builds (docs/provenance.md).",
+        examples=[{"builder-id": "https://dev.azure.com/my-org/my-project/_build?definitionId=12"}],
     )
     reproducible: bool = Field(
         default=False,

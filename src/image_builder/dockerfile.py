@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from image_builder.errors import InputError
 from image_builder.oci import parse_reference
@@ -77,6 +77,9 @@ class ImageUse:
     shown: str  # the instruction's part that names it, e.g. "FROM golang:1.22"
     reference: str | None
     problem: str | None = None
+    platform: str | None = (
+        None  # FROM --platform=..., expanded: the platform pulled, if not the target
+    )
 
 
 class Unresolvable(Exception):
@@ -370,7 +373,7 @@ def image_uses(
         if keyword == "ARG":
             _declare(instruction, stage_scope if stages else global_scope, global_scope, given)
         elif keyword == "FROM":
-            uses.extend(_from(instruction, global_scope, stages))
+            uses.extend(_from(instruction, global_scope, stages, platform or {}))
             stage_scope = {}
         elif keyword in ("COPY", "ADD", "RUN") and stages:
             # A stage is only ever an earlier one: buildah pulls an image of the name otherwise.
@@ -391,9 +394,20 @@ def image_uses(
 
 
 def _from(
-    instruction: Instruction, scope: Mapping[str, str | None], stages: list[str | None]
+    instruction: Instruction,
+    scope: Mapping[str, str | None],
+    stages: list[str | None],
+    automatic: Mapping[str, str],
 ) -> Iterator[ImageUse]:
     words = list(_words(instruction.args, instruction.escape))
+    pulled: str | None = None
+    for flag in instruction.flags:
+        key, sep, value = flag.partition("=")
+        if key.lower() == "--platform" and sep:
+            try:  # the automatic platform arguments serve here undeclared
+                pulled = expand(value, {**scope, **automatic}, instruction.escape) or None
+            except Unresolvable:
+                pulled = None
     name = words[2].lower() if len(words) == 3 and words[1].lower() == "as" else None
     if len(words) != 1 and name is None:
         yield ImageUse(
@@ -403,7 +417,8 @@ def _from(
             problem="it is not FROM [--platform=...] <image> [AS <name>]; fix the line",
         )
     else:
-        yield from _image(instruction, f"FROM {words[0]}", words[0], scope, stages)
+        for use in _image(instruction, f"FROM {words[0]}", words[0], scope, stages):
+            yield replace(use, platform=pulled) if pulled else use
     stages.append(name)
 
 

@@ -22,8 +22,9 @@ from image_builder.oci import (
     destination,
     plain_http,
 )
+from image_builder.provenance import Identity
 from image_builder.secrets import BuildSecret
-from image_builder.signing import SignerChoice, select_signers
+from image_builder.signing import ProvenanceChoice, SignerChoice, select_provenance, select_signers
 from image_builder.tags import DroppedTag, Tag, dirty_notice, tag_values
 
 _MAX_NAME = 255
@@ -58,6 +59,10 @@ class BuildPlan:
     commit_sha: str | None
     ref: str | None = None
     signers: tuple[SignerChoice, ...] = ()
+    provenance: ProvenanceChoice | None = None
+    # Whose source this is, as provenance records it: from the verified token on the trusted
+    # side (set by commands.build.prepare), else from the CI context.
+    who: Identity | None = None
     # Mounted with RUN --mount=type=secret,id=...; their values go to the build only, never to
     # JSON or a repr.
     secrets: tuple[BuildSecret, ...] = ()
@@ -110,6 +115,7 @@ class BuildPlan:
             {**d.tag.to_json(), "rule": d.tag.rule, "reason": d.reason} for d in self.dropped_tags
         ]
         data["signers"] = [asdict(s) for s in self.signers]
+        data["provenance"] = asdict(self.provenance) if self.provenance else None
         # Ids only, like build arguments: the values are the point of a secret.
         data["secrets"] = [s.id for s in self.secrets]
         data["withheld_secrets"] = list(self.withheld_secrets)
@@ -276,6 +282,11 @@ def make_plan(
     for repo in (cache.cache_from, cache.cache_to) if cache else ():
         if repo:
             involved.append(repo.split("/", 1)[0])
+    signers = (
+        select_signers(config, ctx, repo_override or ctx.repository, blocked=signing_block)
+        if push
+        else ()
+    )
     return BuildPlan(
         name=name,
         context_dir=context_dir,
@@ -296,9 +307,8 @@ def make_plan(
         repository=repo_override or ctx.repository,
         commit_sha=ctx.commit_sha,
         ref=ctx.ref,
-        signers=select_signers(config, ctx, repo_override or ctx.repository, blocked=signing_block)
-        if push
-        else (),
+        signers=signers,
+        provenance=select_provenance(config, ctx, signers, push=push),
         secrets=tuple(secrets),
         withheld_secrets=tuple(withheld_secrets),
         restricted_registries=tuple(restricted_registries),

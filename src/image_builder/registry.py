@@ -242,6 +242,10 @@ class RegistryClient:
         self._deadline: Deadline | None = None
         self._connect_timeout = CONNECT_TIMEOUT
 
+    def close(self) -> None:
+        """Close the connections it keeps open."""
+        self._http.close()
+
     @contextmanager
     def bounded(self, deadline: Deadline, *, connect: float = CONNECT_TIMEOUT) -> Iterator[None]:
         """Every request and retry inside ends by ``deadline``; a connection not made within

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -66,6 +67,17 @@ class SignerInfo(BaseModel):
     type: str
 
 
+class AttestationRef(BaseModel):
+    """A provenance attestation stored for the pushed image: the repository@digest it is about,
+    the ``.att`` tag that holds it, and the signer that signed it (None: unsigned)."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    image: str  # repository@sha256:...
+    reference: str  # repository:sha256-<hex>.att
+    signer: str | None
+
+
 class BuildReport(BaseModel):
     """``pushed`` is true only when every repository received the image and every tag was
     pointed at it. ``images_list`` names exactly the tags that hold it when the build ends; a
@@ -74,7 +86,9 @@ class BuildReport(BaseModel):
     ``signed`` is true only when every chosen signer signed every digest; ``signed_by`` and
     ``signing_errors`` say which did and which not; ``signers`` names every signer planned to
     run, with its type. ``manifests`` gives each platform's manifest digest of the pushed image,
-    only when ``digest`` is given. ``status`` is Succeeded, Failed or
+    only when ``digest`` is given. ``provenance`` is the SLSA statement made for the pushed
+    image (release builds), and ``attestations`` each place it was stored, signed, once it was.
+    ``status`` is Succeeded, Failed or
     Cancelled (SIGTERM or SIGINT). Fields after the Go tool's are added, never renamed, so
     older readers ignore them."""
 
@@ -100,6 +114,8 @@ class BuildReport(BaseModel):
     error: str | None = None
     manifests: list[PlatformDigest] = Field(default_factory=list)  # of what the registry holds
     signers: list[SignerInfo] = Field(default_factory=list)  # those planned to run
+    provenance: dict[str, Any] | None = None  # the in-toto statement, before it is signed
+    attestations: list[AttestationRef] = Field(default_factory=list)
 
     def to_json(self) -> str:
         return self.model_dump_json()

@@ -347,6 +347,15 @@ def as_checkout(args: tuple[str, ...], cwd: Path | None) -> tuple[tuple[str, ...
     return (*args[:at], context.name, *args[at + 1 :]), context.parent
 
 
+def keygen(cli: Cli, prefix: Path, password: str) -> tuple[Path, Path]:
+    """A cosign key pair made by `image-builder keygen`; the private key's text is a secret."""
+    run = cli("keygen", "--output-key-prefix", str(prefix), env={"COSIGN_PASSWORD": password})
+    assert run.returncode == 0, run.stderr
+    paths = json.loads(run.stdout)
+    secret(Path(paths["private_key"]).read_text().splitlines()[1])
+    return Path(paths["private_key"]), Path(paths["public_key"])
+
+
 def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["skopeo", *args], capture_output=True, text=True, check=False)
 

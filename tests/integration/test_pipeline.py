@@ -23,7 +23,7 @@ from image_builder.report import parse_from_logs
 from tests.integration.conftest import REPO, Cli, Registry, inspect_raw, record, secret, tool_env
 from tests.integration.test_sandbox import static_escape
 from tests.support.ado_runner import AdoRunner, RunResult, compile_pipeline
-from tests.support.oidc import FakeIssuer
+from tests.support.oidc import WORKFLOW, FakeIssuer
 
 PIPELINE = REPO / "pipelines" / "azure" / "oci-image-builder.yml"
 PASSWORD = secret("pipeline cosign password 81c4")
@@ -219,7 +219,7 @@ def test_a_release_run_builds_publishes_and_signs_in_separate_jobs(
         "envs": "COSIGN_PASSWORD=from-the-file\n",
         "escape": (tmp_path / "escape").read_bytes(),
     }
-    result, _ = pipeline.run(files, params={"EnvFile": "envs"})
+    result, commit = pipeline.run(files, params={"EnvFile": "envs"})
     assert pipeline.results(result) == {
         "verify": "Succeeded", "build": "Succeeded", "publish": "Succeeded", "sign": "Succeeded",
     }, result.log[-4000:]  # fmt: skip
@@ -237,6 +237,23 @@ def test_a_release_run_builds_publishes_and_signs_in_separate_jobs(
     assert result.jobs["sign"].outputs["sign.signing_success"] == "true"
     verified = pipeline.cli("verify", report.images_list[-1], "--key", str(pipeline.pub))
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    # The publish job made the provenance, the sign job signed and stored it; its identity is
+    # the verified token's, whatever the run's parameters said.
+    assert report.provenance is not None
+    assert (
+        report.provenance["predicate"]["buildDefinition"]["internalParameters"]["identityFromToken"]
+        is True
+    )
+    assert [a.signer for a in report.attestations] == ["release"]
+    # GitHub Enterprise Server's issuer is on its own host; this fake one is such an issuer.
+    source = f"{pipeline.issuer.issuer.removesuffix('/')}/org/app"
+    attested = pipeline.cli(
+        "verify", report.images_list[-1], "--key", str(pipeline.pub), "--provenance", "--json",
+        "--source-repo", source, "--ref", "refs/heads/main", "--workflow", WORKFLOW,
+    )  # fmt: skip
+    assert attested.returncode == 0, attested.stdout + attested.stderr
+    found = json.loads(attested.stdout)["provenance"]
+    assert (found["commit"], found["event"], found["source_repository"]) == (commit, "push", source)
 
 
 def test_a_go_client_run_with_the_token_as_a_parameter(pipeline: Pipeline, base_image: str) -> None:

@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EVENTS
-from tests.integration.conftest import Cli, Registry, Run, inspect_raw, secret, skopeo
+from tests.integration.conftest import (
+    Cli,
+    Registry,
+    Run,
+    inspect_raw,
+    keygen,
+    secret,
+    skopeo,
+)
 from tests.support.fake_signify import FakeSignify, Reply
 from tests.support.pki import CA, write_signify_secret
 
@@ -41,14 +49,6 @@ def signify(ca: CA, tmp_path: Path) -> Iterator[FakeSignify]:
     server = FakeSignify(ca, folder).start()
     yield server
     server.stop()
-
-
-def keygen(cli: Cli, prefix: Path) -> tuple[Path, Path]:
-    run = cli("keygen", "--output-key-prefix", str(prefix), env={"COSIGN_PASSWORD": PASSWORD})
-    assert run.returncode == 0, run.stderr
-    paths = json.loads(run.stdout)
-    secret(Path(paths["private_key"]).read_text().splitlines()[1])
-    return Path(paths["private_key"]), Path(paths["public_key"])
 
 
 def context(tmp_path: Path, base_image: str, marker: str) -> Path:
@@ -104,7 +104,7 @@ def verify(cli: Cli, ref: str, pub: Path) -> Run:
 def test_build_sign_verify_multi_platform(
     cli: Cli, registry: Registry, base_image: str, tmp_path: Path
 ) -> None:
-    key, pub = keygen(cli, tmp_path / "release")
+    key, pub = keygen(cli, tmp_path / "release", PASSWORD)
     assert key.read_text().startswith("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----")
     cfg = cosign_config(tmp_path, registry, key)
     run = build(
@@ -150,7 +150,7 @@ def test_build_sign_verify_multi_platform(
 def test_pr_build_has_no_signature(
     cli: Cli, registry: Registry, base_image: str, tmp_path: Path
 ) -> None:
-    key, pub = keygen(cli, tmp_path / "k")
+    key, pub = keygen(cli, tmp_path / "k", PASSWORD)
     cfg = cosign_config(tmp_path, registry, key)
     run = build(cli, context(tmp_path, base_image, "pr"), cfg, "team/prsig", env=PR)
     assert run.returncode == 0, run.stderr
@@ -165,8 +165,8 @@ def test_pr_build_has_no_signature(
 def test_wrong_key_moved_tag_and_copied_signature(
     cli: Cli, registry: Registry, base_image: str, tmp_path: Path
 ) -> None:
-    key, pub = keygen(cli, tmp_path / "right")
-    _, other_pub = keygen(cli, tmp_path / "other")
+    key, pub = keygen(cli, tmp_path / "right", PASSWORD)
+    _, other_pub = keygen(cli, tmp_path / "other", PASSWORD)
     cfg = cosign_config(tmp_path, registry, key)
     first = build(
         cli, context(tmp_path, base_image, "first"), cfg, "team/tamper", "--tag", "stable"
@@ -222,7 +222,7 @@ def test_wrong_key_moved_tag_and_copied_signature(
 def test_openssl_agrees_with_the_verifier(
     cli: Cli, registry: Registry, base_image: str, tmp_path: Path
 ) -> None:
-    key, pub = keygen(cli, tmp_path / "ossl")
+    key, pub = keygen(cli, tmp_path / "ossl", PASSWORD)
     cfg = cosign_config(tmp_path, registry, key)
     run = build(cli, context(tmp_path, base_image, "openssl"), cfg, "team/ossl", "--tag", "x")
     assert run.returncode == 0, run.stderr
@@ -262,7 +262,7 @@ def test_openssl_agrees_with_the_verifier(
 def test_signer_failure_leaves_images_pushed_but_unsigned(
     cli: Cli, registry: Registry, base_image: str, tmp_path: Path
 ) -> None:
-    key, _ = keygen(cli, tmp_path / "k")
+    key, _ = keygen(cli, tmp_path / "k", PASSWORD)
     cfg = cosign_config(tmp_path, registry, key)
     run = cli(
         "build", "--name", "team/nopass", "--context", str(context(tmp_path, base_image, "np")), "--config", cfg,
@@ -523,7 +523,7 @@ def test_no_secret_ever_appears_in_output(
     signify_secret: Path,
     tmp_path: Path,
 ) -> None:
-    key, _ = keygen(cli, tmp_path / "quiet")
+    key, _ = keygen(cli, tmp_path / "quiet", PASSWORD)
     cfg_path = tmp_path / "both.yaml"
     secret_cfg = Path(notary_config(tmp_path, registry, signify, signify_secret)).read_text()
     cfg_path.write_text(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from image_builder.ci_output import step_summary
 from image_builder.report import (
+    AttestationRef,
     BuildReport,
     FailedImage,
     PlatformDigest,
@@ -191,3 +192,41 @@ def test_error_text_from_a_registry_cannot_shape_the_summary() -> None:
     assert f"**Error:** {escaped}" in summary
     assert "<img" not in summary.replace(r"\<img", "")
     assert "\n### Approved" not in summary
+
+
+def _attested(signer: str | None) -> BuildReport:
+    repository = "r.example/team/app"
+    refs = [
+        AttestationRef(
+            image=f"{repository}@{d}",
+            reference=f"{repository}:{d.replace(':', '-')}.att",
+            signer=signer,
+        )
+        for d in (DIGEST, AMD64, ARM64)
+    ]
+    return SIGNED.model_copy(update={"attestations": refs})
+
+
+def test_each_attestation_is_listed_with_commands_that_verify_it() -> None:
+    text = step_summary(_attested("release-key"))
+    assert "**Provenance** (SLSA v1" in text
+    for digest in (DIGEST, AMD64, ARM64):
+        hexa = digest.removeprefix("sha256:")
+        assert (
+            f"| `r.example/team/app:sha256-{hexa}.att` | `r.example/team/app@{digest}` | "
+            "`release-key` |"
+        ) in text
+    ref = f"r.example/team/app@{DIGEST}"
+    assert f"image-builder verify {ref} --key cosign.pub --provenance\n" in text
+    assert (
+        "cosign verify-attestation --key cosign.pub --type slsaprovenance1 "
+        f"--insecure-ignore-tlog=true {ref}\n"
+    ) in text
+    assert "--provenance" not in text.replace(f"verify {ref} --key cosign.pub --provenance", "")
+
+
+def test_an_unsigned_attestation_gets_no_verify_command() -> None:
+    text = step_summary(_attested(None))
+    assert "| unsigned |" in text
+    assert "verify-attestation" not in text
+    assert "--provenance" not in text

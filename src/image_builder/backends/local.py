@@ -5,6 +5,8 @@ the trusted CI backend."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from image_builder import proc
 from image_builder.dockerfile import DockerfileSyntaxError
@@ -14,9 +16,11 @@ from image_builder.events import rule
 from image_builder.http import Deadline
 from image_builder.oci import Destination, Reference, is_loopback, parse_reference
 from image_builder.plan import BuildPlan
+from image_builder.provenance import BaseImage, Identity, Subject
 from image_builder.publish import Publication, Publisher, TagResult, publish
 from image_builder.registry import PushRefused, RegistryClient, Unreachable
 from image_builder.report import (
+    AttestationRef,
     BuildReport,
     FailedImage,
     PlatformDigest,
@@ -25,10 +29,33 @@ from image_builder.report import (
     SupersededImage,
 )
 from image_builder.reporter import Reporter
-from image_builder.signing import Signer, sign_targets
+from image_builder.signing import Attester, Signer, SignTarget, sign_targets
 from image_builder.tags import tag_values
 
 SignerFactory = Callable[[str], Signer]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProvenanceInputs:
+    """What the provenance of a build says beyond the plan: who asked (from the verified token on
+    the trusted side), which builder and run this is, and the Dockerfile text whose base images
+    the trusted side resolves."""
+
+    who: Identity
+    builder_id: str
+    invocation_id: str
+    version: str
+    dockerfile_text: str
+    dockerfile: str  # as given, relative to the context
+    context: str  # as given, relative to the checkout
+    host_platform: str
+    withheld: frozenset[str] = frozenset()  # build arguments whose values stay out
+    env_file: str | None = None  # as given, relative to the Dockerfile's folder
+    clock: Callable[[], datetime] = field(default=_now)
 
 
 def execute(
@@ -42,6 +69,7 @@ def execute(
     sign: bool = True,
     atomic: bool = True,
     publish_timeout: float = 180.0,
+    provenance: ProvenanceInputs | None = None,
 ) -> BuildReport:
     """Run ``plan``; never raises for build, push or signing failures: they end up in the report.
 
@@ -53,12 +81,21 @@ def execute(
     A build that pushes first checks every registry (reachable, and letting the credentials
     push): one that refuses stops it before anything is built, in seconds, unless publish-mode
     is best-effort and another registry is fine. A Dockerfile the engine cannot read is bad
-    input (:class:`DockerfileSyntaxError`, raised), not a failed build."""
+    input (:class:`DockerfileSyntaxError`, raised), not a failed build.
+
+    With ``provenance`` (and a plan that attaches it), the base images are resolved before the
+    build, and the statement for the pushed digests joins the report after the push; signers
+    that can attest sign and store it after they sign the image."""
     image: BuiltImage | None = None
+    attaches = plan.provenance is not None and plan.provenance.runs and plan.push
     try:
         refused = check_registries(plan, registry, reporter) if plan.push else {}
         if refused and (atomic or len(refused) == len(plan.destinations)):
             return _refused_report(plan, refused)
+        started = provenance.clock() if provenance else _now()
+        bases = None
+        if provenance is not None and attaches:
+            bases = _resolve_bases(plan, provenance, registry, reporter)
         try:
             with reporter.step(f"build {plan.name} for {', '.join(plan.platforms)}"):
                 image = engine.build(plan)
@@ -95,6 +132,10 @@ def execute(
                 skip=refused,
             )
         report = _report(plan, done, atomic=atomic)
+        if provenance is not None and bases is not None and report.pushed and done.digest:
+            report = _with_provenance(plan, report, provenance, bases, started, registry)
+            if plan.provenance is not None and not plan.provenance.signed_by:
+                report = _attach_unsigned(report, registry)
         if sign and report.pushed and done.digest and plan.running_signers:
             if signers is None:
                 raise ValueError("signers are planned but no signer factory was given")
@@ -105,6 +146,117 @@ def execute(
         return report
     finally:
         engine.cleanup(image)
+
+
+def _resolve_bases(
+    plan: BuildPlan, inputs: ProvenanceInputs, registry: RegistryClient, reporter: Reporter
+) -> list[BaseImage]:
+    from image_builder import base_images
+
+    bases = base_images.resolve(
+        registry,
+        inputs.dockerfile_text,
+        build_args=dict(plan.build_args),
+        platforms=plan.platforms,
+        host_platform=inputs.host_platform,
+    )
+    for base in bases:
+        if base.problem:
+            reporter.warning(
+                f"provenance: the base image {base.name} ({base.platform}) is recorded without "
+                f"a digest: {base.problem}"
+            )
+    return bases
+
+
+def _with_provenance(
+    plan: BuildPlan,
+    report: BuildReport,
+    inputs: ProvenanceInputs,
+    bases: Sequence[BaseImage],
+    started: datetime,
+    registry: RegistryClient,
+) -> BuildReport:
+    """The report with the statement for what was pushed, once the base each platform's image
+    records is one the trusted side resolved; otherwise Failed, naming why (the images stay
+    pushed)."""
+    from image_builder import base_images, provenance
+
+    held = parse_reference((report.stored_in or report.images_list)[0])
+    recorded: dict[str, str | None] = {}
+    try:
+        for manifest in report.manifests:
+            annotations = (
+                registry.get_manifest(held.with_digest(manifest.digest)).json().get("annotations")
+            )
+            digest = (
+                annotations.get(base_images.BASE_DIGEST) if isinstance(annotations, dict) else None
+            )
+            recorded[manifest.platform] = digest if isinstance(digest, str) else None
+    except ImageBuilderError as exc:
+        return _no_provenance(report, f"cannot read back the pushed manifests: {exc}")
+    problem = base_images.check_final(bases, recorded)
+    if problem is not None:
+        return _no_provenance(report, problem)
+    subjects = [Subject(digest=str(report.digest))]
+    subjects += [
+        Subject(digest=m.digest, platform=m.platform)
+        for m in report.manifests
+        if m.digest != report.digest
+    ]
+    statement = provenance.statement(
+        plan=plan,
+        who=inputs.who,
+        subjects=subjects,
+        bases=bases,
+        builder_id=inputs.builder_id,
+        invocation_id=inputs.invocation_id,
+        started=started,
+        finished=inputs.clock(),
+        version=inputs.version,
+        signers=plan.provenance.signed_by if plan.provenance else (),
+        context=inputs.context,
+        dockerfile=inputs.dockerfile,
+        withheld=inputs.withheld,
+        env_file=inputs.env_file,
+    )
+    return report.model_copy(update={"provenance": statement})
+
+
+def _no_provenance(report: BuildReport, why: str) -> BuildReport:
+    error = f"provenance not attached: {why}; the images are pushed"
+    return report.model_copy(update={"status": "Failed", "error": error})
+
+
+def _attach_unsigned(report: BuildReport, registry: RegistryClient) -> BuildReport:
+    """A pull-request build's unsigned statement (provenance.presubmits: unsigned)."""
+    from image_builder import provenance
+    from image_builder.signing.attest import attest
+
+    if report.provenance is None:
+        return report
+    try:
+        targets = sign_targets(registry, _pushed(report))
+        stored = attest(registry, targets, provenance.encode(report.provenance), None)
+    except ImageBuilderError as exc:
+        return _no_provenance(report, f"storing the unsigned statement failed: {exc}")
+    return report.model_copy(update={"attestations": _refs(targets, stored, None)})
+
+
+def _pushed(report: BuildReport) -> list[tuple[Reference, str]]:
+    texts = report.images_list + report.stored_in
+    return [(parse_reference(text), str(report.digest)) for text in texts]
+
+
+def _refs(
+    targets: Sequence[SignTarget], stored: Sequence[str], signer: str | None
+) -> list[AttestationRef]:
+    """Each stored ``.att`` reference with the repository@digest it is about (same order)."""
+    images = [str(t.reference.with_digest(d)) for t in targets for d in t.digests]
+    return [
+        AttestationRef(image=image, reference=ref, signer=signer)
+        for image, ref in zip(images, stored, strict=True)
+    ]
 
 
 def check_registries(
@@ -167,33 +319,50 @@ def sign_all(
     """Run every planned signer on the report's digest, in every repository that holds it (with
     the tags it still owns: ``images_list`` and ``stored_in``); a failure of one signer does not
     stop the others. The same report signs the same set in-process and in ``sign --from-report``."""
-    texts = report.images_list + report.stored_in
-    pushed = [(parse_reference(text), str(report.digest)) for text in texts]
     try:
-        targets = sign_targets(registry, pushed)
+        targets = sign_targets(registry, _pushed(report))
     except ImageBuilderError as exc:
         error = f"cannot read back what was pushed to sign it: {exc}"
         return report.model_copy(update={"status": "Failed", "error": error})
     signed_by: list[str] = []
     errors: list[SigningError] = []
+    images = ", ".join(report.images_list or report.stored_in)
     for name in names:
         try:
             signers(name).sign(targets)
             signed_by.append(name)
         except ImageBuilderError as exc:
-            images = ", ".join(report.images_list or report.stored_in)
             message = str(exc) if name in str(exc) else f"signer {name}: {exc}"
             errors.append(SigningError(signer=name, error=f"{message} (images: {images})"))
+    attestations = list(report.attestations)
+    unattested: list[SigningError] = []
+    if report.provenance is not None:
+        from image_builder import provenance
+
+        body = provenance.encode(report.provenance)
+        for name in signed_by:
+            signer = signers(name)
+            if not isinstance(signer, Attester):
+                continue
+            try:
+                attestations += _refs(targets, signer.attest(targets, body), name)
+            except ImageBuilderError as exc:
+                error = f"signer {name} did not store the provenance: {exc} (images: {images})"
+                unattested.append(SigningError(signer=name, error=error))
     update: dict[str, object] = {
         "signed": not errors,
         "signed_by": signed_by,
-        "signing_errors": errors,
+        "signing_errors": errors + unattested,
+        "attestations": attestations,
     }
     if errors:
         update["status"] = "Failed"
         update["error"] = (
             "; ".join(e.error for e in errors) + "; the images are pushed but not signed"
         )
+    elif unattested:
+        update["status"] = "Failed"
+        update["error"] = "; ".join(e.error for e in unattested) + "; the images are signed"
     return report.model_copy(update=update)
 
 

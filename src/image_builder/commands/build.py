@@ -19,6 +19,7 @@ from image_builder.report import BuildReport
 from image_builder.reporter import Reporter
 
 if TYPE_CHECKING:
+    from image_builder.backends.local import ProvenanceInputs
     from image_builder.engines import Engine
     from image_builder.registry import RegistryClient
     from image_builder.sandbox import BuildAccount
@@ -149,7 +150,11 @@ def prepare(
     )
     if plan.restricted_registries:
         check_base_images(plan, dockerfile, host_platform)
-    return plan, inputs.config, claims
+    from dataclasses import replace
+
+    from image_builder.provenance import identity
+
+    return replace(plan, who=identity(inputs.ctx, claims)), inputs.config, claims
 
 
 def withheld_notice(plan: BuildPlan) -> str:
@@ -362,6 +367,8 @@ def run_build(
     publisher = SkopeoPublisher(env=env, on_line=reporter.stream, on_detail=reporter.detail)
     from image_builder import proc
 
+    recorder = provenance_inputs(plan, config, options, env=env, host_platform=host_platform)
+
     if proc.CHILDREN.stopping:  # a signal during set-up: stop before the token is spent
         raise proc.Cancelled(f"stopped by {proc.CHILDREN.reason} before the build started")
     if claims is not None and plan.push:
@@ -378,6 +385,7 @@ def run_build(
         sign=not options.no_sign,
         atomic=config.publish_mode == "atomic",
         publish_timeout=config.publish_timeout.total_seconds(),
+        provenance=recorder,
     )
     publish(report, options=options, env=env, reporter=reporter)
     if report.status != "Succeeded":
@@ -393,6 +401,47 @@ def run_build(
             "--from-report` with the report"
         )
     return 0
+
+
+def provenance_inputs(
+    plan: BuildPlan,
+    config: Config,
+    options: BuildOptions,
+    *,
+    env: Mapping[str, str],
+    host_platform: str,
+) -> ProvenanceInputs | None:
+    """What provenance needs beyond the plan, when the plan attaches it."""
+    if plan.provenance is None or not plan.provenance.runs or plan.who is None:
+        return None
+    import uuid
+
+    from image_builder import __version__
+    from image_builder.backends.local import ProvenanceInputs
+    from image_builder.provenance import builder_and_run, secret_build_args
+
+    label = str(plan.dockerfile.relative_to(plan.context_dir))
+    builder, run = builder_and_run(
+        config.provenance.builder_id, env, fallback_run=f"urn:uuid:{uuid.uuid4()}"
+    )
+    from_environment = [arg for arg in options.build_args if "=" not in arg]
+    return ProvenanceInputs(
+        who=plan.who,
+        builder_id=builder,
+        invocation_id=run,
+        version=__version__,
+        dockerfile_text=read_dockerfile(plan.dockerfile, label),
+        dockerfile=options.dockerfile,
+        context=options.context,
+        host_platform=host_platform,
+        env_file=options.env_file,
+        withheld=secret_build_args(
+            plan.build_args,
+            from_environment=from_environment,
+            secret_values=[m for s in plan.secrets for m in s.masks()],
+            declared=config.provenance.secret_build_args,
+        ),
+    )
 
 
 def check_stages(options: BuildOptions) -> None:

@@ -17,6 +17,10 @@ from image_builder.report import BuildReport
 from image_builder.reporter import Reporter
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
+    from image_builder.provenance import Provenance
+    from image_builder.registry import RegistryClient
     from image_builder.trust import VerifiedClaims
 
 
@@ -53,6 +57,7 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
     report = _published_report(options.from_report) if options.from_report else None
     texts = report.images_list + report.stored_in if report is not None else options.images
     refs = [parse_reference(text) for text in texts]
+    claims = None
     if config.trust:
         from image_builder.commands.build import consume_token, verify_caller
 
@@ -82,6 +87,23 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
     )
     if report is not None and report.digest is not None:
         from image_builder.backends.local import sign_all
+        from image_builder.provenance import identity, mismatch
+
+        if report.provenance is not None:
+            digests = [report.digest, *(m.digest for m in report.manifests)]
+            who = identity(ctx, claims) if claims is not None else None
+            problem = mismatch(report.provenance, digests=digests, who=who)
+            if problem is not None:
+                raise InputError(
+                    f"--from-report {options.from_report}: its provenance {problem}; sign the "
+                    "report of this build's own publish stage"
+                )
+        elif config.provenance.enabled and ctx.is_release and _attests(config, running):
+            reporter.warning(
+                f"--from-report {options.from_report} carries no provenance statement (made "
+                "by a publish stage that attaches none, or an older one): the images are "
+                "signed without provenance"
+            )
 
         report = sign_all(running, report, registry, signers.__getitem__)
         reporter.result(report.block())
@@ -121,6 +143,11 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
         reporter.error("; ".join(errors))
         return 1
     return 0
+
+
+def _attests(config: Config, running: list[str]) -> bool:
+    kinds = {s.name: s.type for s in config.sign_config.signers}
+    return any(kinds.get(name) == "cosign" for name in running)
 
 
 def _image_name(ref: Reference, config: Config) -> str:
@@ -163,9 +190,75 @@ def _published_report(path: Path) -> BuildReport:
 # --- verify -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, kw_only=True)
+class ProvenanceExpectations:
+    """What ``verify --provenance`` requires of the statement, beyond its signature."""
+
+    source_repo: str | None = None
+    ref: str | None = None
+    builder_id: str | None = None
+    workflow: str | None = None
+
+    def problems(self, found: Provenance) -> list[str]:
+        out = []
+        if self.builder_id is not None and found.builder_id != self.builder_id:
+            out.append(f"built by {found.builder_id}, not {self.builder_id}")
+        if self.source_repo is not None and not _same_repository(
+            found.repository, self.source_repo
+        ):
+            out.append(f"built from {found.repository}, not {self.source_repo}")
+        if self.ref is not None and found.ref not in _refs(self.ref):
+            out.append(f"built from the ref {found.ref}, not {self.ref}")
+        if self.workflow is not None and not _same_workflow(found.workflow, self.workflow):
+            out.append(f"asked for by the workflow {found.workflow}, not {self.workflow}")
+        return out
+
+
+def _same_repository(recorded: str | None, wanted: str) -> bool:
+    """``org/repo`` means the repository on github.com; a URL names its server."""
+    if recorded is None:
+        return False
+    if "://" not in wanted:
+        wanted = f"https://github.com/{wanted}"
+    return recorded.lower().rstrip("/").removesuffix(".git") == wanted.lower().rstrip(
+        "/"
+    ).removesuffix(".git")
+
+
+def _refs(wanted: str) -> tuple[str, ...]:
+    if wanted.startswith("refs/"):
+        return (wanted,)
+    return (f"refs/heads/{wanted}", f"refs/tags/{wanted}")
+
+
+def _same_workflow(recorded: str | None, wanted: str) -> bool:
+    if recorded is None:
+        return False
+    return recorded == wanted or ("@" not in wanted and recorded.split("@", 1)[0] == wanted)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Checked:
+    digest: str
+    signature: str | None  # the problem, None: verified
+    provenance: str | None  # the problem, None: verified (or not asked for)
+    signatures: int = 0
+    found: Provenance | None = None
+
+
 def run_verify(
-    image: str, key: Path, *, config_path: Path | None, env: Mapping[str, str], reporter: Reporter
+    image: str,
+    key: Path,
+    *,
+    config_path: Path | None,
+    env: Mapping[str, str],
+    reporter: Reporter,
+    expect: ProvenanceExpectations | None = None,
+    as_json: bool = False,
 ) -> int:
+    """Check the signature of the image and of each platform manifest; with ``expect`` (from
+    ``--provenance``) also a provenance statement at each, signed by the same key, whose subjects
+    include the image and that meets ``expect``."""
     from image_builder.signing.cosign import verify_digest
     from image_builder.signing.keys import load_public_key
 
@@ -179,31 +272,135 @@ def run_verify(
         raise RuntimeFailure(f"{ref} does not exist")
     manifest = registry.get_manifest(ref.with_digest(digest))
     digests = [digest, *(child for child, _, _ in manifest.children(registry.max_entries))]
-    checks = [verify_digest(registry, ref, d, public) for d in digests]
-    reporter.result(
-        json.dumps(
-            [
-                {
-                    "digest": c.digest,
-                    "verified": c.ok,
-                    "signatures": c.signatures,
-                    "problem": c.problem,
-                }
-                for c in checks
-            ]
+    checked = []
+    for each in digests:
+        signature = verify_digest(registry, ref, each, public)
+        problem, found = None, None
+        if expect is not None:
+            problem, found = _provenance_at(registry, ref, each, digest, public, expect)
+        checked.append(
+            _Checked(
+                digest=each,
+                signature=None if signature.ok else signature.problem,
+                provenance=problem,
+                signatures=signature.signatures,
+                found=found,
+            )
         )
-    )
-    failed = [c for c in checks if not c.ok]
+    kind = "index" if manifest.is_index else "image"
+    failed = [c for c in checked if c.signature or c.provenance]
+    if expect is None and not as_json:
+        reporter.result(json.dumps([_signature_json(c) for c in checked]))
+    elif as_json:
+        asked = expect is not None
+        reporter.result(json.dumps(_verify_json(ref.name, digest, checked, asked=asked)))
+    else:
+        for line in _human(ref.name, digest, checked, key):
+            reporter.result(line)
     if failed:
-        kind = "index" if manifest.is_index else "image"
+        problems = {(c.signature, c.provenance) for c in failed}
         details = "; ".join(
-            f"{'the ' + kind if c.digest == digest else 'platform manifest'} {c.digest}: {c.problem}"
+            f"{'the ' + kind if c.digest == digest else 'platform manifest'} {c.digest}: "
+            + "; ".join(
+                p for p in (c.signature, c.provenance and f"provenance: {c.provenance}") if p
+            )
             for c in failed
         )
+        if expect is not None and len(failed) > 1 and len(problems) == 1:  # say it once
+            unsigned, unattested = problems.pop()
+            said = "; ".join(p for p in (unsigned, unattested and f"provenance: {unattested}") if p)
+            details = f"all {len(failed)} manifests: {said}"
         reporter.error(f"{ref.name}@{digest} does not verify with {key}: {details}")
         return 1
-    reporter.info(f"{ref.name}@{digest}: {len(checks)} manifest(s) verified with {key}")
+    what = ": signature and provenance" if expect is not None else ""
+    reporter.info(f"{ref.name}@{digest}: {len(checked)} manifest(s){what} verified with {key}")
     return 0
+
+
+def _provenance_at(
+    registry: RegistryClient,
+    ref: Reference,
+    digest: str,
+    image: str,
+    key: EllipticCurvePublicKey,
+    expect: ProvenanceExpectations,
+) -> tuple[str | None, Provenance | None]:
+    """A verified statement at ``digest`` that names ``image`` too and meets ``expect``; else the
+    most specific reason there is none."""
+    from image_builder.provenance import BUILD_TYPE
+    from image_builder.signing.attest import read_attestations
+
+    found = read_attestations(registry, ref, digest, key)
+    if not found.verified:
+        return found.problem, None
+    problems = []
+    for statement in found.verified:
+        if statement.build_type != BUILD_TYPE:
+            problems.append(f"a statement of another build type ({statement.build_type})")
+            continue
+        if image not in statement.subjects:
+            problems.append(
+                f"a statement for other subjects ({', '.join(statement.subjects)}), not {image}"
+            )
+            continue
+        unmet = expect.problems(statement)
+        if not unmet:
+            return None, statement
+        problems.append("; ".join(unmet))
+    return problems[0], None
+
+
+def _signature_json(c: _Checked) -> dict[str, object]:
+    return {
+        "digest": c.digest,
+        "verified": c.signature is None,
+        "signatures": c.signatures,
+        "problem": c.signature,
+    }
+
+
+def _verify_json(
+    name: str, digest: str, checked: list[_Checked], *, asked: bool
+) -> dict[str, object]:
+    top = next((c.found for c in checked if c.digest == digest and c.found), None)
+    return {
+        "image": f"{name}@{digest}",
+        "verified": not any(c.signature or c.provenance for c in checked),
+        "manifests": [
+            {
+                "digest": c.digest,
+                "signature": {"verified": c.signature is None, "problem": c.signature},
+                "provenance": None
+                if not asked
+                else {"verified": c.provenance is None, "problem": c.provenance},
+            }
+            for c in checked
+        ],
+        "provenance": top.to_json() if top else None,
+    }
+
+
+def _human(name: str, digest: str, checked: list[_Checked], key: Path) -> list[str]:
+    ok = not any(c.signature or c.provenance for c in checked)
+    lines = [
+        f"{name}@{digest}: {'verified' if ok else 'NOT verified'} with {key} "
+        f"({len(checked)} manifest(s): signature and provenance)"
+    ]
+    top = next((c.found for c in checked if c.digest == digest and c.found), None)
+    if top is not None:
+        lines += [
+            f"  builder    {top.builder_id}",
+            f"  source     {top.repository or '-'} @ {top.commit or '-'} ({top.ref or '-'}, "
+            f"{top.event or '-'})",
+            f"  workflow   {top.workflow or '-'}",
+            f"  run        {top.invocation_id or '-'} ({top.started or '?'} to "
+            f"{top.finished or '?'})",
+            *(f"  base       {base}" for base in top.bases),
+        ]
+    for c in checked:
+        if c.signature or c.provenance:
+            lines.append(f"  FAILED     {c.digest}: {c.signature or c.provenance}")
+    return lines
 
 
 # --- keygen -------------------------------------------------------------------------------------

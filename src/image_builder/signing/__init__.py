@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from image_builder.config import Config
 from image_builder.context import CIContext
@@ -21,6 +21,15 @@ class SignerChoice:
     name: str
     type: str
     runs: bool
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProvenanceChoice:
+    """Whether the build attaches SLSA provenance, signed by which signers, and why."""
+
+    runs: bool
+    signed_by: tuple[str, ...]  # the cosign signers that sign it; empty: unsigned
     reason: str
 
 
@@ -64,6 +73,48 @@ class Signer(Protocol):
     def sign(self, targets: Sequence[SignTarget]) -> None:
         """Sign every digest of every target; raise an ImageBuilderError naming what failed."""
         ...
+
+
+@runtime_checkable
+class Attester(Protocol):
+    """A signer that also signs attestations (cosign keys; the Signify service does not)."""
+
+    def attest(self, targets: Sequence[SignTarget], statement: bytes) -> list[str]:
+        """Store ``statement``, signed, at every digest of every target; the references."""
+        ...
+
+
+def select_provenance(
+    config: Config, ctx: CIContext, signers: Sequence[SignerChoice], *, push: bool
+) -> ProvenanceChoice:
+    """Release builds get provenance signed by every cosign signer that signs them. Pull-request
+    and merge-group builds get none, or an unsigned statement when the config asks."""
+    settings = config.provenance
+    if not push:
+        return ProvenanceChoice(runs=False, signed_by=(), reason="--no-push: nothing is pushed")
+    if not settings.enabled:
+        return ProvenanceChoice(runs=False, signed_by=(), reason="provenance.enabled is false")
+    if not ctx.rule.signed:
+        if settings.presubmits == "unsigned" and ctx.dirty:
+            reason = f"{ctx.job_type} builds get an unsigned statement, but {ctx.dirty}"
+            return ProvenanceChoice(runs=False, signed_by=(), reason=reason)
+        if settings.presubmits == "unsigned":
+            reason = f"unsigned: provenance.presubmits is unsigned for {ctx.job_type} builds"
+            return ProvenanceChoice(runs=True, signed_by=(), reason=reason)
+        reason = (
+            f"{ctx.job_type} builds get none (provenance.presubmits: unsigned gives them an "
+            "unsigned statement)"
+        )
+        return ProvenanceChoice(runs=False, signed_by=(), reason=reason)
+    cosign = tuple(s.name for s in signers if s.runs and s.type == "cosign")
+    if cosign:
+        reason = f"signed by {', '.join(cosign)}, as release builds are"
+        return ProvenanceChoice(runs=True, signed_by=cosign, reason=reason)
+    others = [s for s in signers if s.type == "cosign"]
+    why = "; ".join(f"{s.name}: {s.reason}" for s in others) or "no cosign signer is configured"
+    return ProvenanceChoice(
+        runs=False, signed_by=(), reason=f"no cosign signer signs this build ({why})"
+    )
 
 
 def select_signers(

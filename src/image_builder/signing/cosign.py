@@ -82,6 +82,12 @@ class CosignSigner:
             for future in [pool.submit(self._sign_one, t, d) for t, d in jobs]:
                 future.result()
 
+    def attest(self, targets: Sequence[SignTarget], statement: bytes) -> list[str]:
+        """Store ``statement`` signed at every digest of every target (see :mod:`.attest`)."""
+        from image_builder.signing.attest import attest
+
+        return attest(self._registry, targets, statement, self._key, sleep=self._sleep)
+
     def _sign_one(self, target: SignTarget, digest: str) -> None:
         repo = target.reference
         if verify_digest(self._registry, repo, digest, self._key.public_key()).ok:
@@ -101,34 +107,55 @@ def append_signature(
     *,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
-    """Add one signature layer to ``sha256-<hex>.sig``, keeping the layers already there.
+    """Add one signature layer to ``sha256-<hex>.sig``, keeping the layers already there."""
+    append_layer(
+        registry,
+        repo.with_tag(signature_tag(digest)),
+        body,
+        media_type=SIMPLE_SIGNING,
+        annotations={SIGNATURE_ANNOTATION: signature},
+        sleep=sleep,
+    )
 
-    Registries have no compare-and-swap for tags, so a concurrent signer can overwrite our write.
+
+def append_layer(
+    registry: RegistryClient,
+    tag_ref: Reference,
+    body: bytes,
+    *,
+    media_type: str,
+    annotations: Mapping[str, str],
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Add one layer (a signature, an attestation) to the manifest at ``tag_ref``, keeping the
+    layers already there.
+
+    Registries have no compare-and-swap for tags, so a concurrent writer can overwrite our write.
     After each write we read the tag back (after a short random pause) and write again, merged
     with whatever is there now, until our layer is seen to stay.
     """
-    tag_ref = repo.with_tag(signature_tag(digest))
     with _machine_lock(str(tag_ref)):
-        _append(registry, repo, tag_ref, body, signature, sleep)
+        _append(registry, tag_ref, body, media_type, dict(annotations), sleep)
 
 
 def _append(
     registry: RegistryClient,
-    repo: Reference,
     tag_ref: Reference,
     body: bytes,
-    signature: str,
+    media_type: str,
+    annotations: dict[str, str],
     sleep: Callable[[float], None],
 ) -> None:
+    repo = Reference(host=tag_ref.host, repository=tag_ref.repository)
     payload_digest = registry.put_blob(repo, body)
     ours = {
-        "mediaType": SIMPLE_SIGNING,
+        "mediaType": media_type,
         "size": len(body),
         "digest": payload_digest,
-        "annotations": {SIGNATURE_ANNOTATION: signature},
+        "annotations": annotations,
     }
     for attempt in range(_APPEND_ATTEMPTS):
-        layers = _existing_layers(registry, tag_ref)
+        layers = existing_layers(registry, tag_ref)
         if not any(_same_layer(layer, ours) for layer in layers):
             try:
                 _write(registry, repo, tag_ref, [*layers, ours])
@@ -146,9 +173,7 @@ def _append(
         # Writers that keep colliding back off, each by its own random time, until one at a
         # time gets through (a loaded machine stretches every read-modify-write).
         sleep(random.uniform(0, min(0.05 * 2**attempt, 2.0)))  # noqa: S311 - jitter
-    raise RuntimeFailure(
-        f"could not store the signature {tag_ref}: another writer kept replacing it"
-    )
+    raise RuntimeFailure(f"could not store {tag_ref}: another writer kept replacing it")
 
 
 @contextmanager
@@ -186,7 +211,7 @@ def _stays(
     """Our layer is still there after two reads a short random pause apart."""
     for _ in range(2):
         sleep(random.uniform(0.02, 0.1))  # noqa: S311 - jitter, not security
-        if not any(_same_layer(layer, ours) for layer in _existing_layers(registry, tag_ref)):
+        if not any(_same_layer(layer, ours) for layer in existing_layers(registry, tag_ref)):
             return False
     return True
 
@@ -195,13 +220,13 @@ def _same_layer(layer: Mapping[str, Any], ours: Mapping[str, Any]) -> bool:
     annotations = layer.get("annotations")
     if not isinstance(annotations, dict):
         return False
-    return bool(
-        layer.get("digest") == ours["digest"]
-        and annotations.get(SIGNATURE_ANNOTATION) == ours["annotations"][SIGNATURE_ANNOTATION]
+    wanted = ours["annotations"]
+    return layer.get("digest") == ours["digest"] and all(
+        annotations.get(k) == v for k, v in wanted.items()
     )
 
 
-def _existing_layers(registry: RegistryClient, tag_ref: Reference) -> list[dict[str, Any]]:
+def existing_layers(registry: RegistryClient, tag_ref: Reference) -> list[dict[str, Any]]:
     try:
         manifest = registry.get_manifest(tag_ref)
     except RegistryError as exc:
@@ -210,10 +235,12 @@ def _existing_layers(registry: RegistryClient, tag_ref: Reference) -> list[dict[
         raise
     layers = manifest.json().get("layers") or []
     if not isinstance(layers, list):
-        raise RegistryError(f"{tag_ref} is not a signature manifest: its layers are not a list")
+        raise RegistryError(
+            f"{tag_ref} is not a signature or attestation manifest: its layers are not a list"
+        )
     if len(layers) > registry.max_entries:
         raise RegistryError(
-            f"{tag_ref} lists {len(layers)} signatures, more than max-manifest-entries "
+            f"{tag_ref} lists {len(layers)} layers, more than max-manifest-entries "
             f"({registry.max_entries}); refusing to read them"
         )
     return [layer for layer in layers if isinstance(layer, dict)]
@@ -261,7 +288,7 @@ def verify_digest(
 ) -> DigestCheck:
     """Whether at least one signature on ``digest`` verifies with ``key`` and names this digest
     and repository. Otherwise the most specific reason it does not."""
-    layers = _existing_layers(registry, repo.with_tag(signature_tag(digest)))
+    layers = existing_layers(registry, repo.with_tag(signature_tag(digest)))
     candidates = [layer for layer in layers if layer.get("mediaType") == SIMPLE_SIGNING]
     if not candidates:
         return DigestCheck(digest=digest, ok=False, problem="no signature")

@@ -1,0 +1,131 @@
+"""Attestations in cosign's layout: a DSSE envelope holding an in-toto statement, stored as a
+layer (media type ``application/vnd.dsse.envelope.v1+json``, annotation ``predicateType``) of
+the OCI manifest tagged ``sha256-<hex>.att`` in the image's own repository. Layers are appended,
+never replaced, as signatures are; nothing is added to the image or its index."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from image_builder import provenance
+from image_builder.oci import Reference
+from image_builder.registry import RegistryClient, RegistryError
+from image_builder.signing import SignTarget
+from image_builder.signing.cosign import SIGNATURE_ANNOTATION, append_layer, existing_layers
+from image_builder.signing.dsse import MEDIA_TYPE, EnvelopeError, open_envelope, seal
+
+PREDICATE_ANNOTATION = "predicateType"
+
+
+def attestation_tag(digest: str) -> str:
+    return digest.replace(":", "-") + ".att"
+
+
+def attest(
+    registry: RegistryClient,
+    targets: Sequence[SignTarget],
+    statement: bytes,
+    key: ec.EllipticCurvePrivateKey | None,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
+    """Store ``statement`` (signed by ``key``; unsigned without one) at every digest of every
+    target. A digest that already holds this run's statement from this key keeps it alone (a
+    re-run adds nothing). Returns the ``repository:sha256-<hex>.att`` references."""
+    ours = provenance.read(statement)
+    stored = []
+    for target in targets:
+        for digest in target.digests:
+            tag_ref = target.reference.with_tag(attestation_tag(digest))
+            if key is None or not _already(registry, target.reference, digest, key, ours):
+                append_layer(
+                    registry,
+                    tag_ref,
+                    seal(statement, key),
+                    media_type=MEDIA_TYPE,
+                    # cosign writes an empty signature annotation on attestation layers, too
+                    annotations={
+                        PREDICATE_ANNOTATION: provenance.PREDICATE_TYPE,
+                        SIGNATURE_ANNOTATION: "",
+                    },
+                    sleep=sleep,
+                )
+            stored.append(str(tag_ref))
+    return stored
+
+
+def _already(
+    registry: RegistryClient,
+    repo: Reference,
+    digest: str,
+    key: ec.EllipticCurvePrivateKey,
+    ours: provenance.Provenance,
+) -> bool:
+    found = read_attestations(registry, repo, digest, key.public_key())
+    return any(
+        p.invocation_id == ours.invocation_id
+        and p.builder_id == ours.builder_id
+        and p.subjects == ours.subjects
+        for p in found.verified
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Found:
+    """The provenance statements at one digest that ``key`` signed, and what was wrong with the
+    others."""
+
+    digest: str
+    verified: tuple[provenance.Provenance, ...]
+    problems: tuple[str, ...]
+    layers: int  # DSSE layers found
+
+    @property
+    def problem(self) -> str:
+        """The most specific reason none verified: a bad statement under a valid signature says
+        more than a signature from another key."""
+        if not self.layers:
+            return "no provenance attestation"
+        specific = [p for p in self.problems if not p.startswith("bad signature")]
+        if specific:
+            return specific[0]
+        return (
+            f"bad signature: none of {self.layers} attestation(s) verify with the key (another "
+            "key signed them, or they were changed)"
+        )
+
+
+def read_attestations(
+    registry: RegistryClient, repo: Reference, digest: str, key: ec.EllipticCurvePublicKey
+) -> Found:
+    """Every provenance statement at ``digest`` whose envelope ``key`` signed and whose subjects
+    include ``digest``; the registry's answers are read within its caps (entries, sizes)."""
+    layers = [
+        layer
+        for layer in existing_layers(registry, repo.with_tag(attestation_tag(digest)))
+        if layer.get("mediaType") == MEDIA_TYPE
+    ]
+    verified: list[provenance.Provenance] = []
+    problems: list[str] = []
+    for layer in layers:
+        try:
+            body = registry.get_blob(repo, str(layer.get("digest")))
+        except RegistryError as exc:
+            problems.append(f"unreadable attestation ({exc})")
+            continue
+        try:
+            found = provenance.read(open_envelope(body, key))
+        except (EnvelopeError, provenance.StatementError) as exc:
+            problems.append(str(exc))
+            continue
+        if digest not in found.subjects:
+            problems.append(f"a statement for other subjects ({', '.join(found.subjects)})")
+            continue
+        verified.append(found)
+    return Found(
+        digest=digest, verified=tuple(verified), problems=tuple(problems), layers=len(layers)
+    )
