@@ -3,13 +3,13 @@ manifest: for provenance, and to check against what the build recorded."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
-from image_builder.dockerfile import image_uses, parse, platform_args
+from image_builder.dockerfile import BadReference, image_uses, normalise, parse, platform_args
 from image_builder.errors import ImageBuilderError
 from image_builder.oci import parse_reference
 from image_builder.provenance import BaseImage
-from image_builder.registry import Manifest, RegistryClient
+from image_builder.registry import Manifest, RegistryClient, Unreachable
 
 # buildah writes these on the image it commits, naming the final stage's base.
 BASE_DIGEST = "org.opencontainers.image.base.digest"
@@ -23,10 +23,14 @@ def resolve(
     build_args: Mapping[str, str],
     platforms: Sequence[str],
     host_platform: str,
+    withheld: Collection[str] = (),
 ) -> list[BaseImage]:
     """Every image each platform's build pulls (FROM, COPY --from, RUN --mount from=), each by
     the digest of the manifest for the platform it is pulled for. An image that cannot be
-    resolved is kept with the reason, never dropped."""
+    resolved is kept with the reason, never dropped. At most ``registry.max_entries`` names
+    are asked for: the Dockerfile is the caller's, and each name is a request from here.
+    ``withheld`` build arguments stay unset: their values reach no name, request or message."""
+    build_args = {k: v for k, v in build_args.items() if k not in withheld}
     instructions = parse(dockerfile)
     manifests: dict[str, Manifest | str] = {}  # name → manifest, or why not
     out: list[BaseImage] = []
@@ -38,7 +42,11 @@ def resolve(
                 out.append(BaseImage(name=use.shown, platform=wanted, problem=use.problem))
                 continue
             if use.reference not in manifests:
-                manifests[use.reference] = _fetch(registry, use.reference)
+                manifests[use.reference] = (
+                    _fetch(registry, use.reference)
+                    if len(manifests) < registry.max_entries
+                    else f"not resolved: the Dockerfile names more than {registry.max_entries} images"
+                )
             found = manifests[use.reference]
             if isinstance(found, str):
                 out.append(BaseImage(name=use.reference, platform=wanted, problem=found))
@@ -48,10 +56,16 @@ def resolve(
 
 
 def _fetch(registry: RegistryClient, name: str) -> Manifest | str:
+    """The manifest, or why not in the builder's own words: a registry's answer is not echoed
+    into the log or the statement (the Dockerfile chooses the registry)."""
     try:
         return registry.get_manifest(parse_reference(name))
-    except ImageBuilderError as exc:
+    except Unreachable as exc:
         return str(exc)
+    except ImageBuilderError as exc:
+        if str(exc).endswith("does not exist"):
+            return f"{name} does not exist"
+        return f"the registry of {name} answered with an error"
 
 
 def _for_platform(
@@ -79,23 +93,33 @@ def _matches(entry: Mapping[str, object], platform: str) -> bool:
     return not variant or entry.get("variant") in (variant, None)
 
 
-def check_final(bases: Sequence[BaseImage], recorded: Mapping[str, str | None]) -> str | None:
-    """Whether the base each platform's image records (``recorded``: platform → buildah's
-    base-digest annotation) is one the trusted side resolved for that platform; otherwise why
-    not (a tag moved while the build ran, say). Any platform's resolution counts, since a stage
-    may pull another platform's image (FROM --platform=$BUILDPLATFORM). With a base the trusted
-    side could not resolve there is nothing to compare with: that base is recorded unresolved."""
-    if any(b.problem for b in bases):
-        return None  # an unresolved base may be the one recorded; the statement says so
+def check_final(
+    bases: Sequence[BaseImage], recorded: Mapping[str, tuple[str | None, str | None]]
+) -> str | None:
+    """Whether the base each platform's image records is one the trusted side resolved;
+    otherwise why not (a tag moved while the build ran, say). ``recorded`` maps each platform to
+    buildah's (base name, base digest) annotations. Any platform's resolution counts, since a
+    stage may pull another platform's image (FROM --platform=$BUILDPLATFORM). A base named as
+    one the trusted side could not resolve has nothing to compare with: the statement records
+    it unresolved."""
     resolved = {b.digest for b in bases if b.digest}
-    for platform, digest in recorded.items():
-        if digest is None:
-            continue  # the final stage starts from scratch, or from an earlier stage's result
-        if digest not in resolved:
-            named = ", ".join(sorted(resolved)) or "none"
-            return (
-                f"the {platform} image was built on {digest}, which is not a base image the "
-                f"builder resolved for this build ({named}); a tag moved during the build: "
-                "build again"
-            )
+    unresolved = {b.name for b in bases if b.problem}
+    for platform, (name, digest) in recorded.items():
+        if digest is None or digest in resolved:
+            continue  # from scratch (or an earlier stage's result), or as resolved
+        if name is not None and _normal(name) in unresolved:
+            continue
+        named = ", ".join(sorted(resolved)) or "none"
+        return (
+            f"the {platform} image was built on {digest}, which is not a base image the "
+            f"builder resolved for this build ({named}); a tag moved during the build: "
+            "build again"
+        )
     return None
+
+
+def _normal(name: str) -> str:
+    try:
+        return normalise(name)
+    except BadReference:
+        return name

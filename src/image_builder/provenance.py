@@ -34,7 +34,7 @@ DEFAULT_BUILDER = "urn:image-builder:builder:local"
 # check reads them: a word of the name (split at '_', '-' and case changes) is one of these.
 _SECRET_WORDS = frozenset(
     {"apikey", "auth", "credential", "credentials", "key", "password", "passwd", "pword",
-     "pat", "pwd", "secret", "token"}
+     "pass", "passphrase", "creds", "dsn", "private", "pat", "pwd", "secret", "token"}
 )  # fmt: skip
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -66,10 +66,11 @@ def identity(ctx: CIContext, claims: VerifiedClaims | None) -> Identity:
     return Identity(
         repository=claims.repository,
         source_url=f"{_server(claims.issuer)}/{claims.repository}",
-        # A token of a pull request names its base or merge commit; the build is of the head
-        # commit the context names (checked with GitHub when the policy names its API).
-        commit=(claims.sha or ctx.commit_sha) if ctx.is_release else ctx.commit_sha,
-        ref=claims.ref or ctx.ref,
+        # Only the token's own claims, None where it has none. A pull request's token names its
+        # base or merge commit; such builds record the head commit the context names (checked
+        # with GitHub when the policy names its API), and are never signed.
+        commit=claims.sha if ctx.is_release else ctx.commit_sha,
+        ref=claims.ref,
         event=claims.event_name,
         workflow=claims.job_workflow_ref or claims.workflow_ref,
         verified=True,
@@ -273,10 +274,15 @@ def _base(base: BaseImage) -> dict[str, Any]:
 
 
 def mismatch(
-    data: Mapping[str, Any], *, digests: Sequence[str], who: Identity | None
+    data: Mapping[str, Any],
+    *,
+    digests: Sequence[str],
+    who: Identity | None,
+    builder_id: str | None = None,
 ) -> str | None:
     """Why a statement handed over by a publishing stage is not this build's: other subjects
-    than ``digests``, or (on the trusted side) another source than the verified token's."""
+    than ``digests``, another builder than ``builder_id``, or (on the trusted side) another
+    source, event or workflow than the verified token's."""
     try:
         found = read(encode(data))
     except StatementError as exc:
@@ -288,9 +294,14 @@ def mismatch(
             ("repository", found.repository, who.source_url),
             ("commit", found.commit, who.commit),
             ("ref", found.ref, who.ref),
+            ("event", found.event, who.event),
+            ("workflow", found.workflow, who.workflow),
+            ("identityFromToken", found.identity_from_token, who.verified),
         ):
             if recorded != verified:
                 return f"records the {field} {recorded}, but the token says {verified}"
+    if builder_id is not None and found.builder_id != builder_id:
+        return f"records the builder {found.builder_id}, but this builder is {builder_id}"
     return None
 
 
@@ -314,6 +325,13 @@ class Provenance:
     started: str | None
     finished: str | None
     bases: tuple[str, ...]  # name@digest (platform)
+    identity_from_token: bool = False
+
+    def with_image(self, repository: str) -> bool:
+        """Whether ``repository`` (``host/path``) is where this statement's image goes: its
+        path is the image name, under a registry path or not."""
+        path = repository.split("/", 1)[1] if "/" in repository else repository
+        return bool(self.image) and (path == self.image or path.endswith(f"/{self.image}"))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -330,6 +348,7 @@ class Provenance:
             "finished_on": self.finished,
             "base_images": list(self.bases),
             "subjects": list(self.subjects),
+            "identity_from_token": self.identity_from_token,
         }
 
 
@@ -341,7 +360,7 @@ def read(payload: bytes) -> Provenance:
     """Parse a signed statement, refusing anything not shaped as this module writes it."""
     try:
         data = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise StatementError("the statement is not JSON") from None
     try:
         if data["_type"] != STATEMENT_TYPE:
@@ -375,6 +394,10 @@ def read(payload: bytes) -> Provenance:
             started=_optional(metadata.get("startedOn")),
             finished=_optional(metadata.get("finishedOn")),
             bases=bases,
+            identity_from_token=(definition.get("internalParameters") or {}).get(
+                "identityFromToken"
+            )
+            is True,
         )
     except (KeyError, TypeError, AttributeError):
         raise StatementError("the statement lacks a field SLSA provenance v1 requires") from None

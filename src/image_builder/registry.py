@@ -68,7 +68,7 @@ class Manifest:
     def json(self) -> dict[str, Any]:
         try:
             value = json.loads(self.data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise RuntimeFailure(f"manifest {self.digest} is not JSON") from None
         if not isinstance(value, dict):
             raise RuntimeFailure(f"manifest {self.digest} is not a JSON object")
@@ -794,8 +794,14 @@ def _same_site(registry: str, realm: httpx.URL) -> bool:
 
 
 def make_client(
-    env: Mapping[str, str], plain_http: Callable[[str], bool], *, max_entries: int = 64
+    env: Mapping[str, str],
+    plain_http: Callable[[str], bool],
+    *,
+    max_entries: int = 64,
+    anonymous: bool = False,
 ) -> RegistryClient:
+    """A client with the credentials of ``env``'s auth files; ``anonymous``: with none (for
+    reading what a Dockerfile names, which the sandbox pulls without credentials too)."""
     from image_builder.http import tls_context
 
     http = httpx.Client(
@@ -808,7 +814,7 @@ def make_client(
 
     client = RegistryClient(
         http=http,
-        credentials=credentials_from_auth_files(env),
+        credentials=(lambda host: None) if anonymous else credentials_from_auth_files(env),
         plain_http=plain_http,
         max_entries=max_entries,
         stopping=lambda: proc.CHILDREN.stopping,

@@ -200,10 +200,8 @@ def test_a_two_platform_release_build_signs_and_verifies_end_to_end(attested: Bu
         f"{attested.repository}:{att_tag(d)}" for d in [attested.digest, *platforms]
     ]
     run = verify(
-        attested.cli, f"{attested.repository}:v1", attested.pub, "--json",
-        "--builder-id", BUILDER, "--source-repo", "Codertocat/Hello-World",
-        "--ref", json.loads((EVENTS / "push.new-branch.json").read_text())["ref"],
-    )  # fmt: skip
+        attested.cli, f"{attested.repository}:v1", attested.pub, "--json", "--builder-id", BUILDER
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     result = json.loads(run.stdout)
     assert result["verified"] is True
@@ -214,9 +212,20 @@ def test_a_two_platform_release_build_signs_and_verifies_end_to_end(attested: Bu
     shown = result["provenance"]
     assert shown["builder_id"] == BUILDER
     assert shown["subjects"] == [attested.digest, *platforms]
+    assert shown["identity_from_token"] is False  # no trust policy here
     human = verify(attested.cli, attested.image, attested.pub)
     assert human.returncode == 0, human.stderr
     assert human.stdout.splitlines()[1] == f"  builder    {BUILDER}"
+    assert "  identity   from the builder's CI context (no token verified)" in human.stdout
+    # Without a token, what the builder's CI context said is no source to pin.
+    pinned = verify(
+        attested.cli, attested.image, attested.pub, "--source-repo", "Codertocat/Hello-World"
+    )
+    assert pinned.returncode == 1
+    assert (
+        "all 3 manifests: provenance: its source, ref and workflow were not taken from a "
+        "verified token (the builder has no trust policy)"
+    ) in pinned.stderr
 
 
 def test_the_statement_meets_the_in_toto_and_slsa_specifications(
@@ -393,6 +402,30 @@ def test_sign_from_report_without_a_statement_says_so(attested: Built, tmp_path:
     ) in run.stderr
 
 
+def test_an_image_copied_with_its_attestations_to_another_repository_is_refused(
+    attested: Built, registry: Registry
+) -> None:
+    """Same digests, same signed statement, another repository: the statement is about the
+    image it names, which cosign's own check (subjects by digest) would not catch."""
+    copy = f"{registry.address}/attested/evil/app"
+    platforms = [m["digest"] for m in attested.report["manifests"]]
+    for source, target in [
+        (attested.image, f"{copy}:v1"),
+        *(
+            (f"{attested.repository}:{att_tag(d)}", f"{copy}:{att_tag(d)}")
+            for d in [attested.digest, *platforms]
+        ),
+    ]:
+        done = skopeo(
+            "copy", "--all", "--src-tls-verify=false", "--dest-tls-verify=false",
+            f"docker://{source}", f"docker://{target}",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    run = verify(attested.cli, f"{copy}@{attested.digest}", attested.pub)
+    assert run.returncode == 1
+    assert f"provenance: a statement about the image team/attested, not {copy}" in run.stderr
+
+
 def test_a_wrong_key_is_refused(cli: Cli, attested: Built, tmp_path: Path) -> None:
     _, other = keygen(cli, tmp_path / "other", PASSWORD)
     run = verify(cli, attested.image, other)
@@ -437,11 +470,18 @@ def test_a_pull_request_build_gets_none_unless_config_asks_for_an_unsigned_one(
     assert run.returncode == 0, run.stderr
     assert [a["signer"] for a in run.report["attestations"]] == [None]
     digest = str(run.report["digest"])
-    (envelope,) = envelopes(f"{registry.address}/dev/team/pr-unsigned", digest)
-    assert envelope["signatures"] == []
-    refused = verify(cli, f"{registry.address}/dev/team/pr-unsigned@{digest}", pub)
+    repository = f"{registry.address}/dev/team/pr-unsigned"
+    manifest = inspect_raw(f"{repository}:{att_tag(digest)}")
+    assert manifest is not None
+    (layer,) = manifest["layers"]  # the bare statement: an envelope needs a signature
+    assert (layer["mediaType"], layer["annotations"]["predicateType"]) == (
+        "application/vnd.in-toto+json",
+        SLSA,
+    )
+    assert check_statement(json.loads(blob(repository, layer["digest"]))) == []
+    refused = verify(cli, f"{repository}@{digest}", pub)
     assert refused.returncode == 1
-    assert "provenance: unsigned envelope" in refused.stderr
+    assert "provenance: only 1 unsigned statement(s), which no key signed" in refused.stderr
 
 
 def test_verify_flags_that_check_provenance_need_provenance(cli: Cli, tmp_path: Path) -> None:

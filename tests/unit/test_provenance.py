@@ -16,7 +16,6 @@ from image_builder.commands.signing import ProvenanceExpectations
 from image_builder.config import parse_config
 from image_builder.context import CIContext
 from image_builder.dockerfile import image_uses, parse, platform_args
-from image_builder.http import RetryPolicy
 from image_builder.plan import BuildPlan, make_plan
 from image_builder.provenance import (
     BaseImage,
@@ -37,6 +36,7 @@ from image_builder.registry import OCI_INDEX, OCI_MANIFEST, RegistryClient, sha2
 from image_builder.signing import select_provenance, select_signers
 from image_builder.tags import Tag
 from image_builder.trust import VerifiedClaims
+from tests.support.mock_registry import mock_registry
 from tests.support.slsa_spec import check_statement
 
 SHA = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
@@ -554,6 +554,7 @@ def test_read_gives_back_what_the_statement_says() -> None:
             f"docker.io/library/alpine:3.20@{ALPINE_AMD} (linux/amd64)",
             f"docker.io/library/alpine:3.20@{ALPINE_ARM} (linux/arm64)",
         ),
+        identity_from_token=True,
     )
 
 
@@ -836,36 +837,50 @@ def test_a_dirty_release_build_gets_none_and_says_why() -> None:
 # --- base images ---------------------------------------------------------------------------------
 
 
+ALPINE_NAME = "docker.io/library/alpine:3.20"
+Recorded = dict[str, tuple[str | None, str | None]]
+
+
 def test_the_final_base_is_one_the_builder_resolved() -> None:
-    recorded: dict[str, str | None] = {"linux/amd64": ALPINE_AMD, "linux/arm64": ALPINE_ARM}
+    recorded: Recorded = {
+        "linux/amd64": (ALPINE_NAME, ALPINE_AMD),
+        "linux/arm64": (ALPINE_NAME, ALPINE_ARM),
+    }
     assert base_images.check_final(BASES, recorded) is None
 
 
 def test_a_platform_built_from_scratch_records_no_base() -> None:
-    assert base_images.check_final(BASES, {"linux/amd64": None}) is None
+    assert base_images.check_final(BASES, {"linux/amd64": (None, None)}) is None
 
 
 def test_a_base_that_moved_during_the_build_is_named() -> None:
     moved = "sha256:" + "9" * 64
-    recorded: dict[str, str | None] = {"linux/amd64": ALPINE_AMD, "linux/arm64": moved}
-    assert base_images.check_final(BASES[:-1], recorded) == (
+    recorded: Recorded = {
+        "linux/amd64": (ALPINE_NAME, ALPINE_AMD),
+        "linux/arm64": (ALPINE_NAME, moved),
+    }
+    resolved = ", ".join(sorted([GOLANG, ALPINE_AMD, ALPINE_ARM]))
+    expected = (
         f"the linux/arm64 image was built on {moved}, which is not a base image the builder "
-        f"resolved for this build ({', '.join(sorted([GOLANG, ALPINE_AMD, ALPINE_ARM]))}); a tag moved "
-        "during the build: build again"
+        f"resolved for this build ({resolved}); a tag moved during the build: build again"
     )
+    assert base_images.check_final(BASES[:-1], recorded) == expected
+    # an unresolved base elsewhere in the Dockerfile (an unused stage, say) does not hide it
+    assert base_images.check_final(BASES, recorded) == expected
 
 
 def test_nothing_resolved_is_said_so() -> None:
-    assert base_images.check_final((), {"linux/arm64": GOLANG}) == (
+    assert base_images.check_final((), {"linux/arm64": ("alpine", GOLANG)}) == (
         f"the linux/arm64 image was built on {GOLANG}, which is not a base image the builder "
         "resolved for this build (none); a tag moved during the build: build again"
     )
 
 
-def test_with_an_unresolved_base_there_is_nothing_to_compare_with() -> None:
-    # the unresolved base may be the one the image records; the statement says it is unresolved
+def test_a_final_base_the_builder_could_not_resolve_has_nothing_to_compare_with() -> None:
+    # the statement records that base unresolved; buildah may name it without docker.io/
     moved = "sha256:" + "9" * 64
-    assert base_images.check_final(BASES, {"linux/arm64": moved}) is None
+    recorded: Recorded = {"linux/arm64": ("registry.example/tools/gone:1", moved)}
+    assert base_images.check_final(BASES, recorded) is None
 
 
 def test_from_platform_names_the_platform_pulled() -> None:
@@ -925,13 +940,7 @@ def registry(seen: list[str]) -> RegistryClient:
         body, media_type = answers[request.url.path]
         return httpx.Response(200, content=body, headers={"content-type": media_type})
 
-    return RegistryClient(
-        http=httpx.Client(transport=httpx.MockTransport(answer)),
-        credentials=lambda host: None,
-        plain_http=lambda host: False,
-        retry=RetryPolicy(attempts=1, budget=0.0),
-        resolve=lambda host: ["203.0.113.7"],
-    )
+    return mock_registry(answer)
 
 
 DOCKERFILE = """\

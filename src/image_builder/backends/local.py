@@ -33,6 +33,7 @@ from image_builder.signing import Attester, Signer, SignTarget, sign_targets
 from image_builder.tags import tag_values
 
 SignerFactory = Callable[[str], Signer]
+_RESOLVE_SECONDS = 120.0  # for every base image together
 
 
 def _now() -> datetime:
@@ -55,6 +56,9 @@ class ProvenanceInputs:
     host_platform: str
     withheld: frozenset[str] = frozenset()  # build arguments whose values stay out
     env_file: str | None = None  # as given, relative to the Dockerfile's folder
+    # Reads the base images: without credentials, as the sandbox pulls them. None: the client
+    # that publishes.
+    resolver: RegistryClient | None = None
     clock: Callable[[], datetime] = field(default=_now)
 
 
@@ -153,13 +157,16 @@ def _resolve_bases(
 ) -> list[BaseImage]:
     from image_builder import base_images
 
-    bases = base_images.resolve(
-        registry,
-        inputs.dockerfile_text,
-        build_args=dict(plan.build_args),
-        platforms=plan.platforms,
-        host_platform=inputs.host_platform,
-    )
+    resolver = inputs.resolver or registry
+    with resolver.bounded(Deadline(_RESOLVE_SECONDS)):
+        bases = base_images.resolve(
+            resolver,
+            inputs.dockerfile_text,
+            build_args=dict(plan.build_args),
+            platforms=plan.platforms,
+            host_platform=inputs.host_platform,
+            withheld=inputs.withheld,
+        )
     for base in bases:
         if base.problem:
             reporter.warning(
@@ -183,16 +190,17 @@ def _with_provenance(
     from image_builder import base_images, provenance
 
     held = parse_reference((report.stored_in or report.images_list)[0])
-    recorded: dict[str, str | None] = {}
+    recorded: dict[str, tuple[str | None, str | None]] = {}
     try:
         for manifest in report.manifests:
-            annotations = (
-                registry.get_manifest(held.with_digest(manifest.digest)).json().get("annotations")
+            found = registry.get_manifest(held.with_digest(manifest.digest)).json()
+            annotations = found.get("annotations")
+            notes = annotations if isinstance(annotations, dict) else {}
+            name, digest = notes.get(base_images.BASE_NAME), notes.get(base_images.BASE_DIGEST)
+            recorded[manifest.platform] = (
+                name if isinstance(name, str) else None,
+                digest if isinstance(digest, str) else None,
             )
-            digest = (
-                annotations.get(base_images.BASE_DIGEST) if isinstance(annotations, dict) else None
-            )
-            recorded[manifest.platform] = digest if isinstance(digest, str) else None
     except ImageBuilderError as exc:
         return _no_provenance(report, f"cannot read back the pushed manifests: {exc}")
     problem = base_images.check_final(bases, recorded)
@@ -334,7 +342,7 @@ def sign_all(
         except ImageBuilderError as exc:
             message = str(exc) if name in str(exc) else f"signer {name}: {exc}"
             errors.append(SigningError(signer=name, error=f"{message} (images: {images})"))
-    attestations = list(report.attestations)
+    attestations: list[AttestationRef] = []  # only what this run stored
     unattested: list[SigningError] = []
     if report.provenance is not None:
         from image_builder import provenance

@@ -435,6 +435,7 @@ def provenance_inputs(
         context=options.context,
         host_platform=host_platform,
         env_file=options.env_file,
+        resolver=registry_client(config, env, anonymous=True),
         withheld=secret_build_args(
             plan.build_args,
             from_environment=from_environment,
@@ -536,8 +537,11 @@ def publish(
         raise RuntimeFailure("; ".join(failures))
 
 
-def registry_client(config: Config, env: Mapping[str, str]) -> RegistryClient:
-    """The registry client for every command: plain HTTP only by the one rule in :mod:`oci`."""
+def registry_client(
+    config: Config, env: Mapping[str, str], *, anonymous: bool = False
+) -> RegistryClient:
+    """The registry client for every command: plain HTTP only by the one rule in :mod:`oci`;
+    ``anonymous``: without credentials."""
     from image_builder.oci import plain_http
     from image_builder.registry import make_client
 
@@ -546,6 +550,7 @@ def registry_client(config: Config, env: Mapping[str, str]) -> RegistryClient:
         env,
         plain_http=lambda host: plain_http(host, insecure),
         max_entries=config.max_manifest_entries,
+        anonymous=anonymous,
     )
 
 

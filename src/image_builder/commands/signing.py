@@ -86,13 +86,18 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
         on_retry=reporter.warning,
     )
     if report is not None and report.digest is not None:
+        import uuid
+
         from image_builder.backends.local import sign_all
-        from image_builder.provenance import identity, mismatch
+        from image_builder.provenance import builder_and_run, identity, mismatch
 
         if report.provenance is not None:
             digests = [report.digest, *(m.digest for m in report.manifests)]
             who = identity(ctx, claims) if claims is not None else None
-            problem = mismatch(report.provenance, digests=digests, who=who)
+            builder, _ = builder_and_run(
+                config.provenance.builder_id, env, fallback_run=f"urn:uuid:{uuid.uuid4()}"
+            )
+            problem = mismatch(report.provenance, digests=digests, who=who, builder_id=builder)
             if problem is not None:
                 raise InputError(
                     f"--from-report {options.from_report}: its provenance {problem}; sign the "
@@ -201,6 +206,14 @@ class ProvenanceExpectations:
 
     def problems(self, found: Provenance) -> list[str]:
         out = []
+        pins = (self.source_repo, self.ref, self.workflow)
+        if any(p is not None for p in pins) and not found.identity_from_token:
+            # A builder without a trust policy records what its CI context says; only a token
+            # makes the source, ref and workflow something to pin.
+            out.append(
+                "its source, ref and workflow were not taken from a verified token (the builder "
+                "has no trust policy), so --source-repo, --ref and --workflow cannot hold"
+            )
         if self.builder_id is not None and found.builder_id != self.builder_id:
             out.append(f"built by {found.builder_id}, not {self.builder_id}")
         if self.source_repo is not None and not _same_repository(
@@ -309,7 +322,8 @@ def run_verify(
         if expect is not None and len(failed) > 1 and len(problems) == 1:  # say it once
             unsigned, unattested = problems.pop()
             said = "; ".join(p for p in (unsigned, unattested and f"provenance: {unattested}") if p)
-            details = f"all {len(failed)} manifests: {said}"
+            every = "all" if len(failed) == len(checked) else f"{len(failed)} of"
+            details = f"{every} {len(checked)} manifests: {said}"
         reporter.error(f"{ref.name}@{digest} does not verify with {key}: {details}")
         return 1
     what = ": signature and provenance" if expect is not None else ""
@@ -342,6 +356,9 @@ def _provenance_at(
             problems.append(
                 f"a statement for other subjects ({', '.join(statement.subjects)}), not {image}"
             )
+            continue
+        if not statement.with_image(ref.name):
+            problems.append(f"a statement about the image {statement.image}, not {ref.name}")
             continue
         unmet = expect.problems(statement)
         if not unmet:
@@ -393,6 +410,12 @@ def _human(name: str, digest: str, checked: list[_Checked], key: Path) -> list[s
             f"  source     {top.repository or '-'} @ {top.commit or '-'} ({top.ref or '-'}, "
             f"{top.event or '-'})",
             f"  workflow   {top.workflow or '-'}",
+            "  identity   "
+            + (
+                "source, ref and workflow from a verified token"
+                if top.identity_from_token
+                else "from the builder's CI context (no token verified)"
+            ),
             f"  run        {top.invocation_id or '-'} ({top.started or '?'} to "
             f"{top.finished or '?'})",
             *(f"  base       {base}" for base in top.bases),

@@ -1,7 +1,9 @@
 """Attestations in cosign's layout: a DSSE envelope holding an in-toto statement, stored as a
 layer (media type ``application/vnd.dsse.envelope.v1+json``, annotation ``predicateType``) of
 the OCI manifest tagged ``sha256-<hex>.att`` in the image's own repository. Layers are appended,
-never replaced, as signatures are; nothing is added to the image or its index."""
+never replaced, as signatures are; nothing is added to the image or its index. A statement no
+key signs (pull requests, when config asks) is stored as the bare statement (media type
+``application/vnd.in-toto+json``): an envelope needs a signature."""
 
 from __future__ import annotations
 
@@ -12,11 +14,19 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from image_builder import provenance
+from image_builder.errors import RuntimeFailure
 from image_builder.oci import Reference
 from image_builder.registry import RegistryClient, RegistryError
 from image_builder.signing import SignTarget
 from image_builder.signing.cosign import SIGNATURE_ANNOTATION, append_layer, existing_layers
-from image_builder.signing.dsse import MEDIA_TYPE, EnvelopeError, open_envelope, seal
+from image_builder.signing.dsse import (
+    IN_TOTO,
+    MAX_ENVELOPE_BYTES,
+    MEDIA_TYPE,
+    EnvelopeError,
+    open_envelope,
+    seal,
+)
 
 PREDICATE_ANNOTATION = "predicateType"
 
@@ -37,6 +47,12 @@ def attest(
     target. A digest that already holds this run's statement from this key keeps it alone (a
     re-run adds nothing). Returns the ``repository:sha256-<hex>.att`` references."""
     ours = provenance.read(statement)
+    strangers = [d for t in targets for d in t.digests if d not in ours.subjects]
+    if strangers:  # a statement is stored only where it names the digest
+        raise RuntimeFailure(
+            f"the provenance statement does not name {', '.join(dict.fromkeys(strangers))}, "
+            "which the registry holds for this image; nothing was attested"
+        )
     stored = []
     for target in targets:
         for digest in target.digests:
@@ -45,8 +61,8 @@ def attest(
                 append_layer(
                     registry,
                     tag_ref,
-                    seal(statement, key),
-                    media_type=MEDIA_TYPE,
+                    seal(statement, key) if key is not None else statement,
+                    media_type=MEDIA_TYPE if key is not None else IN_TOTO,
                     # cosign writes an empty signature annotation on attestation layers, too
                     annotations={
                         PREDICATE_ANNOTATION: provenance.PREDICATE_TYPE,
@@ -83,11 +99,14 @@ class Found:
     verified: tuple[provenance.Provenance, ...]
     problems: tuple[str, ...]
     layers: int  # DSSE layers found
+    unsigned: int = 0  # bare statements, which no key signed
 
     @property
     def problem(self) -> str:
         """The most specific reason none verified: a bad statement under a valid signature says
         more than a signature from another key."""
+        if not self.layers and self.unsigned:
+            return f"only {self.unsigned} unsigned statement(s), which no key signed"
         if not self.layers:
             return "no provenance attestation"
         specific = [p for p in self.problems if not p.startswith("bad signature")]
@@ -104,16 +123,14 @@ def read_attestations(
 ) -> Found:
     """Every provenance statement at ``digest`` whose envelope ``key`` signed and whose subjects
     include ``digest``; the registry's answers are read within its caps (entries, sizes)."""
-    layers = [
-        layer
-        for layer in existing_layers(registry, repo.with_tag(attestation_tag(digest)))
-        if layer.get("mediaType") == MEDIA_TYPE
-    ]
+    every = existing_layers(registry, repo.with_tag(attestation_tag(digest)))
+    layers = [layer for layer in every if layer.get("mediaType") == MEDIA_TYPE]
+    unsigned = sum(1 for layer in every if layer.get("mediaType") == IN_TOTO)
     verified: list[provenance.Provenance] = []
     problems: list[str] = []
     for layer in layers:
         try:
-            body = registry.get_blob(repo, str(layer.get("digest")))
+            body = registry.get_blob(repo, str(layer["digest"]), limit=MAX_ENVELOPE_BYTES)
         except RegistryError as exc:
             problems.append(f"unreadable attestation ({exc})")
             continue
@@ -127,5 +144,9 @@ def read_attestations(
             continue
         verified.append(found)
     return Found(
-        digest=digest, verified=tuple(verified), problems=tuple(problems), layers=len(layers)
+        digest=digest,
+        verified=tuple(verified),
+        problems=tuple(problems),
+        layers=len(layers),
+        unsigned=unsigned,
     )

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from image_builder.errors import RuntimeFailure
-from image_builder.oci import Reference
+from image_builder.oci import DIGEST, Reference
 from image_builder.registry import OCI_MANIFEST, RegistryClient, RegistryError
 from image_builder.signing import SignTarget
 
@@ -243,7 +243,15 @@ def existing_layers(registry: RegistryClient, tag_ref: Reference) -> list[dict[s
             f"{tag_ref} lists {len(layers)} layers, more than max-manifest-entries "
             f"({registry.max_entries}); refusing to read them"
         )
-    return [layer for layer in layers if isinstance(layer, dict)]
+    # A layer without a digest (planted by anyone who can push) is dropped: it names nothing
+    # to verify, and writing it back would fail.
+    return [
+        layer
+        for layer in layers
+        if isinstance(layer, dict)
+        and isinstance(layer.get("digest"), str)
+        and DIGEST.fullmatch(layer["digest"])
+    ]
 
 
 def _write(

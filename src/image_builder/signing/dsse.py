@@ -14,6 +14,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 IN_TOTO = "application/vnd.in-toto+json"
 MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"
+# An envelope is read from a registry: at most this many signatures are tried, each an ECDSA
+# verification (a planted envelope could otherwise carry tens of thousands).
+MAX_SIGNATURES = 8
+MAX_ENVELOPE_BYTES = 512 * 1024
 
 
 class EnvelopeError(ValueError):
@@ -49,18 +53,23 @@ def open_envelope(
     try:
         envelope = json.loads(data)
         kind = envelope["payloadType"]
-        payload = base64.b64decode(envelope["payload"], validate=True)
+        payload = _b64(envelope["payload"])
         signatures = envelope["signatures"]
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error):
         raise EnvelopeError("malformed DSSE envelope") from None
     if kind != payload_type:
         raise EnvelopeError(f"payload type {str(kind)[:80]!r}, expected {payload_type}")
     if not isinstance(signatures, list) or not signatures:
         raise EnvelopeError("unsigned envelope")
+    if len(signatures) > MAX_SIGNATURES:
+        raise EnvelopeError(
+            f"an envelope with {len(signatures)} signatures, more than {MAX_SIGNATURES}; "
+            "refusing to try them"
+        )
     message = pae(payload_type, payload)
     for entry in signatures:
         try:
-            signature = base64.b64decode(entry["sig"], validate=True)
+            signature = _b64(entry["sig"])
             key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
         except (InvalidSignature, ValueError, KeyError, TypeError, binascii.Error):
             continue
@@ -69,3 +78,12 @@ def open_envelope(
         "bad signature: no signature verifies with the key (another key signed it, or the "
         "statement was changed)"
     )
+
+
+def _b64(text: object) -> bytes:
+    """Standard or URL-safe base64, as DSSE lets signers write either."""
+    if not isinstance(text, str):
+        raise TypeError
+    if "-" in text or "_" in text:
+        return base64.urlsafe_b64decode(text.encode("ascii"))
+    return base64.b64decode(text, validate=True)
