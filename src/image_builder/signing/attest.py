@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -53,25 +54,29 @@ def attest(
             f"the provenance statement does not name {', '.join(dict.fromkeys(strangers))}, "
             "which the registry holds for this image; nothing was attested"
         )
-    stored = []
-    for target in targets:
-        for digest in target.digests:
-            tag_ref = target.reference.with_tag(attestation_tag(digest))
-            if key is None or not _already(registry, target.reference, digest, key, ours):
-                append_layer(
-                    registry,
-                    tag_ref,
-                    seal(statement, key) if key is not None else statement,
-                    media_type=MEDIA_TYPE if key is not None else IN_TOTO,
-                    # cosign writes an empty signature annotation on attestation layers, too
-                    annotations={
-                        PREDICATE_ANNOTATION: provenance.PREDICATE_TYPE,
-                        SIGNATURE_ANNOTATION: "",
-                    },
-                    sleep=sleep,
-                )
-            stored.append(str(tag_ref))
-    return stored
+
+    def store(target: SignTarget, digest: str) -> str:
+        tag_ref = target.reference.with_tag(attestation_tag(digest))
+        if key is None or not _already(registry, target.reference, digest, key, ours):
+            append_layer(
+                registry,
+                tag_ref,
+                seal(statement, key) if key is not None else statement,
+                media_type=MEDIA_TYPE if key is not None else IN_TOTO,
+                # cosign writes an empty signature annotation on attestation layers, too
+                annotations={
+                    PREDICATE_ANNOTATION: provenance.PREDICATE_TYPE,
+                    SIGNATURE_ANNOTATION: "",
+                },
+                sleep=sleep,
+            )
+        return str(tag_ref)
+
+    # Each digest has its own .att tag, so they never contend: stored concurrently, as
+    # signatures are, and listed in target order.
+    jobs = [(target, digest) for target in targets for digest in target.digests]
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(jobs)))) as pool:
+        return [f.result() for f in [pool.submit(store, t, d) for t, d in jobs]]
 
 
 def _already(
