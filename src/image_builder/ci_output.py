@@ -151,13 +151,15 @@ def _attestations(report: BuildReport) -> list[str]:
     images = [a.image for a in report.attestations if a.image.endswith(f"@{report.digest}")]
     if not signers or not images:
         return lines
+    from image_builder.provenance import COSIGN_TYPE
+
     keys = {n: "cosign.pub" if len(signers) == 1 else f"{n}.pub" for n in signers}
     lines += ["", "```sh"]
     for name in signers:
         for image in dict.fromkeys(images):
             lines.append(f"image-builder verify {image} --key {keys[name]} --provenance")
             lines.append(
-                f"cosign verify-attestation --key {keys[name]} --type slsaprovenance1 "
+                f"cosign verify-attestation --key {keys[name]} --type {COSIGN_TYPE} "
                 f"--insecure-ignore-tlog=true {image}"
             )
     lines.append("```")

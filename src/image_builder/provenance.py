@@ -31,7 +31,8 @@ COSIGN_TYPE = "slsaprovenance1"
 DEFAULT_BUILDER = "urn:image-builder:builder:local"
 
 # Build argument names that hold a secret by convention, as buildkit's SecretsUsedInArgOrEnv
-# check reads them: a word of the name (split at '_', '-' and case changes) is one of these.
+# check reads them (and a few more): a word of the name (split at '_', '-', case changes and
+# digits) is one of these.
 _SECRET_WORDS = frozenset(
     {"apikey", "auth", "credential", "credentials", "key", "password", "passwd", "pword",
      "pass", "passphrase", "creds", "dsn", "private", "pat", "pwd", "secret", "token"}
@@ -45,7 +46,6 @@ class Identity:
     """Where the build's source comes from and who asked for it. On the trusted side every field
     the token carries comes from the verified token, never from the caller's parameters."""
 
-    repository: str | None  # owner/name
     source_url: str | None  # https://github.com/owner/name
     commit: str | None
     ref: str | None
@@ -57,14 +57,12 @@ class Identity:
 def identity(ctx: CIContext, claims: VerifiedClaims | None) -> Identity:
     if claims is None:
         return Identity(
-            repository=ctx.repository,
             source_url=ctx.source_url,
             commit=ctx.commit_sha,
             ref=ctx.ref,
             event=ctx.event,
         )
     return Identity(
-        repository=claims.repository,
         source_url=f"{_server(claims.issuer)}/{claims.repository}",
         # Only the token's own claims, None where it has none. A pull request's token names its
         # base or merge commit; such builds record the head commit the context names (checked
@@ -113,6 +111,11 @@ def builder_and_run(
         builder = env.get("JOB_URL") or builder
         run = env.get("BUILD_URL") or run
     return configured or builder, run
+
+
+def builder_id(configured: str | None, env: Mapping[str, str]) -> str:
+    """The builder id alone (see :func:`builder_and_run`)."""
+    return builder_and_run(configured, env, fallback_run="")[0]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,6 +4,7 @@ buildah's storage in a temporary folder, so nothing touches the machine's own st
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -345,6 +347,35 @@ def as_checkout(args: tuple[str, ...], cwd: Path | None) -> tuple[tuple[str, ...
     if not context.is_absolute():
         return args, cwd
     return (*args[:at], context.name, *args[at + 1 :]), context.parent
+
+
+REGISTRY_PASSWORD = secret("registry-robot-password-9d2e")
+
+
+def bcrypt(password: str) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+
+        return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))  # noqa: S324 - bcrypt, what htpasswd wants
+
+
+@pytest.fixture
+def private_registry(tmp_path: Path) -> Iterator[Registry]:
+    """A registry that wants basic auth: user robot, password REGISTRY_PASSWORD."""
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(f"robot:{bcrypt(REGISTRY_PASSWORD)}\n")
+    server = Registry(tmp_path / "private", htpasswd=htpasswd)
+    server.start()
+    yield server
+    server.stop()
+
+
+def auth_file(path: Path, host: str, password: str) -> Path:
+    """An auth.json for robot at ``host``; its encoded credential is a secret."""
+    encoded = secret(base64.b64encode(f"robot:{password}".encode()).decode())
+    path.write_text(json.dumps({"auths": {host: {"auth": encoded}}}))
+    return path
 
 
 def keygen(cli: Cli, prefix: Path, password: str) -> tuple[Path, Path]:

@@ -6,14 +6,12 @@ warning about platform arguments nobody passed, one line per repository pushed."
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Cli, Registry, free_port, inspect_raw
+from tests.integration.conftest import Cli, Registry, auth_file, free_port, inspect_raw
 from tests.integration.test_build import config, context, github
-from tests.integration.test_registry_auth import auth_file, bcrypt
 
 PUSH = github("push", "push.new-branch.json")
 
@@ -68,28 +66,18 @@ def test_a_build_that_pushes_nothing_checks_no_registry(
     assert "unreachable" not in run.stderr
 
 
-@pytest.fixture
-def basic_registry(tmp_path: Path) -> Iterator[Registry]:
-    htpasswd = tmp_path / "htpasswd"
-    htpasswd.write_text(f"robot:{bcrypt('the-right-password-1e4b')}\n")
-    server = Registry(tmp_path / "basic", htpasswd=htpasswd)
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_wrong_credentials_fail_before_the_build(
-    cli: Cli, basic_registry: Registry, base_image: str, tmp_path: Path
+    cli: Cli, private_registry: Registry, base_image: str, tmp_path: Path
 ) -> None:
     ctx = context(tmp_path, f"FROM {base_image}\nCOPY a /a\n", a="auth\n")
-    cfg = config(tmp_path, f"registry: {basic_registry.address}/org\n")
-    auth = auth_file(tmp_path / "auth.json", basic_registry.address, "a-wrong-password-77c1")
+    cfg = config(tmp_path, f"registry: {private_registry.address}/org\n")
+    auth = auth_file(tmp_path / "auth.json", private_registry.address, "a-wrong-password-77c1")
     run = cli(
         *build("team/app", ctx, cfg, "--tag", "t1"),
         env={**PUSH, "REGISTRY_AUTH_FILE": str(auth)},
     )
     message = (
-        f"registry {basic_registry.address} refused the credentials for org/team/app (401); "
+        f"registry {private_registry.address} refused the credentials for org/team/app (401); "
         "check REGISTRY_AUTH_FILE or ~/.docker/config.json"
     )
     assert run.returncode == 1, run.stderr

@@ -22,9 +22,11 @@ from image_builder.signing.dsse import seal
 from image_builder.signing.keys import load_private_key
 from tests.conftest import EVENTS
 from tests.integration.conftest import (
+    REGISTRY_PASSWORD,
     Cli,
     Registry,
     Run,
+    auth_file,
     inspect_raw,
     keygen,
     secret,
@@ -424,6 +426,33 @@ def test_an_image_copied_with_its_attestations_to_another_repository_is_refused(
     run = verify(attested.cli, f"{copy}@{attested.digest}", attested.pub)
     assert run.returncode == 1
     assert f"provenance: a statement about the image team/attested, not {copy}" in run.stderr
+
+
+def test_a_private_image_the_dockerfile_names_is_not_resolved_with_the_builders_credentials(
+    cli: Cli, registry: Registry, private_registry: Registry, base_image: str, tmp_path: Path
+) -> None:
+    """The builder holds credentials for its registries; the Dockerfile is the caller's. An
+    unused stage naming a private image must not get that image's digest into the statement."""
+    private = f"{private_registry.address}/secret/base:1"
+    copied = skopeo(
+        "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+        "--dest-creds", f"robot:{REGISTRY_PASSWORD}", f"docker://{base_image}", f"docker://{private}",
+    )  # fmt: skip
+    assert copied.returncode == 0, copied.stderr
+    key, _ = keygen(cli, tmp_path / "key", PASSWORD)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {private} AS unused\nFROM {base_image}\nRUN true\n")
+    auth = auth_file(tmp_path / "auth.json", private_registry.address, REGISTRY_PASSWORD)
+    run = build(
+        cli, ctx, config(tmp_path, registry, key), "team/probe",
+        env={**PUSH, "REGISTRY_AUTH_FILE": str(auth)},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    dependencies = run.report["provenance"]["predicate"]["buildDefinition"]["resolvedDependencies"]
+    (probe,) = [d for d in dependencies if d.get("name") == private]
+    assert "digest" not in probe
+    assert probe["annotations"]["unresolved"] == f"the registry of {private} answered with an error"
 
 
 def test_a_wrong_key_is_refused(cli: Cli, attested: Built, tmp_path: Path) -> None:

@@ -3,11 +3,9 @@ registry client answers the registry's basic-auth challenge with them when it co
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import time
-import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -15,40 +13,24 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EVENTS
-from tests.integration.conftest import Cli, Registry, Run, secret, skopeo
+from tests.integration.conftest import (
+    REGISTRY_PASSWORD,
+    Cli,
+    Registry,
+    Run,
+    auth_file,
+    secret,
+    skopeo,
+)
 from tests.support.fault_proxy import FaultProxy
 from tests.support.token_server import TokenRequest, TokenServer
 
-PASSWORD = secret("registry-robot-password-9d2e")
+PASSWORD = REGISTRY_PASSWORD
 PUSH = {
     "GITHUB_ACTIONS": "true",
     "GITHUB_EVENT_NAME": "push",
     "GITHUB_EVENT_PATH": str(EVENTS / "push.new-branch.json"),
 }
-
-
-def bcrypt(password: str) -> str:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt
-
-        return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))  # noqa: S324 - bcrypt, what htpasswd wants
-
-
-@pytest.fixture
-def private_registry(tmp_path: Path) -> Iterator[Registry]:
-    htpasswd = tmp_path / "htpasswd"
-    htpasswd.write_text(f"robot:{bcrypt(PASSWORD)}\n")
-    server = Registry(tmp_path / "private", htpasswd=htpasswd)
-    server.start()
-    yield server
-    server.stop()
-
-
-def auth_file(path: Path, host: str, password: str) -> Path:
-    encoded = secret(base64.b64encode(f"robot:{password}".encode()).decode())
-    path.write_text(json.dumps({"auths": {host: {"auth": encoded}}}))
-    return path
 
 
 def test_push_with_credentials_from_the_auth_file(

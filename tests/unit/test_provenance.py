@@ -49,7 +49,6 @@ FINISHED = datetime(2026, 11, 26, 14, 5, 6, tzinfo=timezone(timedelta(hours=2)))
 WORKFLOW = "org/repo/.github/workflows/build.yml@refs/heads/main"
 
 WHO = Identity(
-    repository="org/repo",
     source_url="https://github.com/org/repo",
     commit=SHA,
     ref="refs/heads/main",
@@ -402,7 +401,6 @@ def test_the_identity_comes_from_the_token_whatever_the_context_says() -> None:
         source_url="https://github.com/fork/repo",
     )
     assert identity(other, claims()) == Identity(
-        repository="org/repo",
         source_url="https://github.com/org/repo",
         commit=SHA,
         ref="refs/heads/main",
@@ -427,7 +425,6 @@ def test_the_source_url_comes_from_the_tokens_issuer_never_from_the_context() ->
 
 def test_without_claims_the_identity_comes_from_the_context() -> None:
     assert identity(ctx(event="schedule"), None) == Identity(
-        repository="org/repo",
         source_url="https://github.com/org/repo",
         commit=SHA,
         ref="refs/heads/main",

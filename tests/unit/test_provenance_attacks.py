@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -73,7 +72,6 @@ def test_deeply_nested_json_is_a_malformed_envelope_not_a_crash() -> None:
 def test_an_envelope_with_thousands_of_signatures_is_refused_before_any_is_tried() -> None:
     envelope = json.loads(seal(b"{}", KEY))
     envelope["signatures"] *= 5000
-    started = time.monotonic()
     with pytest.raises(EnvelopeError) as refused:
         open_envelope(
             json.dumps(envelope).encode(), ec.generate_private_key(ec.SECP256R1()).public_key()
@@ -81,7 +79,6 @@ def test_an_envelope_with_thousands_of_signatures_is_refused_before_any_is_tried
     assert str(refused.value) == (
         "an envelope with 5000 signatures, more than 8; refusing to try them"
     )
-    assert time.monotonic() - started < 1  # not 5000 ECDSA verifications
 
 
 def test_url_safe_base64_is_read_as_dsse_allows() -> None:

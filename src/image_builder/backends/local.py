@@ -91,14 +91,13 @@ def execute(
     build, and the statement for the pushed digests joins the report after the push; signers
     that can attest sign and store it after they sign the image."""
     image: BuiltImage | None = None
-    attaches = plan.provenance is not None and plan.provenance.runs and plan.push
     try:
         refused = check_registries(plan, registry, reporter) if plan.push else {}
         if refused and (atomic or len(refused) == len(plan.destinations)):
             return _refused_report(plan, refused)
-        started = provenance.clock() if provenance else _now()
-        bases = None
-        if provenance is not None and attaches:
+        started, bases = None, None
+        if provenance and plan.provenance and plan.provenance.runs and plan.push:
+            started = provenance.clock()
             bases = _resolve_bases(plan, provenance, registry, reporter)
         try:
             with reporter.step(f"build {plan.name} for {', '.join(plan.platforms)}"):
@@ -136,7 +135,7 @@ def execute(
                 skip=refused,
             )
         report = _report(plan, done, atomic=atomic)
-        if provenance is not None and bases is not None and report.pushed and done.digest:
+        if provenance and bases is not None and started and report.pushed and done.digest:
             report = _with_provenance(plan, report, provenance, bases, started, registry)
             if plan.provenance is not None and not plan.provenance.signed_by:
                 report = _attach_unsigned(report, registry)

@@ -86,17 +86,13 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
         on_retry=reporter.warning,
     )
     if report is not None and report.digest is not None:
-        import uuid
-
         from image_builder.backends.local import sign_all
-        from image_builder.provenance import builder_and_run, identity, mismatch
+        from image_builder.provenance import builder_id, identity, mismatch
 
         if report.provenance is not None:
             digests = [report.digest, *(m.digest for m in report.manifests)]
             who = identity(ctx, claims) if claims is not None else None
-            builder, _ = builder_and_run(
-                config.provenance.builder_id, env, fallback_run=f"urn:uuid:{uuid.uuid4()}"
-            )
+            builder = builder_id(config.provenance.builder_id, env)
             problem = mismatch(report.provenance, digests=digests, who=who, builder_id=builder)
             if problem is not None:
                 raise InputError(
@@ -258,6 +254,11 @@ class _Checked:
     signatures: int = 0
     found: Provenance | None = None
 
+    @property
+    def problems(self) -> str:
+        said = (self.signature, self.provenance and f"provenance: {self.provenance}")
+        return "; ".join(p for p in said if p)
+
 
 def run_verify(
     image: str,
@@ -311,19 +312,15 @@ def run_verify(
         for line in _human(ref.name, digest, checked, key):
             reporter.result(line)
     if failed:
-        problems = {(c.signature, c.provenance) for c in failed}
+        problems = {c.problems for c in failed}
         details = "; ".join(
             f"{'the ' + kind if c.digest == digest else 'platform manifest'} {c.digest}: "
-            + "; ".join(
-                p for p in (c.signature, c.provenance and f"provenance: {c.provenance}") if p
-            )
+            f"{c.problems}"
             for c in failed
         )
         if expect is not None and len(failed) > 1 and len(problems) == 1:  # say it once
-            unsigned, unattested = problems.pop()
-            said = "; ".join(p for p in (unsigned, unattested and f"provenance: {unattested}") if p)
             every = "all" if len(failed) == len(checked) else f"{len(failed)} of"
-            details = f"{every} {len(checked)} manifests: {said}"
+            details = f"{every} {len(checked)} manifests: {problems.pop()}"
         reporter.error(f"{ref.name}@{digest} does not verify with {key}: {details}")
         return 1
     what = ": signature and provenance" if expect is not None else ""
