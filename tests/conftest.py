@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,31 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, max_examples=300, deadline=None)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Each test process (one per xdist worker) gets its own TMPDIR, which the image-builder
+    processes it starts inherit: their work folders, locks and clean-up sweeps, and the tests
+    that look for leftovers there, never meet another worker's. Its name holds a capital and
+    "_", as a user's TMPDIR may: buildah refuses both in the names it derives from paths."""
+    tmp_path_factory.getbasetemp()  # pytest's own folders stay where they were
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    folder = Path(tempfile.mkdtemp(prefix=f"Image_Builder-tests-{worker}-"))
+    folder.chmod(0o1777)  # as /tmp is: the build accounts make their folders here too
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    try:
+        yield folder
+    finally:
+        if before is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = before
+        tempfile.tempdir = None
+        shutil.rmtree(folder, ignore_errors=True)
+
 
 DATA = Path(__file__).parent / "data"
 EVENTS = DATA / "github-events"

@@ -1,5 +1,5 @@
 import sys
 
-from image_builder.cli import main
+from image_builder.cli import console
 
-sys.exit(main())
+sys.exit(console())

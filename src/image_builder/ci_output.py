@@ -1,4 +1,5 @@
-"""CI outputs: GitHub step outputs (multi-line-safe form) and the step summary."""
+"""CI outputs: GitHub step outputs (multi-line-safe form), the step summary, and Azure DevOps
+output variables."""
 
 from __future__ import annotations
 
@@ -37,8 +38,23 @@ def append(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def write_github_outputs(path: Path, report: BuildReport) -> None:
-    append(path, format_outputs(github_outputs(report)))
+# Any control character (a carriage return too) would end the value and start a line, and with
+# it, perhaps, a logging command of whoever chose the value.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def vso_variables(values: Mapping[str, str]) -> list[str]:
+    """``##vso[task.setvariable]`` lines for an Azure DevOps step's outputs."""
+    return [
+        f"##vso[task.setvariable variable={name};isOutput=true]{_CONTROL.sub(' ', value)}"
+        for name, value in values.items()
+    ]
+
+
+def signing_success(succeeded: bool) -> str:
+    """The Go tool's ``--ado-state-output`` variable, in its exact form."""
+    value = "true" if succeeded else "false"
+    return f"##vso[task.setvariable variable=signing_success;issecret=false;isoutput=true]{value}"
 
 
 def step_summary(report: BuildReport | None, *, link: str | None = None) -> str:

@@ -10,13 +10,9 @@ import difflib
 import json
 import re
 import sys
-import types
-import typing
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -30,13 +26,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_core import PydanticCustomError
 
+from image_builder import validation
 from image_builder.duration import EXAMPLE as DURATION_EXAMPLE
 from image_builder.duration import format_go_duration, parse_go_duration
 from image_builder.errors import ConfigError
 from image_builder.events import JOB_TYPE_ALIASES, JobType
 from image_builder.paths import STREAM
+from image_builder.validation import Expected, Problem, dotted
 
 DEFAULT_REGISTRY = "localhost:5000"
 DEFAULT_DEV_REGISTRY = "localhost:5000/dev"
@@ -64,14 +62,6 @@ _PATTERN_WORDS: dict[
     ),
     r"^[^\s]+$": ("a value without spaces", ""),
 }
-
-
-@dataclass(frozen=True)
-class _Expected:
-    """What a value must look like, in words, for messages where the type alone says too little
-    (a value that may be one thing or a list of them). Pydantic ignores this metadata."""
-
-    words: str
 
 
 def _duration(value: object) -> timedelta:
@@ -133,7 +123,7 @@ RegistryList = Annotated[
     tuple[Annotated[str, BeforeValidator(_check_registry)], ...],
     Field(min_length=1),
     BeforeValidator(_registry_list),
-    _Expected("a registry host such as ghcr.io/org, or a list of them"),
+    Expected("a registry host such as ghcr.io/org, or a list of them"),
     WithJsonSchema(
         {
             "anyOf": [
@@ -299,9 +289,6 @@ class CosignConfig(_Model):
     )
 
 
-_SIGNER_CONFIG: dict[str, type[_Model]] = {"notary": NotaryConfig, "cosign": CosignConfig}
-
-
 def _periodic_is_schedule(value: object) -> object:
     """Prow's ``periodic`` job type, which Go configs list, is a scheduled run."""
     if isinstance(value, (list, tuple)):
@@ -309,32 +296,13 @@ def _periodic_is_schedule(value: object) -> object:
     return value
 
 
-class SignerConfig(_Model):
-    """One signer: a Signify service (notary) or a cosign-compatible key (cosign)."""
+class _Signer(_Model):
+    """What every signer has, whatever its type."""
 
     name: str = Field(
         min_length=1,
         description="The name enabled-signers refers to.",
         examples=["signify-prod"],
-    )
-    type: Literal["notary", "cosign"] = Field(
-        description="notary: the Signify service; cosign: a key file.", examples=["notary"]
-    )
-    config: Annotated[
-        dict[str, Any],
-        # Validated by type in _config_fits_the_type; the schema shows both forms to editors.
-        BeforeValidator(lambda v: v, json_schema_input_type=NotaryConfig | CosignConfig),
-    ] = Field(
-        default_factory=dict,
-        description="The signer's settings: for type notary the NotaryConfig keys (endpoint, "
-        "secret, timeout, ...), for type cosign the CosignConfig keys (private-key, "
-        "password-env).",
-        examples=[
-            {
-                "endpoint": "https://signing.example.com/signingsvc/sign",
-                "secret": {"path": "/secret/secret.json", "type": "signify"},
-            }
-        ],
     )
     job_type: Annotated[tuple[JobType, ...] | None, BeforeValidator(_periodic_is_schedule)] = Field(
         default=None,
@@ -343,30 +311,39 @@ class SignerConfig(_Model):
         examples=[["postsubmit", "schedule"]],
     )
 
-    @model_validator(mode="after")
-    def _config_fits_the_type(self) -> SignerConfig:
-        model = _SIGNER_CONFIG[self.type]
-        try:
-            model.model_validate(self.config)
-        except ValidationError as exc:
-            # The problems themselves, so that each is reported under its own key.
-            raise PydanticCustomError(
-                "signer_config",
-                "{summary}",
-                {
-                    "summary": f"config of {self.type} signer {self.name!r}: "
-                    f"{describe_validation_error(exc, model)}",
-                    "signer_type": self.type,
-                    "errors": exc.errors(include_url=False),
-                },
-            ) from None
-        return self
 
-    def notary(self) -> NotaryConfig:
-        return NotaryConfig.model_validate(self.config)
+class NotarySignerConfig(_Signer):
+    """A signer that asks the Signify service (``type: notary``)."""
 
-    def cosign(self) -> CosignConfig:
-        return CosignConfig.model_validate(self.config)
+    type: Literal["notary"] = Field(
+        description="notary: the Signify service; cosign: a key file.", examples=["notary"]
+    )
+    config: NotaryConfig = Field(
+        description="The Signify service's settings (endpoint, secret, timeout, ...).",
+        examples=[
+            {
+                "endpoint": "https://signing.example.com/signingsvc/sign",
+                "secret": {"path": "/secret/secret.json", "type": "signify"},
+            }
+        ],
+    )
+
+
+class CosignSignerConfig(_Signer):
+    """A signer with a cosign-compatible key file (``type: cosign``)."""
+
+    type: Literal["cosign"] = Field(
+        description="cosign: a key file; notary: the Signify service.", examples=["cosign"]
+    )
+    config: CosignConfig = Field(
+        description="The key and where its password is (private-key, password-env).",
+        examples=[{"private-key": "/secret/cosign.key", "password-env": "COSIGN_PASSWORD"}],
+    )
+
+
+# One signer: its type decides which settings its config takes, checked once, when the file is
+# read.
+SignerConfig = Annotated[NotarySignerConfig | CosignSignerConfig, Field(discriminator="type")]
 
 
 class SignConfig(_Model):
@@ -593,7 +570,7 @@ class TrustedIssuer(_Model):
     )
     job_workflow_refs: Annotated[
         tuple[str, ...] | Literal["any"],
-        _Expected(
+        Expected(
             "a list of workflow refs such as "
             "[my-org/my-repo/.github/workflows/build.yml@refs/heads/main], or 'any'"
         ),
@@ -1054,7 +1031,7 @@ def parse_config(text: str, *, source: str = "config.yaml") -> Config:
             for loc in ignored:
                 data = _without(data, loc)
                 notices.append(
-                    f"{source}: key '{_dotted(loc)}' means nothing to Image Builder; ignoring it "
+                    f"{source}: key '{dotted(loc)}' means nothing to Image Builder; ignoring it "
                     "(as the Go tool did)"
                 )
     config._notices = tuple(notices)
@@ -1062,7 +1039,7 @@ def parse_config(text: str, *, source: str = "config.yaml") -> Config:
 
 
 def _config_problems(exc: ValidationError, data: dict[str, Any], text: str, source: str) -> str:
-    problems = _problems(exc.errors(include_url=False), Config)
+    problems = validation.problems(exc.errors(include_url=False), Config, patterns=_PATTERN_WORDS)
     if "tag-template" in data and "default-commit-tag" not in data:
         # default-commit-tag is a copy of tag-template here: its problems are already there.
         copies = [p for p in problems if p.loc[:1] == ("default-commit-tag",)]
@@ -1108,16 +1085,25 @@ def _as_list(value: object) -> list[object]:
 
 def _ignorable_keys(exc: ValidationError) -> list[tuple[Any, ...]]:
     """Unknown keys the Go tool would have ignored (it ignored every unknown key): all of them,
-    except likely typos of a known key and anything under ``trust``, which stay errors."""
+    except likely typos of a known key and anything under ``trust`` or a signer's ``config``,
+    which stay errors. Each as a location in the file (without the branch tags of unions)."""
     out: list[tuple[Any, ...]] = []
     for error in exc.errors(include_url=False):
-        loc = tuple(error["loc"])
-        if error["type"] != "extra_forbidden" or not loc or loc[0] == "trust":
+        loc = validation.clean_loc(Config, tuple(error["loc"]))
+        if error["type"] != "extra_forbidden" or not loc or _strict(loc):
             continue
-        known = _known_keys(Config, loc[:-1])
+        known = validation.known_keys(Config, tuple(error["loc"])[:-1])
         if not difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.8):
             out.append(loc)
     return out
+
+
+def _strict(loc: tuple[Any, ...]) -> bool:
+    """Whether ``loc`` is where a key the reader misses could weaken a check: the trust policy,
+    a signer's settings. Nothing the Go tool read lives there."""
+    return loc[:1] == ("trust",) or (
+        loc[:2] == ("sign-config", "signers") and loc[3:4] == ("config",)
+    )
 
 
 def _without(data: Any, loc: tuple[Any, ...]) -> Any:
@@ -1140,252 +1126,7 @@ def config_schema() -> str:
     return json.dumps(schema, indent=2, sort_keys=False)
 
 
-def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
-    """One line for the first problem, naming the key and the expected form, and how many more
-    there are (for messages that must stay one line: event payloads, a signer's config)."""
-    # An unknown key usually explains the "required" error next to it (a typo), so it goes first.
-    problems = sorted(
-        _problems(exc.errors(include_url=False), model), key=lambda p: p.kind != "extra_forbidden"
-    )
-    if not problems:
-        return "invalid"
-    more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-    return problems[0].text + more
-
-
-def describe_validation_errors(exc: ValidationError, model: type[BaseModel]) -> list[str]:
-    """Every problem, one line each, naming the key and what is expected in plain words."""
-    return [p.text for p in _problems(exc.errors(include_url=False), model)]
-
-
-class _Problem(NamedTuple):
-    loc: tuple[Any, ...]  # where in the input, as keys and list indexes
-    kind: str  # pydantic's error type
-    text: str  # one line: the dotted key, what is expected, what was given
-
-
-class _NoExample:
-    pass
-
-
-_NO_EXAMPLE = _NoExample()
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Spot:
-    """What an error location points at in a model: the location without the branch tags pydantic
-    puts in for unions, and what the type, its metadata and the field's examples say there."""
-
-    loc: tuple[Any, ...]
-    annotation: Any = None
-    metadata: tuple[object, ...] = ()
-    example: object = _NO_EXAMPLE
-    union: int | None = None  # len(loc) at which a union's branch tag was left out
-    union_metadata: tuple[object, ...] = ()  # what the union's field says
-
-
-def _problems(
-    errors: Sequence[ErrorDetails], model: type[BaseModel], prefix: tuple[Any, ...] = ()
-) -> list[_Problem]:
-    located = [(error, _locate(model, tuple(error["loc"]))) for error in errors]
-    # "at least 1 item" after an item failed only repeats that failure.
-    locs = [spot.loc for _, spot in located]
-    located = [
-        (error, spot)
-        for error, spot in located
-        if not (
-            error["type"] == "too_short"
-            and any(len(o) > len(spot.loc) and o[: len(spot.loc)] == spot.loc for o in locs)
-        )
-    ]
-    out: list[_Problem] = []
-    unions_done: set[tuple[Any, ...]] = set()
-    for error, spot in located:
-        ctx = error.get("ctx") or {}
-        if error["type"] == "signer_config" and ctx.get("signer_type") in _SIGNER_CONFIG:
-            inner = _SIGNER_CONFIG[ctx["signer_type"]]
-            out += _problems(ctx.get("errors") or (), inner, (*prefix, *spot.loc, "config"))
-        elif spot.union is None:
-            out.append(_problem(error, spot, model, prefix))
-        elif (at := spot.loc[: spot.union]) not in unions_done:
-            unions_done.add(at)
-            same = [(e, s) for e, s in located if s.union is not None and s.loc[: s.union] == at]
-            out += _union_problems(at, same, model, prefix)
-    return out
-
-
-def _union_problems(
-    at: tuple[Any, ...],
-    branches: list[tuple[ErrorDetails, _Spot]],
-    model: type[BaseModel],
-    prefix: tuple[Any, ...],
-) -> list[_Problem]:
-    """Each branch of a union says why the value is not its kind. When one branch took the value's
-    shape and failed only inside it, its problems are the ones to fix; else say once what fits."""
-    by_branch: dict[Any, list[tuple[ErrorDetails, _Spot]]] = {}
-    for error, spot in branches:
-        tag = error["loc"][len(at)] if len(error["loc"]) > len(at) else None
-        by_branch.setdefault(tag, []).append((error, spot))
-    for found in by_branch.values():
-        if all(len(spot.loc) > len(at) for _, spot in found):
-            return [_problem(error, spot, model, prefix) for error, spot in found]
-    words = _words(branches[0][1].union_metadata)
-    shallow = [(e, s) for e, s in branches if len(s.loc) == len(at)]
-    if words is None:
-        tops = [_expected(e, s) for e, s in shallow]
-        words = " or ".join(dict.fromkeys(t for t in tops if t)) or "another kind of value"
-    key = _dotted((*prefix, *at))
-    where = f"'{key}': " if key else ""
-    text = f"{where}expected {words}; got {_got((shallow or branches)[0][0].get('input'))}"
-    return [_Problem((*prefix, *at), "union", text)]
-
-
-def _problem(
-    error: ErrorDetails, spot: _Spot, model: type[BaseModel], prefix: tuple[Any, ...]
-) -> _Problem:
-    loc = (*prefix, *spot.loc)
-    kind = error["type"]
-    key = _dotted(loc)
-    if kind == "extra_forbidden" and spot.loc:
-        known = _known_keys(model, spot.loc[:-1])
-        guess = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
-        parent = _dotted(loc[:-1])
-        hint = (
-            f"did you mean '{_dotted((*loc[:-1], guess[0]))}'?"
-            if guess
-            else f"known keys{' under ' + repr(parent) if parent else ''}: {', '.join(known)}"
-        )
-        return _Problem(loc, kind, f"unknown key '{key}'; {hint}")
-    if kind == "missing":
-        text = f"'{key}' is required"
-        if spot.example is not _NO_EXAMPLE and loc and isinstance(loc[-1], str):
-            text += f", e.g. {_dotted(loc[-1:])}: {_example(spot.example)}"
-        return _Problem(loc, kind, text)
-    where = f"'{key}': " if key else ""
-    got = error.get("input")
-    expected = _expected(error, spot)
-    if expected is not None:
-        return _Problem(loc, kind, f"{where}expected {expected}; got {_got(got)}")
-    # Our validators' own words (they say what is expected), or a kind not worded here.
-    message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    quiet = (
-        "got" in message or isinstance(got, (dict, list)) or kind == "registry_credentials"
-    )  # registry_credentials: never repeat the value, it holds a password
-    shown = "" if quiet else f"; got {_got(got)}"
-    return _Problem(loc, kind, f"{where}{_lower_first(message)}{shown}")
-
-
-_LIST_KINDS = frozenset({"tuple_type", "list_type", "set_type", "frozen_set_type", "iterable_type"})
-_MAPPING_KINDS = frozenset(
-    {"dict_type", "model_type", "model_attributes_type", "mapping_type", "dataclass_type"}
-)
-_OWN_WORDS = frozenset({"value_error", "assertion_error", "registry_credentials"})
-
-
-def _expected(error: ErrorDetails, spot: _Spot) -> str | None:
-    """What the value should have been, in plain words; None for messages of our own."""
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    if kind in _OWN_WORDS:
-        return None
-    words = _words(spot.metadata)
-    if words is not None:
-        return words
-    example = _example(spot.example) if spot.example is not _NO_EXAMPLE else ""
-    such = f" such as {example}" if example and len(example) <= 100 else ""
-    if kind in ("bool_parsing", "bool_type"):
-        return "true or false"
-    if kind in ("int_parsing", "int_type", "int_from_float"):
-        return "a whole number" + _bounds(spot.metadata)
-    if kind in ("float_parsing", "float_type", "finite_number"):
-        return "a number" + _bounds(spot.metadata)
-    if kind == "greater_than_equal":
-        return f"a number of at least {ctx.get('ge')}"
-    if kind == "greater_than":
-        return f"a number above {ctx.get('gt')}"
-    if kind == "less_than_equal":
-        return f"a number of at most {ctx.get('le')}"
-    if kind == "less_than":
-        return f"a number below {ctx.get('lt')}"
-    if kind == "string_type":
-        return "a string" + such
-    if kind == "string_too_short":
-        least = ctx.get("min_length", 1)
-        return ("a non-empty string" if least == 1 else f"at least {least} characters") + such
-    if kind == "string_too_long":
-        return f"at most {ctx.get('max_length')} characters"
-    if kind == "string_pattern_mismatch":
-        pattern = str(ctx.get("pattern", ""))
-        what, form = _PATTERN_WORDS.get(pattern, ("a string", f"matching {pattern}"))
-        return what + such + (f" ({form})" if form else "")
-    if kind == "literal_error":
-        return str(ctx.get("expected", "one of the documented values"))
-    if kind in _LIST_KINDS:
-        return "a list" + such
-    if kind in _MAPPING_KINDS:
-        return "a mapping of keys" + such
-    if kind == "too_short":
-        least = ctx.get("min_length", 1)
-        return f"a list of at least {least} {'entry' if least == 1 else 'entries'}" + such
-    if kind == "too_long":
-        return f"a list of at most {ctx.get('max_length')} entries"
-    if kind.startswith("url_"):
-        return "a URL" + such
-    if kind == "none_required":
-        return "nothing (null)"
-    return None
-
-
-def _bounds(metadata: tuple[object, ...]) -> str:
-    low = next((m.ge for m in metadata if hasattr(m, "ge")), None)
-    high = next((m.le for m in metadata if hasattr(m, "le")), None)
-    if low is not None and high is not None:
-        return f" from {low} to {high}"
-    if low is not None:
-        return f" of at least {low}"
-    if high is not None:
-        return f" of at most {high}"
-    return ""
-
-
-def _words(metadata: tuple[object, ...]) -> str | None:
-    return next((m.words for m in metadata if isinstance(m, _Expected)), None)
-
-
-def _got(value: object) -> str:
-    """The given value as the user wrote it, briefly: containers by kind only."""
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, str):
-        return _short(value) if value else "an empty string"
-    if isinstance(value, dict):
-        return "a mapping" if value else "an empty mapping"
-    if isinstance(value, (list, tuple)):
-        return "a list" if value else "an empty list"
-    if isinstance(value, (date, datetime)):
-        return f"the date {value.isoformat()}"
-    return _short(value)
-
-
-def _example(value: object) -> str:
-    """An example value as YAML would write it, on one line."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    import yaml
-
-    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1 << 20)
-    return text.removesuffix("\n...\n").strip()
-
-
-def _in_file_order(problems: list[_Problem], text: str) -> list[_Problem]:
+def _in_file_order(problems: list[Problem], text: str) -> list[Problem]:
     """``problems`` sorted by where their keys are in ``text`` (a problem without a place in the
     file, such as a missing key, sits where its parent is)."""
     import yaml
@@ -1421,111 +1162,3 @@ def _in_file_order(problems: list[_Problem], text: str) -> list[_Problem]:
         return (mark.line, mark.column)
 
     return sorted(problems, key=lambda p: place(p.loc))
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            # Keys come from the user's file: escape control characters so the message stays one line.
-            out += ("." if out else "") + str(part).encode("unicode_escape").decode("ascii")
-    return out
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _lower_first(text: str) -> str:
-    return text[:1].lower() + text[1:]
-
-
-def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    target = _locate(model, loc).annotation
-    if isinstance(target, type) and issubclass(target, BaseModel):
-        return [field.alias or name for name, field in target.model_fields.items()]
-    return []
-
-
-def _locate(model: type[BaseModel], loc: tuple[Any, ...]) -> _Spot:
-    """Follow a pydantic error location through the model's type annotations."""
-    annotation: Any = model
-    metadata: tuple[object, ...] = ()
-    example: object = _NO_EXAMPLE
-    clean: list[Any] = []
-    union: int | None = None
-    union_metadata: tuple[object, ...] = ()
-    tag = False
-    for part in loc:
-        base, more = _peel(annotation)
-        metadata += more
-        tag = not tag and _is_union(base)
-        if tag:
-            # This part is the tag of a branch (e.g. 'tuple[str, ...]'), not a key of the input.
-            if union is None:
-                union, union_metadata = len(clean), metadata
-            continue
-        clean.append(part)
-        annotation, metadata, example = _step(base, part, example)
-    base, more = _peel(annotation)
-    return _Spot(
-        loc=tuple(clean),
-        annotation=base,
-        metadata=metadata + more,
-        example=example,
-        union=union,
-        union_metadata=union_metadata,
-    )
-
-
-def _step(base: Any, part: Any, example: object) -> tuple[Any, tuple[object, ...], object]:
-    """The annotation, metadata and example one element of a location further in."""
-    if _is_union(base):  # below a branch tag: the first branch that has such a part
-        for branch in typing.get_args(base):
-            found = _step(_peel(branch)[0], part, example)
-            if found[0] is not None:
-                return found
-        return None, (), _NO_EXAMPLE
-    if isinstance(base, type) and issubclass(base, BaseModel):
-        for name, field in base.model_fields.items():
-            if part in (field.alias, name):
-                examples = field.examples or []
-                return (
-                    field.annotation,
-                    tuple(field.metadata),
-                    (examples[0] if examples else _NO_EXAMPLE),
-                )
-        return None, (), _NO_EXAMPLE
-    origin = typing.get_origin(base)
-    args = typing.get_args(base)
-    if origin in (list, tuple, set, frozenset) and args and isinstance(part, int):
-        item = example[0] if isinstance(example, list) and example else _NO_EXAMPLE
-        return args[0], (), item
-    if origin in (dict, Mapping) and len(args) == 2:
-        value = next(iter(example.values())) if isinstance(example, dict) and example else None
-        return args[1], (), _NO_EXAMPLE if value is None else value
-    return None, (), _NO_EXAMPLE
-
-
-def _peel(annotation: Any) -> tuple[Any, tuple[object, ...]]:
-    """``annotation`` without ``Annotated`` (its metadata returned) and without ``| None``."""
-    metadata: tuple[object, ...] = ()
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is Annotated:
-            annotation, *more = typing.get_args(annotation)
-            metadata += tuple(more)
-        elif origin in (Union, types.UnionType):
-            branches = [a for a in typing.get_args(annotation) if a is not type(None)]
-            if len(branches) != 1:
-                return annotation, metadata
-            annotation = branches[0]
-        else:
-            return annotation, metadata
-
-
-def _is_union(annotation: Any) -> bool:
-    return typing.get_origin(annotation) in (Union, types.UnionType)

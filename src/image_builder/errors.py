@@ -19,6 +19,11 @@ class InputError(ImageBuilderError):
     exit_code = 2
 
 
+class TrustError(InputError):
+    """The caller's token is not trusted. The message says which rule failed; it never holds the
+    token."""
+
+
 class UsageError(InputError):
     """Command-line usage that cannot be parsed."""
 

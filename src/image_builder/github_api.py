@@ -3,15 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from image_builder.config import TrustedIssuer
-from image_builder.context import CIContext
-from image_builder.errors import RuntimeFailure
-from image_builder.trust import TrustError, VerifiedClaims
+from image_builder.errors import RuntimeFailure, TrustError
 
 
 class _Repo(BaseModel):
@@ -32,33 +27,8 @@ class _PullRequest(BaseModel):
     base: _Branch
 
 
-def check_pull_request(
-    trust: Sequence[TrustedIssuer], claims: VerifiedClaims, ctx: CIContext, env: Mapping[str, str]
-) -> None:
-    """A pull-request build must build its pull request's head, when the policy of the token's
-    issuer names a GitHub API to ask."""
-    if not ctx.is_pull_request:
-        return
-    policy = next(t for t in trust if t.issuer == claims.issuer)
-    if policy.github_api is not None:
-        _check_head(
-            policy,
-            policy.github_api,
-            repository=claims.repository,
-            number=ctx.pr_number,
-            commit=ctx.commit_sha,
-            env=env,
-        )
-
-
-def _check_head(
-    policy: TrustedIssuer,
-    api: str,
-    *,
-    repository: str,
-    number: int | None,
-    commit: str | None,
-    env: Mapping[str, str],
+def check_head(
+    api: str, *, repository: str, number: int | None, commit: str | None, token: str | None
 ) -> None:
     """Refuse unless pull request ``number`` of ``repository`` has ``commit`` as its head."""
     if number is None or not commit:
@@ -66,14 +36,22 @@ def _check_head(
             "a pull-request build needs its number and head commit to be checked against GitHub"
         )
     headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
-    if policy.github_api_token_env and env.get(policy.github_api_token_env):
-        headers["Authorization"] = f"Bearer {env[policy.github_api_token_env]}"
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     url = f"{api}/repos/{repository}/pulls/{number}"
-    from image_builder.http import tls_context
+    from image_builder.http import RetriesExhausted, RetryPolicy, send_with_retries, tls_context
 
     try:
         with httpx.Client(verify=tls_context(), timeout=httpx.Timeout(10.0)) as client:
-            response = client.get(url, headers=headers)
+            response = send_with_retries(
+                lambda: client.get(url, headers=headers),
+                what=f"GET {url}",
+                policy=RetryPolicy(attempts=3, budget=10.0),
+            )
+    except RetriesExhausted as exc:
+        raise RuntimeFailure(
+            f"cannot ask {api} for pull request {number}: {exc.last.reason}"
+        ) from None
     except httpx.HTTPError as exc:
         raise RuntimeFailure(f"cannot ask {api} for pull request {number}: {exc}") from None
     if response.status_code == 404:

@@ -1,4 +1,5 @@
-"""HTTP plumbing shared by the clients: TLS contexts, retry policy, Retry-After.
+"""HTTP plumbing shared by the clients: TLS contexts, the retry policy, Retry-After, and the one
+rule of which failures are tried again (:func:`send_with_retries`).
 
 Each external system still has its own module (registry.py, signing/notary.py, trust.py, ...);
 this module only holds what they would otherwise each write again."""
@@ -17,10 +18,11 @@ from typing import TypeVar
 
 import httpx
 
-from image_builder.errors import InputError
+from image_builder.errors import InputError, RuntimeFailure
 
 T = TypeVar("T")
 
+# Answers worth another try; all but 429 only for a request that is safe to repeat.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 30.0
 
@@ -39,11 +41,55 @@ def tls_context(
 
 
 class RetryableError(Exception):
-    """A response or failure worth another try. ``retry_after`` comes from the server."""
+    """A response or failure worth another try. ``retry_after`` comes from the server;
+    ``response`` is the answer that was refused, ``cause`` the exception that ended the try."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        response: httpx.Response | None = None,
+        cause: Exception | None = None,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.response = response
+        self.cause = cause
+
+    @property
+    def reason(self) -> str:
+        """The failure without the request: ``HTTP 503``, ``ConnectError: ...``."""
+        if self.response is not None:
+            return f"HTTP {self.response.status_code}"
+        if self.cause is not None:
+            return describe(self.cause)
+        return str(self)
+
+
+class RetriesExhausted(RuntimeFailure):
+    """No try succeeded within the policy's attempts, budget or deadline. Each client wraps it in
+    its own words, from ``attempts`` and ``last``."""
+
+    def __init__(self, message: str, *, attempts: int, last: RetryableError) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.last = last
+
+
+class RequestUncertain(RuntimeFailure):
+    """A request that is not safe to repeat failed after it may have arrived: whether it took
+    effect is unknown, so it is not sent again."""
+
+    def __init__(self, message: str, *, cause: httpx.RequestError) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def describe(exc: BaseException) -> str:
+    """An exception in one line: its kind and, when it has one, its message."""
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__
 
 
 def retry_after_seconds(response: httpx.Response, *, now: datetime | None = None) -> float | None:
@@ -132,3 +178,58 @@ class RetryPolicy:
             reraise=True,
         )
         return retrying(action)
+
+
+# Failures after which the request provably never left: no connection was made.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+
+
+def send_with_retries(
+    exchange: Callable[[], httpx.Response],
+    *,
+    what: str,
+    policy: RetryPolicy,
+    idempotent: bool = True,
+    deadline: Deadline | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[int, RetryableError, float], None] | None = None,
+) -> httpx.Response:
+    """Call ``exchange`` (one request and its answer; the caller keeps its auth, limits and stop
+    checks there) until it gives an answer not worth another try, and return that answer.
+
+    The one rule of what is tried again: a request that never left (no connection) and a 429
+    always; a request that may have arrived (a timeout, a dropped connection, an unreadable
+    answer) and 408, 500, 502, 503, 504 only when ``idempotent``, since repeating a request that
+    creates something could create it twice. Such a request raises :class:`RequestUncertain`
+    instead, and such a status is returned for the caller to judge. ``Retry-After`` is honoured;
+    the policy's attempts and budget and ``deadline`` bound it all, and when they run out
+    :class:`RetriesExhausted` carries the attempts made and the last failure. ``what`` names the
+    request in messages (``GET https://...``)."""
+    attempts = 0
+
+    def attempt() -> httpx.Response:
+        nonlocal attempts
+        attempts += 1
+        try:
+            response = exchange()
+        except NOT_SENT as exc:
+            raise RetryableError(f"{what}: {describe(exc)}", cause=exc) from exc
+        except httpx.RequestError as exc:
+            if idempotent:
+                raise RetryableError(f"{what}: {describe(exc)}", cause=exc) from exc
+            raise RequestUncertain(f"{what} got no answer: {describe(exc)}", cause=exc) from None
+        status = response.status_code
+        if status == 429 or (idempotent and status in RETRY_STATUSES):
+            raise RetryableError(
+                f"{what} answered HTTP {status}",
+                retry_after=retry_after_seconds(response),
+                response=response,
+            )
+        return response
+
+    try:
+        return policy.run(attempt, sleep=sleep, on_retry=on_retry, deadline=deadline)
+    except RetryableError as exc:
+        raise RetriesExhausted(
+            f"{exc} (gave up after {attempts} attempts)", attempts=attempts, last=exc
+        ) from None

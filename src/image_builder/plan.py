@@ -8,10 +8,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from image_builder.config import Config
 from image_builder.context import CIContext
+from image_builder.context.model import Identity
 from image_builder.errors import InputError
 from image_builder.events import JobType, rule
 from image_builder.oci import (
@@ -25,9 +26,6 @@ from image_builder.oci import (
 from image_builder.secrets import BuildSecret
 from image_builder.signing import ProvenanceChoice, SignerChoice, select_provenance, select_signers
 from image_builder.tags import DroppedTag, Tag, dirty_notice, tag_values
-
-if TYPE_CHECKING:
-    from image_builder.provenance import Identity
 
 _MAX_NAME = 255
 _ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -36,7 +36,7 @@ PACKAGES = {
 _TAIL_LINES = 40
 
 
-class _Children:
+class Children:
     """The child processes that :func:`run` is waiting for, so that a signal can stop them all.
     Process-wide on purpose: a signal is."""
 
@@ -68,7 +68,7 @@ class _Children:
         return len(live)
 
 
-CHILDREN = _Children()
+CHILDREN = Children()
 
 
 def _stop(*processes: subprocess.Popen[str], grace: float = 2.0) -> None:
@@ -139,8 +139,9 @@ def run(
     what: str | None = None,
     stdin: str | None = None,
     timeout: float | None = None,
+    cwd: Path | None = None,
 ) -> Result:
-    """Run ``argv`` and return its combined output.
+    """Run ``argv`` (in ``cwd``, if given) and return its combined output.
 
     ``on_line`` receives each output line as it arrives (masked), for streaming. With ``check``,
     a non-zero exit raises :class:`RuntimeFailure` naming ``what`` and quoting the output's tail.
@@ -161,6 +162,7 @@ def run(
         process = subprocess.Popen(
             command,
             env=dict(env) if env is not None else None,
+            cwd=cwd,
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

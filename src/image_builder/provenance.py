@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from image_builder.context.model import Identity
 from image_builder.errors import InputError
 from image_builder.oci import parse_reference
 
@@ -39,19 +40,6 @@ _SECRET_WORDS = frozenset(
 )  # fmt: skip
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Identity:
-    """Where the build's source comes from and who asked for it. On the trusted side every field
-    the token carries comes from the verified token, never from the caller's parameters."""
-
-    source_url: str | None  # https://github.com/owner/name
-    commit: str | None
-    ref: str | None
-    event: str
-    workflow: str | None = None  # the calling workflow, owner/repo/path@ref
-    verified: bool = False  # taken from a verified OIDC token
 
 
 def identity(ctx: CIContext, claims: VerifiedClaims | None) -> Identity:

@@ -18,13 +18,14 @@ from typing import Any
 
 import httpx
 
+from image_builder import wire
 from image_builder.errors import RuntimeFailure
 from image_builder.http import (
     RETRY_STATUSES,
     Deadline,
-    RetryableError,
+    RetriesExhausted,
     RetryPolicy,
-    retry_after_seconds,
+    send_with_retries,
 )
 from image_builder.oci import DIGEST, Reference, split_host
 
@@ -78,36 +79,40 @@ class Manifest:
     def is_index(self) -> bool:
         return self.media_type in INDEX_TYPES
 
+    def image(self, *, where: str | None = None) -> wire.ImageManifest:
+        """The image manifest's config, layers and annotations; a :class:`RegistryError` naming
+        the field, under ``where`` (the reference it was read from; default: its digest)."""
+        try:
+            return wire.parse(wire.ImageManifest, self.json(), what="the manifest")
+        except wire.WireError as exc:
+            raise RegistryError(f"{where or f'manifest {self.digest}'}: {exc}") from None
+
+    def entries(self, limit: int, *, where: str | None = None) -> tuple[wire.Descriptor, ...]:
+        """The manifests an index lists (none for an image), at most ``limit`` of them; a
+        :class:`RegistryError` naming the entry and field, under ``where`` (the reference it was
+        read from; default: the index's digest)."""
+        if not self.is_index:
+            return ()
+        where = where or f"index {self.digest}"
+        try:
+            return wire.parse(wire.ImageIndex, self.json(), what="", max_entries=limit).manifests
+        except wire.WireError as exc:
+            if exc.kind == "too_many":
+                raise RegistryError(f"{where} {exc.detail}; refusing to read it") from None
+            if exc.loc == ("manifests",):
+                raise RegistryError(f"{where} has no list of manifests") from None
+            raise RegistryError(f"{where} has a malformed entry: {exc}") from None
+
     def children(self, limit: int) -> list[tuple[str, int, dict[str, Any]]]:
         """``(digest, size, platform)`` for each manifest an index lists (at most ``limit``)."""
-        if not self.is_index:
-            return []
-        entries = self.json().get("manifests", [])
-        if not isinstance(entries, list):
-            raise RegistryError(f"index {self.digest} has no list of manifests")
-        if len(entries) > limit:
-            raise RegistryError(
-                f"index {self.digest} lists {len(entries)} manifests, more than "
-                f"max-manifest-entries ({limit}); refusing to read it"
+        return [
+            (
+                entry.digest,
+                entry.size,
+                entry.platform.model_dump(exclude_unset=True) if entry.platform else {},
             )
-        out = []
-        for entry in entries:
-            digest = entry.get("digest") if isinstance(entry, dict) else None
-            size = entry.get("size") if isinstance(entry, dict) else None
-            platform = entry.get("platform") if isinstance(entry, dict) else None
-            if (
-                not isinstance(digest, str)
-                or not DIGEST.fullmatch(digest)
-                or not isinstance(size, int)
-                or isinstance(size, bool)
-                or not isinstance(platform, (dict, type(None)))
-            ):
-                raise RegistryError(
-                    f"index {self.digest} has a malformed entry (needs a sha256 digest, a size "
-                    "and an optional platform object)"
-                )
-            out.append((digest, size, dict(platform or {})))
-        return out
+            for entry in self.entries(limit)
+        ]
 
 
 # --- credentials --------------------------------------------------------------------------------
@@ -518,7 +523,7 @@ class RegistryClient:
         # Credentials belong to the registry's own host; an upload Location elsewhere gets none.
         own = url.netloc.decode() == httpx.URL(self._base(ref.host)).netloc.decode()
 
-        def attempt() -> httpx.Response:
+        def exchange() -> httpx.Response:
             if self._stopping():
                 raise RegistryError(f"{method} {url} not sent: image-builder is stopping")
             headers = dict(kwargs.get("headers") or {})
@@ -534,25 +539,24 @@ class RegistryClient:
                 ):
                     headers["Authorization"] = self._auth_header(ref.host, scope) or ""
                     response = self._exchange(method, url, limit, **{**kwargs, "headers": headers})
-            except httpx.TransportError as exc:
-                raise RetryableError(f"{method} {url}: {exc.__class__.__name__}: {exc}") from exc
+            except httpx.TransportError:
+                raise  # send_with_retries judges these
             except httpx.InvalidURL as exc:
                 raise RegistryError(
                     f"{ref.host} sent us to an invalid address ({exc}); refusing to follow"
                 ) from None
             except httpx.HTTPError as exc:  # too many redirects, an undecodable body
                 raise RegistryError(f"{method} {url}: {exc.__class__.__name__}: {exc}") from None
-            if response.status_code in RETRY_STATUSES:
-                raise RetryableError(
-                    f"{method} {url} answered {response.status_code}",
-                    retry_after=retry_after_seconds(response),
-                )
             return response
 
         try:
-            return self._retry.run(attempt, deadline=self._deadline)
-        except RetryableError as exc:
-            raise RegistryError(f"{ref.name}: {exc} (gave up after retries)") from None
+            # Every request here is safe to repeat: a PUT writes the same content or tag again,
+            # and a POST only opens an upload session, which the registry drops when unused.
+            return send_with_retries(
+                exchange, what=f"{method} {url}", policy=self._retry, deadline=self._deadline
+            )
+        except RetriesExhausted as exc:
+            raise RegistryError(f"{ref.name}: {exc.last} (gave up after retries)") from None
 
     def _exchange(
         self, method: str, url: httpx.URL, limit: int | None, **kwargs: Any

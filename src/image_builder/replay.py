@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from image_builder.atomic import write_atomic
-from image_builder.errors import InputError, RuntimeFailure
-from image_builder.trust import LEEWAY_SECONDS, TrustError, VerifiedClaims
+from image_builder.errors import InputError, RuntimeFailure, TrustError
+from image_builder.trust import LEEWAY_SECONDS, VerifiedClaims
 
 
 def default_path(env: Mapping[str, str], euid: int) -> Path:

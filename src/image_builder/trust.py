@@ -14,14 +14,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import jwt
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from image_builder.config import TrustedIssuer
 from image_builder.context import CIContext
-from image_builder.errors import InputError
+from image_builder.errors import TrustError
+from image_builder.http import Deadline, RetriesExhausted, RetryPolicy, send_with_retries
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +36,6 @@ EVENTS_FOR_CONTEXT = {
     "pull_request_target": ("pull_request_target",),
 }
 _PULL_REF = re.compile(r"refs/pull/([0-9]+)/merge")
-
-
-class TrustError(InputError):
-    """The token is not trusted. The message says which rule failed; it never holds the token."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +62,67 @@ class VerifiedClaims:
 # --- keys -----------------------------------------------------------------------------------------
 
 
+class _Unfetchable(Exception):
+    """Why an issuer's keys could not be fetched, in a few words."""
+
+
+# Fetching keys holds up the token's check: a few quick tries within the request timeout.
+FETCH_SECONDS = 5.0
+FETCH_RETRY = RetryPolicy(attempts=3, base_delay=0.2, max_delay=1.0, budget=FETCH_SECONDS)
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
+
+
+class _Discovery(_Wire):
+    """The parts of an OpenID Provider's configuration document that are read."""
+
+    issuer: str
+    jwks_uri: str
+
+
+class _Jwk(_Wire):
+    """One key of a JWK set; PyJWK reads the rest of its members."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, defer_build=True)
+    kty: str
+    kid: str | None = None
+
+
+class _Jwks(_Wire):
+    keys: list[_Jwk]
+
+
+_W = TypeVar("_W", bound=_Wire)
+
+
+def _read(model: type[_W], response: httpx.Response, what: str) -> _W:
+    """``response``'s JSON as ``model``; what is missing or mistyped, in one line."""
+    try:
+        data = response.json()
+    except ValueError:
+        raise _Unfetchable(f"{what} is not JSON") from None
+    if not isinstance(data, dict):
+        raise _Unfetchable(f"{what} is not a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        if first["type"] == "missing":
+            raise _Unfetchable(f"{what} has no {where}") from None
+        raise _Unfetchable(f"{what} is malformed at {where}: {first['msg']}") from None
+
+
+def _answered(response: httpx.Response) -> str:
+    return f"{response.request.url} answered {response.status_code}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 @dataclass
 class _KeySet:
     keys: dict[str, jwt.PyJWK]
@@ -72,8 +131,8 @@ class _KeySet:
 
 class JwksCache:
     """Each issuer's key set, cached for ``ttl``. An unknown ``kid`` triggers at most one refetch
-    per ``min_refresh``; a failed fetch keeps the last good set; with nothing cached it fails
-    closed."""
+    per ``min_refresh``; a fetch is tried as ``retry`` allows (three times within 5 s), and when
+    it fails keeps the last good set; with nothing cached it fails closed."""
 
     def __init__(
         self,
@@ -82,11 +141,15 @@ class JwksCache:
         ttl: float = 600.0,
         min_refresh: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        retry: RetryPolicy = FETCH_RETRY,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._http = http
         self._ttl = ttl
         self._min_refresh = min_refresh
         self._clock = clock
+        self._retry = retry
+        self._sleep = sleep
         self._sets: dict[str, _KeySet] = {}
         self._last_kid_refetch: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -133,12 +196,8 @@ class JwksCache:
         """The fetched key set, or why fetching it failed."""
         try:
             keys = self._fetch(issuer)
-        except httpx.HTTPStatusError as exc:
-            return f"{exc.request.url} answered {exc.response.status_code}"
-        except KeyError as exc:
-            return f"the answer has no {exc.args[0]!r}"
-        except (httpx.HTTPError, ValueError, TypeError, jwt.PyJWKSetError) as exc:
-            return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        except _Unfetchable as exc:
+            return str(exc)
         entry = _KeySet(keys=keys, fetched_at=now)
         self._sets[issuer.issuer] = entry
         return entry
@@ -152,29 +211,43 @@ class JwksCache:
         )
 
     def _fetch(self, issuer: TrustedIssuer) -> dict[str, jwt.PyJWK]:
+        deadline = Deadline(FETCH_SECONDS)
         uri = issuer.jwks_uri
         if uri is None:
-            discovery = self._http.get(
-                issuer.issuer.rstrip("/") + "/.well-known/openid-configuration"
-            )
-            discovery.raise_for_status()
-            document = discovery.json()
-            if not isinstance(document, dict):
-                raise ValueError("the discovery document is not a JSON object")
-            if document.get("issuer") != issuer.issuer:
-                raise ValueError(f"discovery names issuer {document.get('issuer')!r}")
-            uri = str(document["jwks_uri"])
-        response = self._http.get(uri)
-        response.raise_for_status()
+            url = issuer.issuer.rstrip("/") + "/.well-known/openid-configuration"
+            discovery = _read(_Discovery, self._get(url, deadline), "the discovery document")
+            if discovery.issuer != issuer.issuer:
+                raise _Unfetchable(f"discovery names issuer {discovery.issuer!r}")
+            uri = discovery.jwks_uri
         keys: dict[str, jwt.PyJWK] = {}
-        for entry in response.json()["keys"]:
-            if not isinstance(entry, dict) or "kid" not in entry:
-                continue
+        for entry in _read(_Jwks, self._get(uri, deadline), "the key set").keys:
+            if entry.kid is None:
+                continue  # no token can name it
             try:
-                keys[str(entry["kid"])] = jwt.PyJWK(entry)
-            except (jwt.PyJWKError, jwt.InvalidKeyError):
-                continue  # a key type we do not use
+                keys[entry.kid] = jwt.PyJWK(entry.model_dump(exclude_none=True))
+            except (jwt.PyJWTError, ValueError, TypeError):
+                continue  # a key type we do not use, or a key that cannot be built
         return keys
+
+    def _get(self, url: str, deadline: Deadline) -> httpx.Response:
+        try:
+            response = send_with_retries(
+                lambda: self._http.get(url),
+                what=f"GET {url}",
+                policy=self._retry,
+                deadline=deadline,
+                sleep=self._sleep,
+            )
+        except RetriesExhausted as exc:
+            last = exc.last
+            if last.response is not None:
+                raise _Unfetchable(_answered(last.response)) from None
+            raise _Unfetchable(_first_line(last.cause or last)) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise _Unfetchable(_first_line(exc)) from None
+        if not response.is_success:
+            raise _Unfetchable(_answered(response))
+        return response
 
 
 # --- verification ---------------------------------------------------------------------------------
@@ -456,3 +529,51 @@ def make_verifier(trust: Sequence[TrustedIssuer]) -> TokenVerifier:
         verify=tls_context(), timeout=httpx.Timeout(5.0), trust_env=False, follow_redirects=False
     )
     return TokenVerifier(trust, JwksCache(http=http))
+
+
+def verify_caller(
+    trust: Sequence[TrustedIssuer],
+    ctx: CIContext,
+    token: str | None,
+    *,
+    repo_flag: str | None,
+    env: Mapping[str, str],
+    names: Sequence[str] = (),
+) -> VerifiedClaims:
+    """The trust gate: with a trust policy configured, nothing happens before the caller's token
+    is verified, agrees with the CI context and the flags, and covers every image name in
+    ``names``; a pull-request build's head commit is checked with GitHub when the policy names
+    its API."""
+    if token is None:
+        raise TrustError(
+            "this config has a trust policy: pass the caller's OIDC token in the AUTHORIZATION "
+            "variable"
+        )
+    claims = make_verifier(trust).verify(token)
+    check_context(claims, ctx, repo_flag)
+    for name in names:
+        check_image_name(claims, name)
+    check_pull_request(trust, claims, ctx, env)
+    return claims
+
+
+def check_pull_request(
+    trust: Sequence[TrustedIssuer], claims: VerifiedClaims, ctx: CIContext, env: Mapping[str, str]
+) -> None:
+    """A pull-request build must build its pull request's head, when the policy of the token's
+    issuer names a GitHub API to ask (a token does not carry the head commit)."""
+    if not ctx.is_pull_request:
+        return
+    policy = next(t for t in trust if t.issuer == claims.issuer)
+    if policy.github_api is None:
+        return
+    from image_builder.github_api import check_head
+
+    token_env = policy.github_api_token_env
+    check_head(
+        policy.github_api,
+        repository=claims.repository,
+        number=ctx.pr_number,
+        commit=ctx.commit_sha,
+        token=env.get(token_env) if token_env else None,
+    )

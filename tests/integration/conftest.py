@@ -5,6 +5,8 @@ buildah's storage in a temporary folder, so nothing touches the machine's own st
 from __future__ import annotations
 
 import base64
+import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -16,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,11 @@ from typing import IO, Any
 
 import pytest
 
-from tests.conftest import CI_VARIABLES
+from tests.conftest import CI_VARIABLES, EVENTS, leaks
+from tests.support.fake_aad import FakeAad
+from tests.support.fake_ado import FakeAdo
+from tests.support.oidc import FakeIssuer
+from tests.support.pki import CA
 from tests.support.token_server import TokenAuth
 
 HERE = Path(__file__).parent
@@ -122,6 +129,13 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     server.stop()
 
 
+@pytest.fixture
+def issuer() -> Iterator[FakeIssuer]:
+    """A local OIDC issuer (GitHub's token service) that mints the tests' tokens."""
+    with FakeIssuer() as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def storage_conf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """buildah storage for the whole session, away from the machine's own."""
@@ -205,8 +219,6 @@ def _no_secret_leaks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
     PLANTED_ENV["REGISTRY_AUTH_FILE"] = str(auth)
     secret(encoded)
     yield
-    from tests.conftest import leaks
-
     found = [
         f"{where}: {line[:200]}"
         for where, text, directives in OUTPUTS
@@ -214,8 +226,9 @@ def _no_secret_leaks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
         for line in leaks(value, text, directives=directives)
     ]
     stats = os.environ.get("IB_RELIABILITY_STATS")
-    if stats:  # figures for docs/reliability.md
-        Path(stats).write_text(
+    if stats:  # figures for docs/reliability.md; one file per xdist worker
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        Path(f"{stats}.{worker}" if worker else stats).write_text(
             json.dumps(
                 {"secrets": len(SECRETS), "outputs_scanned": len(OUTPUTS), "leaks": len(found)}
             )
@@ -378,6 +391,35 @@ def auth_file(path: Path, host: str, password: str) -> Path:
     return path
 
 
+# The caller's OIDC token, as a GitHub job hands it to the Azure DevOps backend.
+CALLER_TOKEN = secret("header.payload.signature-of-the-caller")
+
+
+def service_principal(tmp_path: Path, uses: int) -> tuple[FakeAad, FakeAdo, dict[str, str]]:
+    """A service principal with (a local fake of) Entra ID, whose tokens the fake Azure DevOps
+    accepts ``uses`` times each, and the environment of a GitHub push job that uses it."""
+    ca = CA()
+    client_secret = secret("planted-sp-secret-9c1e")
+    aad = FakeAad(
+        ca, tmp_path, client_id="sp-client", client_secret=client_secret,
+        access_token=secret("aad-token-for-ado-31f0"),
+    ).start()  # fmt: skip
+    server = FakeAdo(aad.valid(uses)).start()
+    env = {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_EVENT_NAME": "push",
+        "GITHUB_EVENT_PATH": str(EVENTS / "push.new-branch.json"),
+        "AUTHORIZATION": CALLER_TOKEN,
+        "AZURE_DEVOPS_EXT_PAT": "",
+        "AZURE_CLIENT_ID": "sp-client",
+        "AZURE_CLIENT_SECRET": client_secret,
+        "AZURE_TENANT_ID": "my-tenant",
+        "AZURE_AUTHORITY_HOST": aad.url,
+        "REQUESTS_CA_BUNDLE": str(ca.write(tmp_path)),
+    }
+    return aad, server, env
+
+
 def keygen(cli: Cli, prefix: Path, password: str) -> tuple[Path, Path]:
     """A cosign key pair made by `image-builder keygen`; the private key's text is a secret."""
     run = cli("keygen", "--output-key-prefix", str(prefix), env={"COSIGN_PASSWORD": password})
@@ -399,6 +441,28 @@ def inspect_raw(ref: str) -> dict[str, Any] | None:
     data = json.loads(done.stdout)
     assert isinstance(data, dict)
     return data
+
+
+def everything_pushed(ref: str, into: Path) -> bytes:
+    """Every blob of the pushed image (layers decompressed), its config with the history, and
+    the manifest: the bytes a secret could hide in."""
+    done = skopeo("copy", "--src-tls-verify=false", f"docker://{ref}", f"dir:{into}")
+    assert done.returncode == 0, done.stderr
+    data = b""
+    for blob in sorted(into.iterdir()):
+        raw = blob.read_bytes()
+        with contextlib.suppress(OSError, EOFError, zlib.error):
+            raw = gzip.decompress(raw)
+        data += raw
+    return data
+
+
+def assert_nowhere(value: str, run: Run, pushed: bytes) -> None:
+    """``value`` is in no output of ``run`` (but ``::add-mask::``, which GitHub consumes), not in
+    its report, and not in the ``pushed`` image's bytes."""
+    assert leaks(value, run.stdout, run.stderr) == []
+    assert value.encode() not in pushed
+    assert value not in json.dumps(run.report)
 
 
 def manifest_digest(ref: str) -> str | None:

@@ -13,15 +13,21 @@ import pytest
 
 from image_builder.backends.ado import PARAMETER_NAMES
 from tests.conftest import EVENTS, leaks
-from tests.integration.conftest import REPO, Cli, Started, secret
+from tests.integration.conftest import (
+    CALLER_TOKEN,
+    REPO,
+    Cli,
+    Started,
+    secret,
+    service_principal,
+)
 from tests.integration.conftest import Run as RunType
-from tests.support.fake_aad import FakeAad
 from tests.support.fake_ado import FakeAdo, Fault
 from tests.support.pki import CA
 
 PAT = secret("ado-pat-very-secret")
 BASIC = "Basic " + base64.b64encode(f":{PAT}".encode()).decode()
-TOKEN = secret("header.payload.signature-of-the-caller")
+TOKEN = CALLER_TOKEN
 SHA = "abcdef0123456789abcdef0123456789abcdef01"
 
 
@@ -691,28 +697,6 @@ def test_the_sign_steps_report_wins(cli: Cli, ado: FakeAdo, tmp_path: Path) -> N
 # --- auth that lasts, and answers Azure DevOps gives --------------------------------------------------
 
 
-def service_principal(tmp_path: Path, uses: int) -> tuple[FakeAad, FakeAdo, dict[str, str]]:
-    """A service principal with (a local fake of) Entra ID, whose tokens the fake Azure DevOps
-    accepts ``uses`` times each."""
-    ca = CA()
-    client_secret = secret("planted-sp-secret-9c1e")
-    aad = FakeAad(
-        ca, tmp_path, client_id="sp-client", client_secret=client_secret,
-        access_token=secret("aad-token-for-ado-31f0"),
-    ).start()  # fmt: skip
-    server = FakeAdo(aad.valid(uses)).start()
-    env = {
-        **github("push", "push.new-branch.json"),
-        "AZURE_DEVOPS_EXT_PAT": "",
-        "AZURE_CLIENT_ID": "sp-client",
-        "AZURE_CLIENT_SECRET": client_secret,
-        "AZURE_TENANT_ID": "my-tenant",
-        "AZURE_AUTHORITY_HOST": aad.url,
-        "REQUESTS_CA_BUNDLE": str(ca.write(tmp_path)),
-    }
-    return aad, server, env
-
-
 def test_service_principal_token_through_azure_identity(cli: Cli, tmp_path: Path) -> None:
     """azure-identity gets a token for the Azure DevOps resource from (a local fake of) Azure AD;
     the client then calls ADO with it as a Bearer token, from its cache while it is fresh."""
@@ -814,17 +798,14 @@ def test_a_proxy_that_cannot_be_used_is_refused_before_any_call(
 
 def test_https_proxy_from_the_environment(cli: Cli, tmp_path: Path) -> None:
     """Self-hosted runners reach Azure DevOps through HTTPS_PROXY."""
-    import ssl
-
     from tests.support.connect_proxy import ConnectProxy
+    from tests.support.fake_server import tls_context
 
     ca = CA()
     cert, key = ca.pair("127.0.0.1", server=True)
     (tmp_path / "ado.pem").write_bytes(cert)
     (tmp_path / "ado.key").write_bytes(key)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "ado.pem", tmp_path / "ado.key")
-    server = FakeAdo(BASIC, tls=context).start()
+    server = FakeAdo(BASIC, tls=tls_context(tmp_path / "ado.pem", tmp_path / "ado.key")).start()
     proxy = ConnectProxy().start()
     try:
         server.log_lines = report_lines()

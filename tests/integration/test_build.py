@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EVENTS
 from tests.integration.conftest import (
     Cli,
     Registry,
@@ -22,30 +21,7 @@ from tests.integration.conftest import (
     secret,
     tool_env,
 )
-
-
-def context(tmp_path: Path, dockerfile: str, **files: str) -> Path:
-    root = tmp_path / "ctx"
-    root.mkdir()
-    (root / "Dockerfile").write_text(dockerfile)
-    for name, text in files.items():
-        (root / name).write_text(text)
-    return root
-
-
-def config(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "config.yaml"
-    path.write_text(text)
-    return str(path)
-
-
-def github(event: str, payload: str, **extra: str) -> dict[str, str]:
-    return {
-        "GITHUB_ACTIONS": "true",
-        "GITHUB_EVENT_NAME": event,
-        "GITHUB_EVENT_PATH": str(EVENTS / payload),
-        **extra,
-    }
+from tests.support.inputs import config, context, github
 
 
 def test_single_platform_build_push_and_report(

@@ -15,10 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Cli, Registry, image_config, manifest_digest, secret
-from tests.integration.test_build import config, context, github
-from tests.integration.test_sandbox import assert_nowhere, everything_pushed
-from tests.integration.test_trust import config_file, push_payload
+from tests.integration.conftest import (
+    Cli,
+    Registry,
+    assert_nowhere,
+    everything_pushed,
+    image_config,
+    manifest_digest,
+    secret,
+)
+from tests.support.inputs import config, config_file, context, github, push_payload
 from tests.support.oidc import FakeIssuer
 
 _ROT13 = str.maketrans(
@@ -157,13 +163,6 @@ def test_a_pull_request_build_gets_no_secret(
         "build secrets withheld from this presubmit build, whose Dockerfile comes from the pull "
         "request: tok; set secrets-for-presubmits: true in config.yaml to mount them"
     ) in run.stderr
-
-
-@pytest.fixture
-def issuer() -> Iterator[FakeIssuer]:
-    server = FakeIssuer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

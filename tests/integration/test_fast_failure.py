@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Cli, Registry, auth_file, free_port, inspect_raw
-from tests.integration.test_build import config, context, github
+from tests.support.inputs import config, context, github
 
 PUSH = github("push", "push.new-branch.json")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,6 @@ OWNER_ID = 21031067  # Codertocat, the owner in GitHub's example payloads
 def runner_temp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One RUNNER_TEMP for the module, so the action's install step really runs, once."""
     return tmp_path_factory.mktemp("runner-temp")
-
-
-@pytest.fixture
-def issuer() -> Iterator[FakeIssuer]:
-    server = FakeIssuer().start()
-    yield server
-    server.stop()
 
 
 def setup(

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import leaks
-from tests.integration.conftest import Cli, secret
-from tests.integration.test_ado import service_principal
+from tests.integration.conftest import Cli, secret, service_principal
 
 # The Go action's `args` (kyma-project/test-infra .github/actions/image-builder/action.yml), with
 # ${{ inputs.x }} as {x} and the three prepare-* step outputs as {build_args}, {tags} and

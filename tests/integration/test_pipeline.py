@@ -21,21 +21,14 @@ from image_builder.backends.ado import PARAMETER_NAMES
 from image_builder.errors import RuntimeFailure
 from image_builder.report import parse_from_logs
 from tests.integration.conftest import REPO, Cli, Registry, inspect_raw, record, secret, tool_env
-from tests.integration.test_sandbox import static_escape
 from tests.support.ado_runner import AdoRunner, RunResult, compile_pipeline
+from tests.support.escape import static_escape
 from tests.support.oidc import WORKFLOW, FakeIssuer
 
 PIPELINE = REPO / "pipelines" / "azure" / "oci-image-builder.yml"
 PASSWORD = secret("pipeline cosign password 81c4")
 JOB_TOKEN = secret("system-access-token-of-the-job-5d02")
 REGISTRY_PASSWORD = secret("registry-robot-password-7e3a")
-
-
-@pytest.fixture
-def issuer() -> Iterator[FakeIssuer]:
-    server = FakeIssuer().start()
-    yield server
-    server.stop()
 
 
 def caller_repo(root: Path, files: dict[str, str | bytes]) -> str:
@@ -486,10 +479,10 @@ def test_attack_a_parameter_that_forges_a_verified_output(
 def test_the_set_up_refuses_before_touching_anything(
     args: list[str], env: dict[str, str], code: int, message: str, tmp_path: Path
 ) -> None:
-    from tests.support.ado_runner import _copy_checkout
+    from tests.support.ado_runner import copy_as_checkout
 
     checkout = tmp_path / "image-builder"
-    _copy_checkout(REPO, checkout)  # never this checkout's own .venv
+    copy_as_checkout(REPO, checkout)  # never this checkout's own .venv
     done = subprocess.run(
         [str(checkout / "scripts" / "setup"), *args],
         env={**tool_env(Path("/nonexistent"), Path("/nonexistent")), **env},
@@ -524,9 +517,9 @@ def agent_user() -> Iterator[tuple[str, Path]]:
         lines = Path(table).read_text().splitlines(keepends=True)
         Path(table).write_text("".join(x for x in lines if not x.startswith(f"{AGENT_USER}:")))
     checkout = home / "image-builder"
-    from tests.support.ado_runner import _copy_checkout
+    from tests.support.ado_runner import copy_as_checkout
 
-    _copy_checkout(REPO, checkout)
+    copy_as_checkout(REPO, checkout)
     subprocess.run(["chown", "-R", f"{AGENT_USER}:{AGENT_USER}", str(home)], check=True)
     try:
         yield AGENT_USER, checkout

@@ -25,7 +25,7 @@ from tests.integration.conftest import (
     manifest_digest,
     tool_env,
 )
-from tests.integration.test_build import config, context, github
+from tests.support.inputs import config, context, github
 
 PUSH = github("push", "push.new-branch.json")
 

@@ -4,17 +4,16 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import Cli, free_port
+from tests.support.fake_server import FakeServer
 from tests.support.replies import QuietHandler, reply
 
 
@@ -73,17 +72,8 @@ class _AnswersV2(QuietHandler, BaseHTTPRequestHandler):
 def another_server(host: str) -> Iterator[str]:
     """Another program's HTTP server on a free port of ``host``, answering ``/v2/`` with 200 as
     a registry does; yields its address."""
-
-    class Server(ThreadingHTTPServer):
-        address_family = socket.AF_INET6 if host.startswith("[") else socket.AF_INET
-
-    server = Server((host.strip("[]"), 0), _AnswersV2)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"{host}:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with FakeServer(_AnswersV2, host=host) as server:
+        yield server.address
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "[::1]"], ids=["ipv4", "ipv6"])

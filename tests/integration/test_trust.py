@@ -16,26 +16,18 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from image_builder.config import parse_config
 from image_builder.context import CIContext
-from image_builder.errors import ConfigError
+from image_builder.errors import ConfigError, TrustError
 from image_builder.trust import (
     JwksCache,
     TokenVerifier,
-    TrustError,
     VerifiedClaims,
     check_context,
     check_image_name,
 )
 from tests.conftest import EVENTS, leaks
 from tests.integration.conftest import Cli, Registry, Run, manifest_digest, secret
+from tests.support.inputs import config_file, push_payload
 from tests.support.oidc import WORKFLOW, FakeIssuer
-
-
-@pytest.fixture
-def issuer() -> Iterator[FakeIssuer]:
-    server = FakeIssuer().start()
-    yield server
-    server.stop()
-
 
 CLIENTS: list[httpx.Client] = []
 
@@ -155,9 +147,14 @@ def test_expiry_and_leeway(issuer: FakeIssuer) -> None:
     assert "it expired at" in rejected(
         issuer, issuer.token(exp=now - 120, iat=now - 200, nbf=now - 200)
     )
-    verifier(issuer).verify(
-        issuer.token(exp=now - 30, iat=now - 200, nbf=now - 200)
-    )  # inside the leeway
+    # Expired 30 s ago, inside the 60 s leeway: accepted, and the claims are the token's.
+    claims = verifier(issuer).verify(issuer.token(exp=now - 30, iat=now - 200, nbf=now - 200))
+    assert (claims.expires_at, claims.issuer, claims.repository, claims.sha) == (
+        now - 30,
+        issuer.issuer,
+        "org/app",
+        "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+    )
 
 
 def test_not_yet_valid(issuer: FakeIssuer) -> None:
@@ -187,7 +184,10 @@ def test_missing_claims(issuer: FakeIssuer, claim: str) -> None:
 
 
 def test_job_workflow_refs_any_is_explicit(issuer: FakeIssuer) -> None:
-    verifier(issuer, trust={"job-workflow-refs": "any"}).verify(issuer.token(job_workflow_ref=None))
+    claims = verifier(issuer, trust={"job-workflow-refs": "any"}).verify(
+        issuer.token(job_workflow_ref=None)
+    )
+    assert (claims.repository, claims.job_workflow_ref) == ("org/app", None)
 
 
 @pytest.mark.parametrize("variant", ["{issuer}/", "{https}", "{issuer}/x", "{upper}"])
@@ -209,7 +209,7 @@ def test_audience(issuer: FakeIssuer) -> None:
     assert rejected(issuer, issuer.token(aud=["image-builder", "other"])) == (
         "token rejected: aud must be exactly 'image-builder', got ['image-builder', 'other']"
     )
-    verifier(issuer).verify(issuer.token(aud=["image-builder"]))
+    assert verifier(issuer).verify(issuer.token(aud=["image-builder"])).repository == "org/app"
 
 
 @pytest.mark.parametrize(
@@ -327,26 +327,6 @@ def test_claims_and_context_must_agree(
 
 
 # --- through the CLI --------------------------------------------------------------------------------
-
-
-def config_file(tmp_path: Path, issuer: FakeIssuer, registry: Registry, extra: str = "") -> str:
-    path = tmp_path / "config.yaml"
-    path.write_text(
-        f"registry: {registry.address}/trusted\nseen-tokens: {tmp_path}/seen.json\n"
-        + issuer.trust_yaml()
-        + extra
-    )
-    return str(path)
-
-
-def push_payload(tmp_path: Path) -> str:
-    payload = json.loads((EVENTS / "push.new-branch.json").read_text())
-    payload["repository"]["name"] = "app"
-    payload["repository"]["owner"]["login"] = "org"
-    payload["repository"]["html_url"] = "https://github.com/org/app"
-    path = tmp_path / "push.json"
-    path.write_text(json.dumps(payload))
-    return str(path)
 
 
 def test_verify_token_command(

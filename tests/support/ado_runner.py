@@ -353,7 +353,7 @@ class AdoRunner:
                 if target.exists() or target.is_symlink():
                     shutil.rmtree(target) if not target.is_symlink() else target.unlink()
                 if self.copy_checkout:
-                    _copy_checkout(self.self_repo, target)
+                    copy_as_checkout(self.self_repo, target)
                 else:
                     target.symlink_to(self.self_repo)
             return True
@@ -414,7 +414,7 @@ class AdoRunner:
         return done.returncode == 0
 
 
-def _copy_checkout(repo: Path, target: Path) -> None:
+def copy_as_checkout(repo: Path, target: Path) -> None:
     """The repository's files as a checkout has them: tracked ones, and new ones not ignored
     (so that a test sees the working tree), with their modes."""
     listed = subprocess.run(

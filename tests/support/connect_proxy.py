@@ -8,10 +8,11 @@ import select
 import socket
 from http.server import BaseHTTPRequestHandler
 
-from tests.support.replies import LocalServer, QuietHandler, reply
+from tests.support.fake_server import FakeServer
+from tests.support.replies import QuietHandler, reply
 
 
-class ConnectProxy(LocalServer):
+class ConnectProxy(FakeServer):
     def __init__(self) -> None:
         self.tunnels: list[str] = []
         proxy = self

@@ -7,18 +7,18 @@ from that many grants on, as after a rotated secret."""
 
 from __future__ import annotations
 
-import ssl
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs
 
+from tests.support.fake_server import FakeServer, tls_context
 from tests.support.pki import CA
-from tests.support.replies import LocalServer, QuietHandler, reply
+from tests.support.replies import QuietHandler, reply
 
 
-class FakeAad(LocalServer):
+class FakeAad(FakeServer):
     def __init__(
         self, ca: CA, folder: Path, *, client_id: str, client_secret: str, access_token: str
     ) -> None:
@@ -28,8 +28,6 @@ class FakeAad(LocalServer):
         cert, key = ca.pair("127.0.0.1", server=True)
         (folder / "aad.pem").write_bytes(cert)
         (folder / "aad.key").write_bytes(key)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(folder / "aad.pem", folder / "aad.key")
         fake = self
 
         class Handler(QuietHandler, BaseHTTPRequestHandler):
@@ -80,7 +78,7 @@ class FakeAad(LocalServer):
             def _send(self, status: int, body: object) -> None:
                 reply(self, status, body)
 
-        super().__init__(Handler, tls=context)
+        super().__init__(Handler, tls=tls_context(folder / "aad.pem", folder / "aad.key"))
 
     @property
     def url(self) -> str:

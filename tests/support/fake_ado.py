@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.support.replies import LocalServer, QuietHandler, reply
+from tests.support.fake_server import FakeServer
+from tests.support.replies import QuietHandler, reply
 
 PIPELINE_YAML = Path(__file__).parents[2] / "pipelines" / "azure" / "oci-image-builder.yml"
 RUN_BODY_KEYS = frozenset(
@@ -144,7 +145,7 @@ class FakeRun:
         return dict(self.body.get("templateParameters") or {})
 
 
-class FakeAdo(LocalServer):
+class FakeAdo(FakeServer):
     ORG = "org"
     PROJECT = "project"
     PIPELINE = 17

@@ -8,10 +8,11 @@ from __future__ import annotations
 import re
 from http.server import BaseHTTPRequestHandler
 
-from tests.support.replies import LocalServer, QuietHandler, reply
+from tests.support.fake_server import FakeServer
+from tests.support.replies import QuietHandler, reply
 
 
-class FakeGitHub(LocalServer):
+class FakeGitHub(FakeServer):
     def __init__(self) -> None:
         # (repository, number) -> head sha
         self.pulls: dict[tuple[str, int], str] = {}

@@ -17,8 +17,9 @@ from typing import Any
 
 from cryptography import x509
 
+from tests.support.fake_server import FakeServer, tls_context
 from tests.support.pki import CA, cert_pem
-from tests.support.replies import LocalServer, QuietHandler, reply
+from tests.support.replies import QuietHandler, reply
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Reply:
     drop: bool = False  # close the connection without answering
 
 
-class FakeSignify(LocalServer):
+class FakeSignify(FakeServer):
     def __init__(self, ca: CA, folder: Path) -> None:
         self.ca = ca
         self.requests: list[Recorded] = []
@@ -49,10 +50,9 @@ class FakeSignify(LocalServer):
         cert, key = ca.pair("127.0.0.1", server=True)
         (folder / "server.pem").write_bytes(cert)
         (folder / "server.key").write_bytes(key)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(folder / "server.pem", folder / "server.key")
-        context.load_verify_locations(cafile=str(ca.write(folder)))
-        context.verify_mode = ssl.CERT_REQUIRED
+        context = tls_context(
+            folder / "server.pem", folder / "server.key", client_ca=ca.write(folder)
+        )
         fake = self
 
         class Handler(QuietHandler, BaseHTTPRequestHandler):

@@ -11,13 +11,15 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 
-from tests.support.replies import LocalServer, QuietHandler
+from tests.support.fake_server import FakeServer
+from tests.support.replies import QuietHandler
 
 
 @dataclass
 class Faults:
     burst_503: int = 0  # answer this many requests with 503 first
     burst_429: int = 0  # then this many with 429 and Retry-After
+    deny: bool = False  # refuse every request with 403 DENIED, for good
     retry_after: str = "1"
     delay: float = 0.0  # seconds added to every request
     drop_uploads: int = 0  # cut this many blob uploads off half-way
@@ -31,7 +33,7 @@ class Faults:
     log: list[str] = field(default_factory=list)
 
 
-class FaultProxy(LocalServer):
+class FaultProxy(FakeServer):
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.faults = Faults()
@@ -70,7 +72,12 @@ class FaultProxy(LocalServer):
             return
         if faults.delay:
             time.sleep(faults.delay)
+            faults.log.append(f"delay {handler.command} {handler.path}")
         body = self._read_body(handler)
+        if applies and faults.deny:
+            faults.log.append(f"403 {handler.command} {handler.path}")
+            self._reply(handler, 403, {}, b'{"errors":[{"code":"DENIED","message":"injected"}]}')
+            return
         if applies and faults.burst_503 > 0:
             faults.burst_503 -= 1
             faults.log.append(f"503 {handler.command} {handler.path}")

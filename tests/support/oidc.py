@@ -1,8 +1,10 @@
 """A local fake of an OIDC issuer (GitHub's token service): discovery and JWKS over HTTP, RSA keys
-made here, and a token minter. It counts JWKS fetches and can be told to fail."""
+made here, and a token minter. It counts JWKS fetches and can be told to fail. Unit tests mint
+with :class:`TokenMinter` alone, without the server."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -12,42 +14,29 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.support.replies import LocalServer, QuietHandler, reply
+from tests.support.fake_server import FakeServer
+from tests.support.replies import QuietHandler, reply
 
 WORKFLOW = "org/builder/.github/workflows/image-builder.yml@refs/heads/main"
 
 
-class FakeIssuer(LocalServer):
-    def __init__(self) -> None:
+def _part(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+
+class TokenMinter:
+    """GitHub-shaped tokens of ``issuer``, signed with an RSA key made here, and the trust policy
+    that names that issuer."""
+
+    kid = "key-1"
+
+    def __init__(self, issuer: str = "https://issuer.invalid") -> None:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.kid = "key-1"
-        self.jwks_fetches = 0
-        self.failing = False
-        fake = self
-
-        class Handler(QuietHandler, BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if fake.failing:
-                    self._send(500, {"error": "down"})
-                elif self.path == "/.well-known/openid-configuration":
-                    self._send(200, {"issuer": fake.issuer, "jwks_uri": f"{fake.issuer}/jwks"})
-                elif self.path == "/jwks":
-                    fake.jwks_fetches += 1
-                    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(fake.key.public_key()))
-                    self._send(
-                        200, {"keys": [{**public, "kid": fake.kid, "use": "sig", "alg": "RS256"}]}
-                    )
-                else:
-                    self._send(404, {})
-
-            def _send(self, status: int, body: object) -> None:
-                reply(self, status, body)
-
-        super().__init__(Handler)
+        self._issuer = issuer
 
     @property
     def issuer(self) -> str:
-        return self.base_url
+        return self._issuer
 
     def claims(self, **overrides: Any) -> dict[str, Any]:
         """GitHub-shaped claims for a push to main of org/app, issued now."""
@@ -73,14 +62,30 @@ class FakeIssuer(LocalServer):
         return {k: v for k, v in claims.items() if v is not None}
 
     def token(
-        self, *, headers: dict[str, Any] | None = None, key: Any = None, **claims: Any
+        self,
+        *,
+        headers: dict[str, Any] | None = None,
+        key: Any = None,
+        algorithm: str | None = None,  # RS256
+        **claims: Any,
     ) -> str:
         return jwt.encode(
             self.claims(**claims),
             key or self.key,
-            algorithm="RS256",
+            algorithm=algorithm or "RS256",
             headers={"kid": self.kid, **(headers or {})},
         )
+
+    def with_header(self, header: dict[str, object]) -> str:
+        """A token whose header PyJWT would not write (an integer kid), signed for real."""
+        signing_input = f"{_part({'alg': 'RS256', 'typ': 'JWT', **header})}.{_part(self.claims())}"
+        signature = jwt.algorithms.RSAAlgorithm(jwt.algorithms.RSAAlgorithm.SHA256).sign(
+            signing_input.encode(), self.key
+        )
+        return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+    def unsigned(self) -> str:
+        return f"{_part({'alg': 'none', 'kid': self.kid})}.{_part(self.claims())}."
 
     def trust_yaml(self, **overrides: str) -> str:
         values = {
@@ -95,7 +100,41 @@ class FakeIssuer(LocalServer):
         return "trust:\n" + "\n".join(lines) + "\n"
 
 
-class TokenEndpoint(LocalServer):
+class FakeIssuer(TokenMinter, FakeServer):
+    """The issuer's discovery document and key set, served; tokens minted by its key."""
+
+    def __init__(self) -> None:
+        TokenMinter.__init__(self)
+        self.jwks_fetches = 0
+        self.failing = False
+        fake = self
+
+        class Handler(QuietHandler, BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if fake.failing:
+                    self._send(500, {"error": "down"})
+                elif self.path == "/.well-known/openid-configuration":
+                    self._send(200, {"issuer": fake.issuer, "jwks_uri": f"{fake.issuer}/jwks"})
+                elif self.path == "/jwks":
+                    fake.jwks_fetches += 1
+                    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(fake.key.public_key()))
+                    self._send(
+                        200, {"keys": [{**public, "kid": fake.kid, "use": "sig", "alg": "RS256"}]}
+                    )
+                else:
+                    self._send(404, {})
+
+            def _send(self, status: int, body: object) -> None:
+                reply(self, status, body)
+
+        FakeServer.__init__(self, Handler)
+
+    @property
+    def issuer(self) -> str:
+        return self.base_url
+
+
+class TokenEndpoint(FakeServer):
     """The runner's token service (``ACTIONS_ID_TOKEN_REQUEST_URL``): answers
     ``{"value": <JWT>}`` for the requested audience, signed by ``issuer``, when the request carries
     the runner's request token."""

@@ -1,13 +1,11 @@
-"""The one way the local fakes answer an HTTP request, and the loopback server they run on."""
+"""The one way the local fakes answer an HTTP request (they run on
+:class:`tests.support.fake_server.FakeServer`)."""
 
 from __future__ import annotations
 
 import json
-import ssl
-import threading
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
+from http.server import BaseHTTPRequestHandler
 
 
 def reply(
@@ -46,37 +44,3 @@ class QuietHandler:
 
     def log_message(self, format: str, *args: object) -> None:
         pass
-
-
-class LocalServer:
-    """A threaded HTTP server on a free loopback port; a fake subclasses it with its handler."""
-
-    def __init__(
-        self,
-        handler: type[BaseHTTPRequestHandler],
-        *,
-        tls: ssl.SSLContext | None = None,
-        port: int = 0,
-    ) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self.server.daemon_threads = True
-        if tls is not None:
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-        self.scheme = "https" if tls is not None else "http"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server.server_address[1]}"
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.scheme}://{self.address}"
-
-    def start(self) -> Self:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

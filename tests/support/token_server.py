@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from tests.support.replies import LocalServer, QuietHandler, reply
+from tests.support.fake_server import FakeServer
+from tests.support.replies import QuietHandler, reply
 
 SERVICE = "test-registry"
 ISSUER = "test-token-service"
@@ -95,7 +96,7 @@ def _everything(user: str, repository: str) -> Iterable[str]:
     return ("pull", "push", "delete", "*")
 
 
-class TokenServer(LocalServer):
+class TokenServer(FakeServer):
     def __init__(
         self,
         users: Mapping[str, str],

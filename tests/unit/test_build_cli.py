@@ -14,12 +14,15 @@ from image_builder.errors import InputError
 from image_builder.plan import parse_build_args
 from tests.conftest import EVENTS
 
+PUSH = {
+    "GITHUB_ACTIONS": "true",
+    "GITHUB_EVENT_NAME": "push",
+    "GITHUB_EVENT_PATH": str(EVENTS / "push.new-branch.json"),
+}
+
 
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("GITHUB_ACTIONS", "true")
-    monkeypatch.setenv("GITHUB_EVENT_NAME", "push")
-    monkeypatch.setenv("GITHUB_EVENT_PATH", str(EVENTS / "push.new-branch.json"))
     ctx = tmp_path / "ctx"
     (ctx / "app").mkdir(parents=True)
     (ctx / "app" / "Dockerfile").write_text("FROM scratch\n")
@@ -81,7 +84,7 @@ def test_refused_before_building(
 ) -> None:
     if "--name" not in argv:
         argv = [*argv, "--name", "team/app"]
-    assert main(["build", *argv]) == 2
+    assert main(["build", *argv], env=PUSH) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert message in captured.err
@@ -89,14 +92,15 @@ def test_refused_before_building(
 
 
 def test_name_is_required(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["build"]) == 2
+    assert main(["build"], env=PUSH) == 2
     assert "the following arguments are required: --name" in capsys.readouterr().err
 
 
 def test_dry_run_prints_the_plan(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         ["build", "--name", "team/app", "--dockerfile", "app/Dockerfile", "--dry-run",
-         "--platform", "linux/arm64,linux/amd64", "--tag", "latest", "--export-tags"]
+         "--platform", "linux/arm64,linux/amd64", "--tag", "latest", "--export-tags"],
+        env=PUSH,
     )  # fmt: skip
     assert code == 0
     plan = json.loads(capsys.readouterr().out)
@@ -109,7 +113,8 @@ def test_dry_run_prints_the_plan(workspace: Path, capsys: pytest.CaptureFixture[
 
 def test_go_spelling_of_build(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
-        ["-name", "team/app", "-dockerfile", "app/Dockerfile", "-export-tags=true", "-dry-run=true", "-tag", "x"]
+        ["-name", "team/app", "-dockerfile", "app/Dockerfile", "-export-tags=true", "-dry-run=true", "-tag", "x"],
+        env=PUSH,
     )  # fmt: skip
     assert code == 0
     plan = json.loads(capsys.readouterr().out)
@@ -141,14 +146,14 @@ TRUST = """trust:
 
 
 def test_bare_build_arg_is_refused_on_the_trusted_side(
-    workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    workspace: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The attack: a caller names a variable of the trusted machine as a bare build argument."""
     (workspace / "config.yaml").write_text(TRUST)
-    monkeypatch.setenv("COSIGN_PASSWORD", "machine-secret-0c1d")
     code = main(
         ["build", "--name", "team/app", "--dockerfile", "app/Dockerfile", "--config",
-         "config.yaml", "--layout-out", "out", "--dry-run", "--build-arg", "COSIGN_PASSWORD"]
+         "config.yaml", "--layout-out", "out", "--dry-run", "--build-arg", "COSIGN_PASSWORD"],
+        env={**PUSH, "COSIGN_PASSWORD": "machine-secret-0c1d"},
     )  # fmt: skip
     captured = capsys.readouterr()
     assert code == 2
@@ -160,12 +165,12 @@ def test_bare_build_arg_is_refused_on_the_trusted_side(
 
 
 def test_bare_build_arg_takes_the_environment_locally(
-    workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    workspace: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("VERSION", "1.2")
     code = main(
         ["build", "--name", "team/app", "--dockerfile", "app/Dockerfile", "--dry-run",
-         "--build-arg", "VERSION"]
+         "--build-arg", "VERSION"],
+        env={**PUSH, "VERSION": "1.2"},
     )  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
@@ -182,7 +187,7 @@ def test_flags_that_carry_secrets_warn_and_name_the_variable(
     workspace: Path, capsys: pytest.CaptureFixture[str], flag: str, variable: str
 ) -> None:
     code = main(["build", "--name", "team/app", "--dockerfile", "app/Dockerfile", "--dry-run",
-                 "--backend", "local", flag, "s3cret-value"])  # fmt: skip
+                 "--backend", "local", flag, "s3cret-value"], env=PUSH)  # fmt: skip
     assert code == 0
     err = capsys.readouterr().err
     assert (
@@ -203,7 +208,7 @@ def test_flags_that_carry_secrets_warn_and_name_the_variable(
 def test_an_unusable_report_path_is_refused_before_any_work(
     tmp_path: Path, where: str, message: str
 ) -> None:
-    from image_builder.commands.build import check_writable
+    from image_builder.commands.outputs import check_writable
 
     (tmp_path / "folder").mkdir()
     path = tmp_path / where

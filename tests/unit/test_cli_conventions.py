@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from image_builder import __version__
-from image_builder.cli import main, translate_legacy_argv
-from image_builder.commands.build import BuildOptions, publish
+from image_builder.cli import console, main
+from image_builder.commands.build import BuildOptions
+from image_builder.commands.outputs import publish_report
 from image_builder.config import parse_config
+from image_builder.go_flags import translate_legacy_argv
 from image_builder.report import BuildReport
 from image_builder.reporter import Reporter
 from image_builder.trust import JwksCache, TokenVerifier
+from tests.conftest import EVENTS
 
 SHA = "1" * 40
 
@@ -37,8 +42,10 @@ def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
+def run(
+    capsys: pytest.CaptureFixture[str], *argv: str, env: Mapping[str, str] | None = None
+) -> tuple[int, str, str]:
+    code = main(list(argv), env=env or {})
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -203,8 +210,8 @@ def test_build_report_path_dash_prints_the_json_alone(tmp_path: Path) -> None:
     report = BuildReport(
         status="Succeeded", pushed=True, signed=False, image_name="team/app", error="##vso[x]"
     )
-    options = BuildOptions(name="team/app", build_report_path=Path("-"))
-    publish(report, options=options, env={}, reporter=Reporter(out=out, err=err, env={}))
+    reporter = Reporter(out=out, err=err, env={})
+    publish_report(report, report_path=Path("-"), env={}, reporter=reporter)
     assert json.loads(out.getvalue()) == json.loads(report.to_json())
     assert len(out.getvalue().splitlines()) == 1  # no marker lines
     assert "##vso[" not in out.getvalue()  # inert in an Azure DevOps log, as the block is
@@ -229,7 +236,7 @@ def test_json_is_the_report_on_stdout(
     argv: list[str], checkout: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen = capture_run_build(monkeypatch)
-    assert main(["build", "--name", "team/app", *argv]) == 0
+    assert main(["build", "--name", "team/app", *argv], env={}) == 0
     assert seen[0].build_report_path == Path("-")
 
 
@@ -277,7 +284,7 @@ def test_sign_build_report_path_dash_writes_no_file(
         return 0
 
     monkeypatch.setattr("image_builder.commands.signing.run_sign", fake)
-    assert main(["sign", "--from-report", "r.json", "--build-report-path", "-"]) == 0
+    assert main(["sign", "--from-report", "r.json", "--build-report-path", "-"], env={}) == 0
     assert seen[0].build_report_path is None  # the report goes to stdout in any case
 
 
@@ -377,6 +384,7 @@ class Issuer:
         self.now = 0.0
         public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.key.public_key()))
         self.jwks = {"keys": [{**public, "kid": "k1", "alg": "ES256", "use": "sig"}]}
+        self.env: dict[str, str] = {}  # the caller's environment, with its token
 
     def answer(self, request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=self.jwks) if self.up else httpx.Response(503)
@@ -403,10 +411,10 @@ class Issuer:
 
 
 @pytest.fixture
-def issuer(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> Issuer:
+def issuer(checkout: Path) -> Issuer:
     (checkout / "trust.yaml").write_text(TRUST)
     fake = Issuer()
-    monkeypatch.setenv("AUTHORIZATION", fake.token())
+    fake.env["AUTHORIZATION"] = fake.token()
     return fake
 
 
@@ -415,7 +423,7 @@ def test_unreachable_keys_are_one_error_with_the_reason(
 ) -> None:
     issuer.up = False
     monkeypatch.setattr("image_builder.trust.make_verifier", lambda trust: issuer.verifier())
-    assert run(capsys, "verify-token", "--config", "trust.yaml") == (
+    assert run(capsys, "verify-token", "--config", "trust.yaml", env=issuer.env) == (
         2,
         "",
         f"error: cannot fetch the signing keys of {ISSUER} ({ISSUER}/jwks answered 503), and "
@@ -441,9 +449,9 @@ def test_a_library_warning_shows_once_in_the_reporters_form(
     verifier.verify(issuer.token())  # the key set is cached
     issuer.up, issuer.now = False, 700.0  # stale, and the issuer is down: the cached set serves
     monkeypatch.setattr("image_builder.trust.make_verifier", lambda trust: verifier)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    code, out, err = run(capsys, "verify-token", "--config", "trust.yaml")
+    code, out, err = run(
+        capsys, "verify-token", "--config", "trust.yaml", env={**issuer.env, **env}
+    )
     assert code == 0
     assert json.loads(out)["repository"] == "org/app"
     shown = [row for row in err.splitlines() if not row.startswith("::add-mask::")]
@@ -456,14 +464,14 @@ def test_a_library_warning_shows_once_in_the_reporters_form(
 def test_build_reads_a_config_from_stdin_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``build`` reads the config to choose its backend and again to build; stdin can be read
-    only once, so both must see the same text."""
+    """Standard input can be read only once: ``build`` reads the config once, and both the
+    choice of backend and the build see that text."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "HEAD").write_text("1" * 40 + "\n")
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     monkeypatch.setattr("sys.stdin", io.StringIO("registry: ghcr.io/acme\n"))
-    code = main(["build", "--name", "team/app", "--config", "-", "--dry-run"])
+    code = main(["build", "--name", "team/app", "--config", "-", "--dry-run"], env={})
     out, err = capsys.readouterr()
     assert (code, err) == (0, "")
     assert json.loads(out)["registries"] == ["ghcr.io/acme"]
@@ -474,7 +482,7 @@ def test_an_empty_stdin_config_is_refused(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
-    code = main(["tags", "--config", "-"])
+    code = main(["tags", "--config", "-"], env={})
     assert (code, capsys.readouterr().err) == (
         2,
         "error: standard input holds no config (it is empty, or was read already); pipe "
@@ -486,7 +494,7 @@ def test_an_empty_stdin_config_is_refused(
 def test_a_discovery_document_that_is_no_object_is_refused_in_words(document: object) -> None:
     """It used to end as an internal error (``'list' object has no attribute 'get'``)."""
     from image_builder.config import TrustedIssuer
-    from image_builder.trust import TrustError
+    from image_builder.errors import TrustError
 
     policy = TrustedIssuer.model_validate(
         {
@@ -521,3 +529,33 @@ def test_tool_detail_lines_go_to_the_log_and_show_only_with_debug(verbose: bool)
     assert log.getvalue().splitlines() == lines
     assert err.getvalue().splitlines() == (lines if verbose else [])
     assert out.getvalue() == ""
+
+
+# --- the environment ----------------------------------------------------------------------------
+
+
+def test_main_reads_the_environment_it_is_given_and_leaves_the_process_alone(
+    checkout: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The process says "a pull request on GitHub"; the mapping passed in says nothing: a laptop.
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_EVENT_NAME", "pull_request")
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(EVENTS / "pull_request.opened.json"))
+    monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS", raising=False)
+    before = dict(os.environ)
+    code, out, err = run(capsys, "tags", "--tag", "edge", env={"TZ": "UTC"})
+    assert (code, err) == (0, "")
+    values = [tag["value"] for tag in json.loads(out)]
+    assert values[0] == "edge"
+    assert values[1].endswith("-11111111")  # the checkout's commit, not PR-2
+    assert dict(os.environ) == before
+
+
+def test_the_console_entry_switches_pydantic_plugins_off_for_the_process(
+    checkout: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS", raising=False)
+    monkeypatch.setattr(sys, "argv", ["image-builder", "tags", "--tag", "edge"])
+    assert console() == 0
+    assert os.environ["PYDANTIC_DISABLE_PLUGINS"] == "__all__"
+    assert json.loads(capsys.readouterr().out)[0] == {"name": "edge", "value": "edge"}

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from image_builder.cli import build_parser, main, translate_legacy_argv
+from image_builder.cli import main
+from image_builder.cli_parser import build_parser
+from image_builder.go_flags import translate_legacy_argv
 from tests.conftest import DATA, EVENTS
 
 GO_CONFIG = str(DATA / "config" / "go-tool.yaml")
@@ -26,19 +29,20 @@ def _in_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run(
-    capsys: pytest.CaptureFixture[str], *argv: str
+    capsys: pytest.CaptureFixture[str], *argv: str, env: Mapping[str, str] | None = None
 ) -> tuple[int, list[dict[str, str]] | None, str]:
-    code = main(list(argv))
+    code = main(list(argv), env=env or {})
     captured = capsys.readouterr()
     return code, json.loads(captured.out) if captured.out.strip() else None, captured.err
 
 
-def set_github(monkeypatch: pytest.MonkeyPatch, event: str, payload: str, **extra: str) -> None:
-    monkeypatch.setenv("GITHUB_ACTIONS", "true")
-    monkeypatch.setenv("GITHUB_EVENT_NAME", event)
-    monkeypatch.setenv("GITHUB_EVENT_PATH", str(EVENTS / payload))
-    for key, value in extra.items():
-        monkeypatch.setenv(key, value)
+def github(event: str, payload: str, **extra: str) -> dict[str, str]:
+    return {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_EVENT_NAME": event,
+        "GITHUB_EVENT_PATH": str(EVENTS / payload),
+        **extra,
+    }
 
 
 USER_TAGS = ("--tag", "latest", "--tag", "commit={{ .ShortSHA }}")
@@ -96,14 +100,15 @@ def test_github_events(
     payload: str,
     extra: dict[str, str],
     expected: list[tuple[str, str]],
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
     """``latest`` only where a release of the default branch (master in these payloads) moves it;
     pull-request and merge-group builds drop it with a notice."""
-    set_github(monkeypatch, event, payload, **extra)
-    code, tags, err = run(capsys, "tags", "--config", GO_CONFIG, "--context", ".", *USER_TAGS)
+    env = github(event, payload, **extra)
+    code, tags, err = run(
+        capsys, "tags", "--config", GO_CONFIG, "--context", ".", *USER_TAGS, env=env
+    )
     release = expected[0][0] == "latest"
     job = "merge_group" if event == "merge_group" else "presubmit"
     notice = (
@@ -128,19 +133,17 @@ def test_github_events(
 def test_azure_devops(
     env: dict[str, str],
     expected_default: str,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    for key, value in {
+    azure = {
         "BUILD_BUILDID": "9",
         "REPO_OWNER": "kyma-project",
         "REPO_NAME": "test-infra",
         "PULL_BASE_SHA": "a" * 40,
         **env,
-    }.items():
-        monkeypatch.setenv(key, value)
-    code, tags, _ = run(capsys, "tags", "--context", ".", "--tag", "latest")
+    }
+    code, tags, _ = run(capsys, "tags", "--context", ".", "--tag", "latest", env=azure)
     assert code == 0
     assert pairs(tags) == [
         *([("latest", "latest")] if env["JOB_TYPE"] == "postsubmit" else []),
@@ -158,18 +161,16 @@ def test_azure_devops(
 def test_jenkins(
     env: dict[str, str],
     expected_default: str,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    for key, value in {
+    jenkins = {
         "JENKINS_HOME": "/var/lib/jenkins",
         "GIT_URL": "https://github.com/acme/widgets.git",
         "GIT_COMMIT": "c" * 40,
         **env,
-    }.items():
-        monkeypatch.setenv(key, value)
-    code, tags, _ = run(capsys, "tags", "--context", ".", "--tag", "x={{ .ShortSHA }}")
+    }
+    code, tags, _ = run(capsys, "tags", "--context", ".", "--tag", "x={{ .ShortSHA }}", env=jenkins)
     assert code == 0
     assert pairs(tags) == [
         ("x", "cccccccc"),
@@ -177,16 +178,17 @@ def test_jenkins(
     ]
 
 
-def test_env_file_and_tag_template_env(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    set_github(monkeypatch, "pull_request", "pull_request.opened.json")
+def test_env_file_and_tag_template_env(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    env = github(
+        "pull_request",
+        "pull_request.opened.json",
+        BUILD_NUMBER="88",
+        CHANNEL="stable",  # allowed and set: the env file does not override it
+    )
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "envs").write_text("VERSION=1.4\nCHANNEL=beta\n")
     config = tmp_path / "config.yaml"
     config.write_text("tag-template-env: [BUILD_NUMBER, VERSION, CHANNEL]\n")
-    monkeypatch.setenv("BUILD_NUMBER", "88")
-    monkeypatch.setenv("CHANNEL", "stable")  # allowed and set: the env file does not override it
     code, tags, _ = run(
         capsys,
         "tags",
@@ -195,22 +197,22 @@ def test_env_file_and_tag_template_env(
         "--dockerfile", "app/Dockerfile",
         "--env-file", "envs",
         "--tag", 'v={{ .Env "VERSION" }}-{{ .Env "CHANNEL" }}-{{ .Env "BUILD_NUMBER" }}',
+        env=env,
     )  # fmt: skip
     assert code == 0
     assert pairs(tags) == [("v", "1.4-stable-88"), ("default_tag", "PR-2")]
 
 
 def test_an_env_file_cannot_make_a_secret_readable_by_a_template(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """The attack: the repository's env file lists COSIGN_PASSWORD, and a tag template reads it,
     which used to hand the machine's password to the caller's tag."""
-    set_github(monkeypatch, "pull_request", "pull_request.opened.json")
+    env = github("pull_request", "pull_request.opened.json", COSIGN_PASSWORD="machine-secret-3b7e")
     (tmp_path / "envs").write_text("COSIGN_PASSWORD=x\n")
-    monkeypatch.setenv("COSIGN_PASSWORD", "machine-secret-3b7e")
     code, tags, err = run(
         capsys, "tags", "--context", ".", "--env-file", "envs",
-        "--tag", 'leak={{ .Env "COSIGN_PASSWORD" }}',
+        "--tag", 'leak={{ .Env "COSIGN_PASSWORD" }}', env=env,
     )  # fmt: skip
     assert (code, tags) == (2, None)
     assert "machine-secret-3b7e" not in err
@@ -221,15 +223,13 @@ def test_an_env_file_cannot_make_a_secret_readable_by_a_template(
     )
 
 
-def test_tag_base64_and_output_file(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    set_github(monkeypatch, "pull_request", "pull_request.opened.json")
+def test_tag_base64_and_output_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    env = github("pull_request", "pull_request.opened.json")
     encoded = base64.b64encode(b"one=1,two=2").decode()
     out = tmp_path / "tags.json"
     code, tags, _ = run(
         capsys, "tags", "--context", ".", "--tag-base64", encoded,
-        "--tags-output-file", str(out),
+        "--tags-output-file", str(out), env=env,
     )  # fmt: skip
     assert code == 0
     assert pairs(tags) == [("one", "1"), ("two", "2"), ("default_tag", "PR-2")]
@@ -237,12 +237,10 @@ def test_tag_base64_and_output_file(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tags.json")] == []
 
 
-def test_go_tool_spellings(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def test_go_tool_spellings(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """Go's parse-tags-only command line, build flags included: they are accepted and ignored;
     the JSON is Go's (validation, the default tag last) and goes to the output file too."""
-    set_github(monkeypatch, "pull_request", "pull_request.opened.json")
+    env = github("pull_request", "pull_request.opened.json")
     out = tmp_path / "generated-tags.json"
     code, tags, err = run(
         capsys,
@@ -251,7 +249,7 @@ def test_go_tool_spellings(
         "-log-dir", str(tmp_path / "logs"), "--silent", "--platform", "linux/arm64",
         "--build-arg=A=1", "--export-tags=true", "--target=", "--use-restricted-registry=false",
         "--use-go-internal-sap-modules", "--oidc-token=not-needed", "--dry-run",
-        f"--tags-output-file={out}",
+        f"--tags-output-file={out}", env=env,
     )  # fmt: skip
     assert (code, err) == (0, "")
     assert tags == [
@@ -368,9 +366,7 @@ def test_refusals_exit_2_with_one_line(
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".git").mkdir()  # a checkout with a commit, so only the tested problem remains
     (tmp_path / ".git" / "HEAD").write_text("1" * 40 + "\n")
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    code, tags, err = run(capsys, *argv)
+    code, tags, err = run(capsys, *argv, env=env)
     assert code == 2
     assert tags is None
     assert message in err
@@ -395,8 +391,8 @@ def test_no_colour_off_a_tty_and_github_annotations(
     _, _, plain = run(capsys, "tags", "--tag", "{{ .Nope }}")
     assert plain.startswith("error: ")
     assert "\x1b[" not in plain
-    set_github(monkeypatch, "pull_request", "pull_request.opened.json")
-    _, _, annotated = run(capsys, "tags", "--tag", "{{ .Nope }}")
+    env = github("pull_request", "pull_request.opened.json")
+    _, _, annotated = run(capsys, "tags", "--tag", "{{ .Nope }}", env=env)
     assert annotated.startswith("::error::tag template '{{ .Nope }}'")
 
 
@@ -416,7 +412,7 @@ def commands(parser: object) -> list[list[str]]:
 
 @pytest.mark.parametrize("path", [[], *commands(build_parser())])
 def test_every_help_shows_an_example(path: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([*path, "--help"]) == 0
+    assert main([*path, "--help"], env={}) == 0
     out = capsys.readouterr().out
     assert "example" in out
     assert "image-builder " + " ".join(path) in out
@@ -425,7 +421,7 @@ def test_every_help_shows_an_example(path: list[str], capsys: pytest.CaptureFixt
 def test_double_dash_tag_value_is_refused_not_a_crash(capsys: pytest.CaptureFixture[str]) -> None:
     """Defect found by hypothesis: argparse turns ``--tag=--`` into a list, which crashed the
     tag parser with a TypeError instead of a one-line refusal."""
-    assert main(["tags", "--tag=--"]) == 2
+    assert main(["tags", "--tag=--"], env={}) == 2
     assert (
         capsys.readouterr().err.strip()
         == "error: argument --tag: [] is not a value; pass --tag=VALUE"

@@ -11,6 +11,8 @@ from image_builder.cli import main
 from image_builder.config import (
     DEFAULT_REGISTRY,
     Config,
+    NotarySecret,
+    NotarySignerConfig,
     load_config,
     parse_config,
 )
@@ -33,7 +35,8 @@ def test_go_tool_config_loads_unchanged() -> None:
     assert signer.name == "signify-prod"
     assert signer.type == "notary"
     assert signer.job_type == ("postsubmit",)
-    assert signer.config["secret"] == {"path": "/secret/secret.json", "type": "signify"}
+    assert isinstance(signer, NotarySignerConfig)
+    assert signer.config.secret == NotarySecret(path="/secret/secret.json", type="signify")
     assert config.sign_config.enabled_signers == {"*": ("signify-prod",)}
     ado = config.ado_config
     assert ado is not None
@@ -98,7 +101,8 @@ def test_older_tag_template_key_becomes_default_commit_tag() -> None:
             "unknown key 'cache.cache-rep'; did you mean 'cache.cache-repo'?",
         ),
         (
-            "sign-config:\n  signers:\n    - name: a\n      type: notary\n      jobtype: [postsubmit]",
+            "sign-config:\n  signers:\n    - name: a\n      type: notary\n      jobtype: [postsubmit]\n"
+            "      config: {endpoint: 'https://s.example/sign', secret: {path: p}}",
             "unknown key 'sign-config.signers[0].jobtype'; did you mean 'sign-config.signers[0].job-type'?",
         ),
         (
@@ -155,7 +159,31 @@ def test_older_tag_template_key_becomes_default_commit_tag() -> None:
             "'sign-config.signers[0].type': expected 'notary' or 'cosign'; got 'gpg'",
         ),
         (
-            "sign-config:\n  signers:\n    - name: a\n      type: notary\n      job-type: [nightly]",
+            "sign-config:\n  signers:\n    - name: a\n      type: [notary]",
+            "'sign-config.signers[0].type': expected 'notary' or 'cosign'; got a list",
+        ),
+        (
+            "sign-config:\n  signers:\n    - name: a",
+            "'sign-config.signers[0].type' is required, e.g. type: notary",
+        ),
+        (
+            "sign-config:\n  signers:\n    - name: a\n      type: cosign",
+            "'sign-config.signers[0].config' is required, e.g. config: "
+            "{private-key: /secret/cosign.key, password-env: COSIGN_PASSWORD}",
+        ),
+        (
+            "sign-config:\n  signers:\n    - name: a\n      type: cosign\n"
+            "      config: {private-key: k, secret: {path: p}}",
+            "unknown key 'sign-config.signers[0].config.secret'; known keys under "
+            "'sign-config.signers[0].config': private-key, password-env",
+        ),
+        (
+            "sign-config:\n  signers: [notary]",
+            "'sign-config.signers[0]': expected a mapping of keys; got 'notary'",
+        ),
+        (
+            "sign-config:\n  signers:\n    - name: a\n      type: notary\n      job-type: [nightly]\n"
+            "      config: {endpoint: 'https://s.example/sign', secret: {path: p}}",
             "'sign-config.signers[0].job-type[0]': expected 'presubmit', 'postsubmit', "
             "'merge_group', 'workflow_dispatch' or 'schedule'; got 'nightly'",
         ),

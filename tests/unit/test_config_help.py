@@ -12,13 +12,9 @@ from hypothesis import strategies as st
 from pydantic import AnyUrl, BaseModel, ConfigDict, Field, ValidationError
 
 from image_builder.cli import main
-from image_builder.config import (
-    Config,
-    describe_validation_error,
-    describe_validation_errors,
-    parse_config,
-)
+from image_builder.config import Config, CosignSignerConfig, parse_config
 from image_builder.errors import ConfigError
+from image_builder.validation import describe_validation_error, describe_validation_errors
 
 
 def _schema(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -76,23 +72,40 @@ def test_the_walk_finds_an_undocumented_key() -> None:
     assert _undocumented(schema) == ["A.b: examples"]
 
 
-def test_the_schema_shows_editors_both_forms_of_a_signers_config(
+def test_the_schema_shows_editors_both_forms_of_a_signer(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """Editors pick the form by the signer's type, and offer that form's config keys."""
     schema = _schema(capsys)
-    config = schema["$defs"]["SignerConfig"]["properties"]["config"]
-    assert config["anyOf"] == [{"$ref": "#/$defs/NotaryConfig"}, {"$ref": "#/$defs/CosignConfig"}]
-    assert "NotaryConfig" in config["description"]
-    assert "CosignConfig" in config["description"]
+    signers = schema["$defs"]["SignConfig"]["properties"]["signers"]["items"]
+    assert signers["discriminator"]["propertyName"] == "type"
+    assert signers["oneOf"] == [
+        {"$ref": "#/$defs/NotarySignerConfig"},
+        {"$ref": "#/$defs/CosignSignerConfig"},
+    ]
+    notary = schema["$defs"]["NotarySignerConfig"]["properties"]
+    cosign = schema["$defs"]["CosignSignerConfig"]["properties"]
+    assert notary["type"]["const"] == "notary"
+    assert notary["config"]["$ref"] == "#/$defs/NotaryConfig"
+    assert cosign["type"]["const"] == "cosign"
+    assert cosign["config"]["$ref"] == "#/$defs/CosignConfig"
     assert schema["$defs"]["CosignConfig"]["properties"]["private-key"]["type"] == "string"
     registry = schema["properties"]["registry"]
     assert registry["examples"] == [["ghcr.io/my-org", "europe-docker.pkg.dev/proj/images"]]
 
 
-def test_the_signer_config_schema_changes_no_validation() -> None:
-    """A config dict of the other type is still checked against its own type's model."""
+def test_a_signers_config_is_read_as_its_types_settings() -> None:
+    """The type picks the form, once, when the file is read: the other form's keys are unknown."""
     text = "sign-config:\n  signers:\n    - {name: s, type: cosign, config: {private-key: k}}\n"
-    assert parse_config(text).sign_config.signers[0].cosign().private_key == "k"
+    signer = parse_config(text).sign_config.signers[0]
+    assert isinstance(signer, CosignSignerConfig)
+    assert signer.config.private_key == "k"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text.replace("private-key: k", "private-key: k, endpoint: 'https://x'"))
+    assert str(caught.value) == (
+        "config.yaml: unknown key 'sign-config.signers[0].config.endpoint'; known keys under "
+        "'sign-config.signers[0].config': private-key, password-env"
+    )
 
 
 class _Inner(BaseModel):

@@ -7,15 +7,12 @@ from pathlib import Path
 import pytest
 
 from image_builder.engines.buildah import (
-    BuildahEngine,
-    _effective_registries_conf,
+    check_emulation,
     choose_storage_driver,
+    effective_registries_conf,
 )
 from image_builder.errors import ToolMissingError
-from image_builder.sandbox import BuildAccount
-from tests.unit.test_plan import plan
-
-ACCOUNT = BuildAccount(name="builder", uid=1000, gid=1000, dedicated=True)
+from tests.support.plans import plan
 
 
 def test_storage_driver(tmp_path: Path) -> None:
@@ -33,11 +30,11 @@ def test_storage_driver(tmp_path: Path) -> None:
 def test_registries_conf_keeps_the_main_file(tmp_path: Path) -> None:
     main = tmp_path / "registries.conf"
     main.write_text('unqualified-search-registries = ["docker.io"]')
-    assert _effective_registries_conf({"CONTAINERS_REGISTRIES_CONF": str(main)}) == (
+    assert effective_registries_conf({"CONTAINERS_REGISTRIES_CONF": str(main)}) == (
         'unqualified-search-registries = ["docker.io"]\n'
     )
     main.write_text('[registries.search]\nregistries = ["docker.io"]\n')
-    assert _effective_registries_conf({"CONTAINERS_REGISTRIES_CONF": str(main)}) == ""
+    assert effective_registries_conf({"CONTAINERS_REGISTRIES_CONF": str(main)}) == ""
 
 
 def test_foreign_run_steps_need_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,11 +42,8 @@ def test_foreign_run_steps_need_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyP
     dockerfile.write_text("FROM scratch\nRUN true\n")
     monkeypatch.setenv("PATH", str(tmp_path))  # no qemu-aarch64-static here
     built = plan(platforms=("linux/amd64", "linux/arm64"), dockerfile=dockerfile)
-    engine = BuildahEngine(
-        env={}, host_platform="linux/amd64", accounts=[ACCOUNT], binfmt_dir=tmp_path
-    )
     with pytest.raises(ToolMissingError) as caught:
-        engine._check_emulation(built)
+        check_emulation(built, host_platform="linux/amd64", binfmt_dir=tmp_path)
     assert str(caught.value) == (
         "building linux/arm64 on a linux/amd64 host runs RUN steps under emulation, but "
         "qemu-aarch64-static is missing; install it with "
@@ -59,9 +53,9 @@ def test_foreign_run_steps_need_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyP
     qemu.write_text("#!/bin/sh\n")
     qemu.chmod(0o755)
     with pytest.raises(ToolMissingError, match="needs the binfmt_misc handler qemu-aarch64"):
-        engine._check_emulation(built)
+        check_emulation(built, host_platform="linux/amd64", binfmt_dir=tmp_path)
     (tmp_path / "qemu-aarch64").write_text("enabled\n")
-    engine._check_emulation(built)  # now complete
+    check_emulation(built, host_platform="linux/amd64", binfmt_dir=tmp_path)  # now complete
 
 
 def test_copy_only_foreign_builds_need_no_qemu(
@@ -71,6 +65,4 @@ def test_copy_only_foreign_builds_need_no_qemu(
     dockerfile.write_text("FROM scratch\nCOPY a /a\n")
     monkeypatch.setenv("PATH", str(tmp_path))
     built = plan(platforms=("linux/arm64",), dockerfile=dockerfile)
-    BuildahEngine(
-        env={}, host_platform="linux/amd64", accounts=[ACCOUNT], binfmt_dir=tmp_path
-    )._check_emulation(built)
+    check_emulation(built, host_platform="linux/amd64", binfmt_dir=tmp_path)

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from image_builder.cli import build_parser, main, translate_legacy_argv
+from image_builder.cli import main
+from image_builder.cli_parser import build_parser
+from image_builder.go_flags import translate_legacy_argv
 
 ADO_CONFIG = """\
 ado-config:
@@ -43,16 +45,9 @@ def today() -> str:
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
-    for key in ("GITHUB_ACTIONS", "BUILD_BUILDID", "JENKINS_HOME", "AUTHORIZATION"):
-        monkeypatch.delenv(key, raising=False)
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     (tmp_path / "config.yaml").write_text(ADO_CONFIG + GO_TAGS_CONFIG)
     return tmp_path
-
-
-def set_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
 
 
 def payload(tmp_path: Path, name: str, data: dict[str, Any]) -> str:
@@ -65,11 +60,12 @@ def repository(owner: str) -> dict[str, Any]:
     return {"name": "test-infra", "owner": {"login": owner}}
 
 
-def dry_run(capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, str]:
+def dry_run(capsys: pytest.CaptureFixture[str], env: dict[str, str], *extra: str) -> dict[str, str]:
     """The Go command line with --dry-run: the parameters the pipeline would get."""
     code = main(
         ["--name=test-image", "--context=.", "--dockerfile=Dockerfile", "--config=config.yaml",
-         "--dry-run", *extra]
+         "--dry-run", *extra],
+        env=env,
     )  # fmt: skip
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -215,13 +211,12 @@ def test_every_git_state_case_runs(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("case", CASE_NAMES)
 def test_template_parameters_per_ci_match_the_go_tool(
-    case: str, workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    case: str, workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """LoadGitStateConfig's cases, through prepareADOTemplateParameters: byte-identical, and
     --dry-run needs neither token nor credentials."""
     _, env, expected = next(c for c in git_state_cases(workdir) if c[0] == case)
-    set_env(monkeypatch, env)
-    assert dry_run(capsys) == {**BASE, **expected, "Platforms": PLATFORMS}
+    assert dry_run(capsys, env) == {**BASE, **expected, "Platforms": PLATFORMS}
 
 
 @pytest.mark.parametrize(
@@ -253,23 +248,21 @@ def test_template_parameters_from_flags_match_the_go_tool(
     flags: list[str],
     expected: dict[str, str],
     workdir: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """prepareADOTemplateParameters' own cases (with a real CI context: Go's cases leave the
     repository and commit empty, which our client refuses before any call)."""
     _, env, git = git_state_cases(workdir)[1]  # a push
-    set_env(monkeypatch, env)
-    assert dry_run(capsys, *flags) == {**BASE, **git, "Platforms": PLATFORMS, **expected}
+    assert dry_run(capsys, env, *flags) == {**BASE, **git, "Platforms": PLATFORMS, **expected}
 
 
 def test_an_empty_repository_is_refused_before_any_call(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Go sends RepoName "" when its git state is empty and lets the pipeline fail; we refuse."""
-    set_env(monkeypatch, {"BUILD_BUILDID": "1", "REPO_NAME": "", "REPO_OWNER": "o",
-                          "JOB_TYPE": "postsubmit", "PULL_BASE_SHA": "abcd"})  # fmt: skip
-    code = main(["--name=test-image", "--config=config.yaml", "--dry-run"])
+    env = {"BUILD_BUILDID": "1", "REPO_NAME": "", "REPO_OWNER": "o", "JOB_TYPE": "postsubmit",
+           "PULL_BASE_SHA": "abcd"}  # fmt: skip
+    code = main(["--name=test-image", "--config=config.yaml", "--dry-run"], env=env)
     assert code == 2
     assert (
         capsys.readouterr()
@@ -352,14 +345,13 @@ def test_parse_tags_only_matches_the_go_tool(
     flags: list[str],
     expected: list[dict[str, str]],
     workdir: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    set_env(monkeypatch, env)
     (workdir / "tags.yaml").write_text(GO_TAGS_CONFIG)
     code = main(
         ["--parse-tags-only", "--config=tags.yaml", "--context=.", "--dockerfile=Dockerfile",
-         "--tags-output-file=tags.json", *flags]
+         "--tags-output-file=tags.json", *flags],
+        env=env,
     )  # fmt: skip
     out, err = capsys.readouterr()
     assert (code, err) == (0, "")
@@ -368,12 +360,12 @@ def test_parse_tags_only_matches_the_go_tool(
 
 
 def test_get_tags_custom_template_and_env(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """getTags "custom template, additional fields, env variable". .Env reads only what config
     lists in tag-template-env (Go read any variable of the machine)."""
     sha = "da39a3ee5e6b4b0d3255bfef95601890afd80709"
-    set_env(monkeypatch, {**ADO_COMMIT, "PULL_BASE_SHA": sha, "CUSTOM_ENV": "customEnvValue"})
+    env = {**ADO_COMMIT, "PULL_BASE_SHA": sha, "CUSTOM_ENV": "customEnvValue"}
     (workdir / "tags.yaml").write_text(
         "default-commit-tag: {name: TagTemplate, value: '{{ .ShortSHA }}'}\n"
         "tag-template-env: [CUSTOM_ENV]\n"
@@ -381,7 +373,8 @@ def test_get_tags_custom_template_and_env(
     code = main(
         ["--parse-tags-only", "--config=tags.yaml", "--tags-output-file=", "--tag=latest",
          "--tag=Test=cookie", "--tag=AnotherTest={{ .CommitSHA }}",
-         '--tag=TestEnv={{ .Env "CUSTOM_ENV" }}']
+         '--tag=TestEnv={{ .Env "CUSTOM_ENV" }}'],
+        env=env,
     )  # fmt: skip
     out, err = capsys.readouterr()
     assert (code, err) == (0, "")
@@ -414,12 +407,10 @@ def test_parse_tags_refusals_are_exit_2(
     flags: list[str],
     message: str,
     workdir: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Go exits 1 for these; ours are bad input, exit 2, one line."""
-    set_env(monkeypatch, ADO_PR)
-    code = main(["--parse-tags-only", "--context=.", *flags])
+    code = main(["--parse-tags-only", "--context=.", *flags], env=ADO_PR)
     err = capsys.readouterr().err
     assert code == 2
     assert message in err
@@ -459,7 +450,7 @@ def test_go_flag_table() -> None:
 
 def test_go_unknown_flag_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     """Go's "unknown flag, fail"; ours is exit 2 with the flag named."""
-    assert main(["--name=x", "--unknown-flag=asdasd"]) == 2
+    assert main(["--name=x", "--unknown-flag=asdasd"], env={}) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: unrecognized argument --unknown-flag; see 'image-builder build --help'"
     assert len(err.splitlines()) == 1
@@ -497,23 +488,19 @@ def test_go_config_leniency(tmp_path: Path) -> None:
     )
 
 
-def test_config_notices_are_warnings(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    set_env(monkeypatch, ADO_COMMIT)
+def test_config_notices_are_warnings(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (workdir / "tags.yaml").write_text("kaniko-config: {}\n")
-    assert main(["--parse-tags-only", "--config=tags.yaml", "--tags-output-file="]) == 0
+    argv = ["--parse-tags-only", "--config=tags.yaml", "--tags-output-file="]
+    assert main(argv, env=ADO_COMMIT) == 0
     err = capsys.readouterr().err
     assert "##vso[task.logissue type=warning]tags.yaml: key 'kaniko-config' means nothing" in err
 
 
-def test_tags_output_file_in_build_mode(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    set_env(monkeypatch, ADO_COMMIT)
+def test_tags_output_file_in_build_mode(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (workdir / "tags.yaml").write_text(GO_TAGS_CONFIG)
     code = main(["--name=app", "--config=tags.yaml", "--tag=a=latest", "--tag=b=latest",
-                 "--tags-output-file=out.json", "--export-tags", "--dry-run"])  # fmt: skip
+                 "--tags-output-file=out.json", "--export-tags", "--dry-run"],
+                env=ADO_COMMIT)  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
     assert json.loads((workdir / "out.json").read_text()) == [
@@ -527,10 +514,11 @@ def test_tags_output_file_in_build_mode(
 
 
 def test_ado_state_output_in_sign_only_mode(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The Go tool's exact variable line, false when signing fails (here: nothing to sign)."""
-    code = main(["--sign-only", "--ado-state-output", "--name=ignored", "--images-to-sign="])
+    argv = ["--sign-only", "--ado-state-output", "--name=ignored", "--images-to-sign="]
+    code = main(argv, env={})
     out, err = capsys.readouterr()
     assert code == 2
     assert out == (
@@ -563,7 +551,7 @@ def test_log_dir_that_cannot_be_written_is_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "file").write_text("")
-    assert main(["--parse-tags-only", f"--log-dir={tmp_path / 'file'}"]) == 2
+    assert main(["--parse-tags-only", f"--log-dir={tmp_path / 'file'}"], env={}) == 2
     assert "cannot write the log to --log-dir" in capsys.readouterr().err
 
 
@@ -587,17 +575,17 @@ def test_log_dir_that_cannot_be_written_is_exit_2(
 def test_action_takes_the_go_input_names(
     inputs: dict[str, str], name: str | None, message: str | None
 ) -> None:
+    from image_builder.commands.github import action_build
     from image_builder.errors import InputError
-    from image_builder.github_actions import action_options
 
     env = {**inputs, "IB_INPUT_USE_GO_INTERNAL_SAP_MODULES": "true", "IB_INPUT_OIDC_TOKEN": "t"}
     if message is not None:
         with pytest.raises(InputError) as caught:
-            action_options(env)
+            action_build(env)
         assert str(caught.value) == message
         assert caught.value.exit_code == 2
         return
-    options, _, _ = action_options(env)
+    options = action_build(env).options
     assert (options.name, options.use_go_internal_sap_modules, options.oidc_token) == (
         name,
         True,
@@ -632,22 +620,20 @@ def test_go_command_line_refusals(
     env: dict[str, str],
     message: str,
     workdir: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    set_env(monkeypatch, env)
-    assert main(argv) == 2
+    assert main(argv, env=env) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith(message), err
     assert len(err.splitlines()) == 1
 
 
 def test_postsubmit_ignores_pull_pull_sha_as_go_did(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An Azure DevOps job passes `$(PULL_PULL_SHA)` unexpanded outside pull requests."""
-    set_env(monkeypatch, {**ADO_COMMIT, "PULL_PULL_SHA": "$(PULL_PULL_SHA)"})
-    assert dry_run(capsys)["PullBaseSHA"] == "abcdef123456"
+    env = {**ADO_COMMIT, "PULL_PULL_SHA": "$(PULL_PULL_SHA)"}
+    assert dry_run(capsys, env)["PullBaseSHA"] == "abcdef123456"
 
 
 def test_our_global_flags_before_a_subcommand_and_go_precedence() -> None:
@@ -665,7 +651,8 @@ def test_our_global_flags_before_a_subcommand_and_go_precedence() -> None:
 def test_go_debug_spellings_turn_debug_on(
     flag: str, workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([flag, "--parse-tags-only", "--tag={{ .Nope }}", "--tags-output-file="]) == 2
+    argv = [flag, "--parse-tags-only", "--tag={{ .Nope }}", "--tags-output-file="]
+    assert main(argv, env={}) == 2
     assert "Traceback" in capsys.readouterr().err
 
 

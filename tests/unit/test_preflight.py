@@ -9,30 +9,18 @@ import io
 import httpx
 import pytest
 
-from image_builder import proc
 from image_builder.backends.local import execute
 from image_builder.dockerfile import DockerfileSyntaxError
-from image_builder.engines import BuiltImage
-from image_builder.http import RetryPolicy
 from image_builder.plan import BuildPlan
 from image_builder.registry import RegistryClient
 from image_builder.report import BuildReport
 from image_builder.reporter import Reporter
-from tests.unit.test_plan import plan
-from tests.unit.test_publish import DIGEST, THREE, FakeEngine, FakePublisher, MemoryRegistry
+from tests.support.fakes import DIGEST, THREE, FakeEngine, FakePublisher, MemoryRegistry
+from tests.support.mock_registry import RETRY_AT_ONCE, mock_registry
+from tests.support.plans import plan
 
 DOWN = "b.example:5000"
 MESSAGE = f"registry {DOWN} is unreachable (connection refused); check registry in config.yaml"
-
-
-class CountingEngine(FakeEngine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.builds = 0
-
-    def build(self, plan: BuildPlan) -> BuiltImage:
-        self.builds += 1
-        return super().build(plan)
 
 
 def client(memory: MemoryRegistry, down: str = DOWN) -> RegistryClient:
@@ -41,17 +29,7 @@ def client(memory: MemoryRegistry, down: str = DOWN) -> RegistryClient:
             raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
         return memory(request)
 
-    return RegistryClient(
-        http=httpx.Client(transport=httpx.MockTransport(transport)),
-        credentials=lambda host: None,
-        plain_http=lambda host: True,
-        retry=RetryPolicy(attempts=None, base_delay=0.0, max_delay=0.0, budget=5.0),
-    )
-
-
-@pytest.fixture(autouse=True)
-def _fresh_children(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(proc, "CHILDREN", proc._Children())
+    return mock_registry(transport, retry=RETRY_AT_ONCE)
 
 
 def run(
@@ -66,7 +44,7 @@ def run(
 
 def test_a_registry_that_is_down_stops_the_build_before_it_starts() -> None:
     memory = MemoryRegistry()
-    engine = CountingEngine()
+    engine = FakeEngine()
     report, _ = run(plan(THREE), engine, memory)
     assert engine.builds == 0
     assert not memory.events  # nothing pushed anywhere
@@ -85,7 +63,7 @@ def test_a_registry_that_is_down_stops_the_build_before_it_starts() -> None:
 
 def test_best_effort_leaves_the_refusing_registry_out_and_pushes_the_rest() -> None:
     memory = MemoryRegistry()
-    engine = CountingEngine()
+    engine = FakeEngine()
     report, _ = run(plan(THREE), engine, memory, atomic=False)
     assert engine.builds == 1
     assert not any(DOWN in event for event in memory.events)
@@ -102,10 +80,10 @@ def test_best_effort_leaves_the_refusing_registry_out_and_pushes_the_rest() -> N
 
 def test_a_no_push_build_checks_no_registry() -> None:
     memory = MemoryRegistry()
-    engine = CountingEngine()
-    engine.tag = lambda image, references: None  # type: ignore[method-assign]
+    engine = FakeEngine()
     report, _ = run(plan(THREE, push=False), engine, memory)
     assert engine.builds == 1
+    assert engine.tagged == [tuple(str(r) for r in plan(THREE).references)]
     assert report.status == "Succeeded"
 
 
@@ -116,7 +94,7 @@ def test_one_progress_line_per_repository_and_the_platform_digests() -> None:
     built = plan(THREE)
     report = execute(
         built,
-        CountingEngine(),
+        FakeEngine(),
         FakePublisher(memory),
         reporter,
         registry=client(memory, down="none.example"),
@@ -131,16 +109,15 @@ def test_one_progress_line_per_repository_and_the_platform_digests() -> None:
 
 
 def test_a_dockerfile_the_engine_cannot_read_is_raised_not_reported() -> None:
-    class Unreadable(FakeEngine):
-        def build(self, plan: BuildPlan) -> BuiltImage:
-            raise DockerfileSyntaxError("Dockerfile line 1: unknown instruction FRUM")
-
+    unreadable = FakeEngine(
+        fail=DockerfileSyntaxError("Dockerfile line 1: unknown instruction FRUM")
+    )
     memory = MemoryRegistry()
     reporter = Reporter(out=io.StringIO(), err=io.StringIO(), env={})
     with pytest.raises(DockerfileSyntaxError):
         execute(
             plan(THREE),
-            Unreadable(),
+            unreadable,
             FakePublisher(memory),
             reporter,
             registry=client(memory, down="none.example"),

@@ -15,11 +15,11 @@ from image_builder import base_images
 from image_builder.commands.signing import ProvenanceExpectations
 from image_builder.config import parse_config
 from image_builder.context import CIContext
+from image_builder.context.model import Identity
 from image_builder.dockerfile import image_uses, parse, platform_args
 from image_builder.plan import BuildPlan, make_plan
 from image_builder.provenance import (
     BaseImage,
-    Identity,
     Provenance,
     StatementError,
     Subject,

@@ -23,8 +23,8 @@ from image_builder.provenance import identity, mismatch, read
 from image_builder.registry import OCI_MANIFEST, RegistryClient
 from image_builder.signing import SignTarget
 from image_builder.signing.attest import Found, attest
-from image_builder.signing.cosign import existing_layers
 from image_builder.signing.dsse import EnvelopeError, open_envelope, pae, seal
+from image_builder.signing.layers import read_layers
 from image_builder.trust import VerifiedClaims
 from tests.support.mock_registry import mock_registry
 
@@ -109,10 +109,8 @@ def test_a_planted_layer_without_a_digest_is_dropped_not_written_back() -> None:
             200, content=json.dumps(manifest).encode(), headers={"content-type": OCI_MANIFEST}
         )
 
-    found = existing_layers(
-        client(answer, []), Reference(host="r.example", repository="a", tag="t")
-    )
-    assert found == [kept]
+    found = read_layers(client(answer, []), Reference(host="r.example", repository="a", tag="t"))
+    assert [layer.document() for layer in found] == [kept]
 
 
 def test_only_unsigned_statements_say_so() -> None:

@@ -5,117 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
-from collections.abc import Callable
-from pathlib import Path
 
-import httpx
 import pytest
 
 from image_builder import proc
 from image_builder.backends.local import execute
-from image_builder.engines import BuiltImage
-from image_builder.errors import RuntimeFailure
-from image_builder.http import Deadline, RetryPolicy
-from image_builder.layout import LayoutImage
-from image_builder.oci import Destination, is_loopback, plain_http, split_host
+from image_builder.oci import is_loopback, plain_http, split_host
 from image_builder.plan import BuildPlan
-from image_builder.publish import Staged
-from image_builder.registry import OCI_MANIFEST, RegistryClient
 from image_builder.report import BuildReport
 from image_builder.reporter import Reporter
 from image_builder.skopeo import permanent
-from tests.unit.test_plan import plan
-
-MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": []}).encode()
-DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
-OTHER = "sha256:" + "e" * 64
-
-
-class MemoryRegistry:
-    """Every registry host at once, in memory: manifests by digest, tags, and hooks to fail or
-    race a request."""
-
-    def __init__(self) -> None:
-        self.manifests: dict[tuple[str, str], bytes] = {}  # (host/repo, digest) → bytes
-        self.tags: dict[tuple[str, str], str] = {}  # (host/repo, tag) → digest
-        self.events: list[str] = []
-        self.after_put: Callable[[str, str], object] = lambda name, tag: None
-        self.refuse_put: set[str] = set()  # host/repo:tag answered 403
-        self.unavailable: dict[str, int] = {}  # host/repo:tag → 503s still to answer
-        self.lose_answer: set[str] = set()  # host/repo:tag whose PUT lands, answered 403
-        self.lagging: dict[str, int] = {}  # host/repo:tag → reads that still answer 404
-
-    def store(self, name: str, data: bytes) -> None:
-        self.manifests[(name, "sha256:" + hashlib.sha256(data).hexdigest())] = data
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v2/":  # the check before the build
-            return httpx.Response(200)
-        if request.url.path.endswith("/blobs/uploads/"):
-            return httpx.Response(202, headers={"Location": f"{request.url.path}upload-1"})
-        if "/blobs/uploads/" in request.url.path and request.method == "DELETE":
-            return httpx.Response(204)
-        path = request.url.path.removeprefix("/v2/")
-        repo, _, target = path.partition("/manifests/")
-        name = f"{request.url.netloc.decode()}/{repo}"
-        key = f"{name}:{target}"
-        if self.unavailable.get(key, 0) > 0:
-            self.unavailable[key] -= 1
-            return httpx.Response(503)
-        if request.method == "PUT":
-            if key in self.refuse_put:
-                return httpx.Response(403, json={"errors": [{"code": "DENIED", "message": "no"}]})
-            self.store(name, request.content)
-            put = "sha256:" + hashlib.sha256(request.content).hexdigest()
-            self.tags[(name, target)] = put
-            self.events.append(f"tag {key}")
-            self.after_put(name, target)
-            if key in self.lose_answer:
-                return httpx.Response(403, json={"errors": [{"code": "DENIED", "message": "?"}]})
-            return httpx.Response(201, headers={"Docker-Content-Digest": put})
-        if self.lagging.get(key, 0) > 0:
-            self.lagging[key] -= 1
-            return httpx.Response(404, json={"errors": []})
-        digest = target if target.startswith("sha256:") else self.tags.get((name, target))
-        if digest is None or (name, digest) not in self.manifests:
-            return httpx.Response(404, json={"errors": []})
-        headers = {"Docker-Content-Digest": digest, "Content-Type": OCI_MANIFEST}
-        return httpx.Response(200, headers=headers, content=self.manifests[(name, digest)])
-
-
-class FakePublisher:
-    """Phase 1 without skopeo: ``fail`` names the hosts whose copy fails."""
-
-    def __init__(self, memory: MemoryRegistry, fail: tuple[str, ...] = ()) -> None:
-        self.memory = memory
-        self.fail = fail
-        self.during_push: Callable[[], object] = lambda: None
-
-    def stage(self, image: BuiltImage, *, deadline: Deadline) -> Staged:
-        return Staged(source="oci:x", digest=DIGEST, media_type=OCI_MANIFEST, manifest=MANIFEST)
-
-    def push(self, staged: Staged, destination: Destination, *, deadline: Deadline) -> None:
-        self.during_push()
-        if destination.host in self.fail:
-            raise RuntimeFailure(f"push to {destination.name} failed: connection refused")
-        self.memory.store(destination.name, staged.manifest)
-        self.memory.events.append(f"push {destination.name}")
-
-
-class FakeEngine:
-    def __init__(self) -> None:
-        self.cleaned = False
-
-    def build(self, plan: BuildPlan) -> BuiltImage:
-        image = LayoutImage(path=Path("/nowhere"), digest=DIGEST, is_list=False, platforms={})
-        return BuiltImage(layout=image, platforms=plan.platforms)
-
-    def tag(self, image: BuiltImage, references: tuple[str, ...]) -> None:
-        raise AssertionError("not a --no-push build")
-
-    def cleanup(self, image: BuiltImage | None) -> None:
-        self.cleaned = True
+from tests.support.fakes import DIGEST, THREE, FakeEngine, FakePublisher, MemoryRegistry
+from tests.support.mock_registry import RETRY_AT_ONCE, mock_registry
+from tests.support.plans import plan
 
 
 @pytest.fixture
@@ -123,29 +25,12 @@ def memory() -> MemoryRegistry:
     return MemoryRegistry()
 
 
-@pytest.fixture(autouse=True)
-def _fresh_children(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(proc, "CHILDREN", proc._Children())
-
-
-def client(memory: MemoryRegistry) -> RegistryClient:
-    http = httpx.Client(transport=httpx.MockTransport(memory))
-    return RegistryClient(
-        http=http,
-        credentials=lambda host: None,
-        plain_http=lambda host: True,
-        retry=RetryPolicy(attempts=None, base_delay=0.0, max_delay=0.0, budget=5.0),
-    )
-
-
-THREE = "registry: [a.example:5000/p, b.example:5000/p, c.example:5000/p]\n"
-
-
 def run(
     memory: MemoryRegistry, built: BuildPlan, publisher: FakePublisher, *, atomic: bool = True
 ) -> BuildReport:
     reporter = Reporter(out=io.StringIO(), err=io.StringIO(), env={})
-    return execute(built, FakeEngine(), publisher, reporter, registry=client(memory), atomic=atomic)
+    registry = mock_registry(memory, retry=RETRY_AT_ONCE)
+    return execute(built, FakeEngine(), publisher, reporter, registry=registry, atomic=atomic)
 
 
 def test_content_lands_everywhere_before_any_tag_moves(memory: MemoryRegistry) -> None:

@@ -138,7 +138,7 @@ def test_inert_keeps_ordinary_lines() -> None:
 
 def test_output_variables_cannot_start_a_line() -> None:
     """A value with a carriage return would end the logging command and start another."""
-    from image_builder.backends.ado import vso_variables
+    from image_builder.ci_output import vso_variables
 
     forged = "main\r##vso[task.setvariable variable=SIGN;isOutput=true]true\nx"
     assert vso_variables({"BASE_REF": forged}) == [

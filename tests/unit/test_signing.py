@@ -10,10 +10,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from image_builder.cli import translate_legacy_argv
 from image_builder.config import parse_config
 from image_builder.context import CIContext
 from image_builder.errors import ConfigError, InputError
+from image_builder.go_flags import translate_legacy_argv
 from image_builder.http import RetryableError, RetryPolicy, retry_after_seconds
 from image_builder.oci import parse_reference
 from image_builder.registry import Manifest, RegistryError, sha256_digest

@@ -10,7 +10,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -21,7 +21,14 @@ from image_builder.config import AdoConfig
 from image_builder.context import CIContext
 from image_builder.context.model import PipelineSource
 from image_builder.errors import InputError, RuntimeFailure
-from image_builder.http import RETRY_STATUSES, RetryableError, RetryPolicy, retry_after_seconds
+from image_builder.http import (
+    RequestUncertain,
+    RetriesExhausted,
+    RetryableError,
+    RetryPolicy,
+    retry_after_seconds,
+    send_with_retries,
+)
 from image_builder.reporter import Reporter
 
 log = logging.getLogger(__name__)
@@ -357,15 +364,12 @@ _A = TypeVar("_A", bound=_Answer)
 
 # --- the REST client -------------------------------------------------------------------------------
 
-# Failures after which the request provably never reached Azure DevOps.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
-
 
 class AdoClient:
-    """The Azure DevOps REST API 7.1, as the image-builder pipeline needs it. Reads are retried
-    on connection errors, 408, 429 and 5xx; the run-creating POST only when it provably did not
-    reach Azure DevOps (the connection was refused) or was turned away with 429, so one request
-    never starts two builds. ``Retry-After`` is honoured on every answer, a 200 too (Azure DevOps'
+    """The Azure DevOps REST API 7.1, as the image-builder pipeline needs it. Requests are retried
+    as :func:`~image_builder.http.send_with_retries` rules: the run-creating POST is not
+    idempotent, so it is sent again only when it provably did not reach Azure DevOps (the
+    connection was refused) or was turned away with 429, and one request never starts two builds. ``Retry-After`` is honoured on every answer, a 200 too (Azure DevOps'
     delayed mode), and a 401 renews the credentials once."""
 
     def __init__(
@@ -501,34 +505,23 @@ class AdoClient:
         url = f"{self._base}/{path}"
         query = {**(params or {}), "api-version": API_VERSION}
 
-        def attempt() -> httpx.Response:
+        def exchange() -> httpx.Response:
             wait = self._not_before - self._clock()
             if wait > 0:
                 self._stop.wait(wait)
             if not idempotent and self._stop.is_set():
                 raise AdoError(f"{method} {path} was not sent: image-builder is stopping")
-            try:
-                response = self._http.request(
-                    method,
-                    url,
-                    params=query,
-                    json=json,
-                    headers={"Authorization": self._credentials.header(), **(headers or {})},
-                )
-            except _NOT_SENT as exc:
-                raise RetryableError(f"{method} {path}: {_describe(exc)}") from exc
-            except httpx.RequestError as exc:  # timeouts, dropped connections, bad encodings
-                if idempotent:
-                    raise RetryableError(f"{method} {path}: {_describe(exc)}") from exc
-                raise AdoUncertain(f"{method} {path} got no answer: {_describe(exc)}") from None
+            response = self._http.request(
+                method,
+                url,
+                params=query,
+                json=json,
+                headers={"Authorization": self._credentials.header(), **(headers or {})},
+            )
+            # Azure DevOps' delayed mode sends Retry-After on a 200 too: the next request waits.
             retry_after = retry_after_seconds(response)
             if retry_after is not None:
                 self._not_before = self._clock() + retry_after
-            status = response.status_code
-            if status == 429 or (idempotent and status in RETRY_STATUSES):
-                raise RetryableError(
-                    f"{method} {path} answered HTTP {status}", retry_after=retry_after
-                )
             return response
 
         def report(number: int, error: RetryableError, delay: float) -> None:
@@ -538,15 +531,26 @@ class AdoClient:
                 )
 
         def run() -> httpx.Response:
-            return self._retry.run(attempt, sleep=self._wait, on_retry=report)
+            return send_with_retries(
+                exchange,
+                what=f"{method} {path}",
+                policy=self._retry,
+                idempotent=idempotent,
+                sleep=self._wait,
+                on_retry=report,
+            )
 
         try:
             response = run()
             if response.status_code == 401 and self._credentials.renew():
                 log.info("Azure DevOps answered 401; renewing the credentials once")
                 response = run()
-        except RetryableError as exc:
-            raise AdoError(f"Azure DevOps did not answer: {exc} (gave up after retries)") from None
+        except RequestUncertain as exc:
+            raise AdoUncertain(str(exc)) from None
+        except RetriesExhausted as exc:
+            raise AdoError(
+                f"Azure DevOps did not answer: {exc.last} (gave up after retries)"
+            ) from None
         status = response.status_code
         if status < 300 and (status == 203 or "html" in response.headers.get("content-type", "")):
             raise _not_json(response)
@@ -563,10 +567,6 @@ class AdoClient:
                 f"Azure DevOps answered HTTP {status} to {method} {path}: {_message(response)}"
             )
         return response
-
-
-def _describe(exc: Exception) -> str:
-    return str(exc).strip() or exc.__class__.__name__
 
 
 def _message(response: httpx.Response) -> str:
@@ -797,14 +797,6 @@ def _span(seconds: float) -> str:
 # Any control character (a carriage return too) would end the value and start a line, and with
 # it, perhaps, a logging command of whoever chose the value.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def vso_variables(values: Mapping[str, str]) -> Sequence[str]:
-    """``##vso[task.setvariable]`` lines for an Azure DevOps step's outputs."""
-    return [
-        f"##vso[task.setvariable variable={name};isOutput=true]{_CONTROL.sub(' ', value)}"
-        for name, value in values.items()
-    ]
 
 
 def parameters_json(params: Mapping[str, str]) -> str:

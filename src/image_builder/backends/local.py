@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from image_builder import proc
+from image_builder.context.model import Identity
 from image_builder.dockerfile import DockerfileSyntaxError
 from image_builder.engines import BuiltImage, Engine
 from image_builder.errors import ImageBuilderError
@@ -16,7 +17,7 @@ from image_builder.events import rule
 from image_builder.http import Deadline
 from image_builder.oci import Destination, Reference, is_loopback, parse_reference
 from image_builder.plan import BuildPlan
-from image_builder.provenance import BaseImage, Identity, Subject
+from image_builder.provenance import BaseImage, Subject
 from image_builder.publish import Publication, Publisher, TagResult, publish
 from image_builder.registry import PushRefused, RegistryClient, Unreachable
 from image_builder.report import (
@@ -192,13 +193,11 @@ def _with_provenance(
     recorded: dict[str, tuple[str | None, str | None]] = {}
     try:
         for manifest in report.manifests:
-            found = registry.get_manifest(held.with_digest(manifest.digest)).json()
-            annotations = found.get("annotations")
-            notes = annotations if isinstance(annotations, dict) else {}
-            name, digest = notes.get(base_images.BASE_NAME), notes.get(base_images.BASE_DIGEST)
+            where = held.with_digest(manifest.digest)
+            notes = registry.get_manifest(where).image(where=where.name).annotations
             recorded[manifest.platform] = (
-                name if isinstance(name, str) else None,
-                digest if isinstance(digest, str) else None,
+                notes.get(base_images.BASE_NAME),
+                notes.get(base_images.BASE_DIGEST),
             )
     except ImageBuilderError as exc:
         return _no_provenance(report, f"cannot read back the pushed manifests: {exc}")

@@ -11,13 +11,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from image_builder.commands.build import BuildOptions, publish
-from image_builder.commands.inputs import load_inputs_for, resolve_tags
+from image_builder.commands.build import BuildOptions
+from image_builder.commands.inputs import load_inputs_for, specs_and_tags
+from image_builder.commands.outputs import publish_report
 from image_builder.commands.tags import write_tags_file
+from image_builder.config import Config
 from image_builder.errors import InputError, RuntimeFailure
 from image_builder.platforms import parse_platforms
 from image_builder.reporter import Reporter
-from image_builder.tags import decode_tags_base64, parse_tag_arg
 
 if TYPE_CHECKING:
     from image_builder.backends.ado import AdoClient, Followed
@@ -34,10 +35,16 @@ class AdoOptions:
     preview_yaml: Path | None = None
 
 
+# The caller's own tags; the trusted pipeline adds the config's (additional-pr-tag, semver-tags,
+# the default tag) itself.
+_CALLER_TAGS = ("--tag", "--tag-base64")
+
+
 def run_ado_build(
     options: BuildOptions,
     ado: AdoOptions,
     *,
+    config: Config,
     env: Mapping[str, str],
     reporter: Reporter,
     now: datetime,
@@ -81,9 +88,9 @@ def run_ado_build(
     ]
     for secret in secrets:
         reporter.mask(secret)
-    inputs = load_inputs_for(options, env)
-    config = inputs.config.ado_config
-    if config is None:
+    inputs = load_inputs_for(options, env, config=config)
+    ado_config = inputs.config.ado_config
+    if ado_config is None:
         raise InputError(
             "--backend ado needs ado-config in config.yaml (organization, project, pipeline id)"
         )
@@ -96,17 +103,12 @@ def run_ado_build(
             "secrets its own config declares (go-internal-sap-modules); drop --secret or build "
             "with --backend local"
         )
-    # Render the tags here too, so a broken template fails before the pipeline is triggered.
-    rendered = resolve_tags(
+    # Rendered here too, so that a broken template fails before the pipeline is triggered.
+    specs, rendered = specs_and_tags(
         inputs, tags=options.tags, tag_base64=options.tag_base64, env=env, now=now
     )
     for dropped in rendered.dropped:
         reporter.warning(dropped.notice())
-    # The templates travel as the Go tool sent them: name=template, names derived where absent.
-    specs = [parse_tag_arg(text) for text in options.tags]
-    if options.tag_base64:
-        specs += decode_tags_base64(options.tag_base64)
-    raw_tags = [f"{spec.name}={spec.template}" for spec in specs]
     # The pipeline gets build arguments as given: a bare KEY would send this machine's value of
     # it (a token, in a CI step) into a template parameter that anyone who can read runs reads.
     build_args = tuple(
@@ -122,7 +124,8 @@ def run_ado_build(
         name=options.name,
         context=options.context,
         dockerfile=options.dockerfile,
-        tags=tuple(raw_tags),
+        # The templates travel as the Go tool sent them: name=template, names derived where absent.
+        tags=tuple(f"{s.name}={s.template}" for s in specs if s.source in _CALLER_TAGS),
         build_args=build_args,
         platforms=parse_platforms(options.platforms),
         target=options.target,
@@ -164,7 +167,7 @@ def run_ado_build(
         ) from None
     stop = stop or threading.Event()
     client = AdoClient(
-        http=http, config=config, credentials=creds, stop=stop, on_retry=reporter.warning
+        http=http, config=ado_config, credentials=creds, stop=stop, on_retry=reporter.warning
     )
     try:
         if ado.preview_yaml is not None:
@@ -179,7 +182,7 @@ def run_ado_build(
         follower = Follower(
             client,
             run,
-            limits=Limits.from_config(config),
+            limits=Limits.from_config(ado_config),
             reporter=reporter,
             stop=stop,
             why_stopped=why_stopped,
@@ -234,7 +237,7 @@ def _finish(
     link: str,
 ) -> int:
     """The report from the run's publish or sign step, the outputs, and the exit code."""
-    from image_builder.backends.ado import vso_variables
+    from image_builder.ci_output import github_outputs, vso_variables
     from image_builder.report import parse_from_logs
 
     build = followed.build
@@ -247,10 +250,15 @@ def _finish(
         report = None
         missing = str(exc)
     extra = {"adoResult": result}
-    publish(report, options=options, env=env, reporter=reporter, extra_outputs=extra, link=link)
+    publish_report(
+        report,
+        report_path=options.build_report_path,
+        env=env,
+        reporter=reporter,
+        extra_outputs=extra,
+        link=link,
+    )
     if report is not None and env.get("TF_BUILD") == "True":
-        from image_builder.ci_output import github_outputs
-
         for line in vso_variables({**github_outputs(report), **extra}):
             reporter.result(line)
     if followed.cancelled:

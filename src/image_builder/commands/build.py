@@ -9,19 +9,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from image_builder.commands.inputs import load_inputs_for, resolve_tags
+from image_builder.commands.inputs import load_inputs_for, resolve_tags, token_from
+from image_builder.commands.outputs import check_writable, publish_report, write_error
+from image_builder.commands.shared import consume_token, registry_client
 from image_builder.config import Config
-from image_builder.context import CIContext
 from image_builder.errors import InputError, RuntimeFailure
 from image_builder.plan import BuildPlan, make_plan, parse_build_args
 from image_builder.platforms import parse_platforms
-from image_builder.report import BuildReport
 from image_builder.reporter import Reporter
 
 if TYPE_CHECKING:
     from image_builder.backends.local import ProvenanceInputs
     from image_builder.engines import Engine
-    from image_builder.registry import RegistryClient
     from image_builder.sandbox import BuildAccount
     from image_builder.secrets import SecretSource
     from image_builder.trust import VerifiedClaims
@@ -68,15 +67,20 @@ def prepare(
     now: datetime,
     host_platform: str,
     verify: bool = True,
+    config: Config | None = None,
 ) -> tuple[BuildPlan, Config, VerifiedClaims | None]:
-    """The plan and the config it came from. Reads files and runs nothing, except git for the
-    commit time of reproducible builds. Without ``verify`` the caller's token is not checked:
-    only for the build stage, which publishes nothing and holds no credential of its own."""
+    """The plan, the config it came from (``config``, when the caller loaded it already) and the
+    caller's verified claims. Builds, pushes and signs nothing. It reads files and the build
+    secrets; runs git (the commit time of reproducible builds; whether a local tree is clean);
+    and, with a trust policy, verifies the caller's token, which fetches the issuer's keys and
+    may ask GitHub for a pull request's head commit. Without ``verify`` the token is not
+    checked: only for the build stage, which publishes nothing and holds no credential of its
+    own."""
     from image_builder.plan import gives_secrets
     from image_builder.secrets import BuildSecret
     from image_builder.secrets import load as load_secret
 
-    inputs = load_inputs_for(options, env)
+    inputs = load_inputs_for(options, env, config=config)
     # The publish stage builds nothing: it reads no build secret and pulls no base image.
     builds = options.from_layout is None
     sources = secret_sources(options, inputs.config, inputs.root, env) if builds else []
@@ -88,8 +92,15 @@ def prepare(
     signing_block = None
     claims = None
     if inputs.config.trust and verify:
+        from image_builder.trust import verify_caller
+
         claims = verify_caller(
-            inputs.config, inputs.ctx, options.oidc_token, options.repo, env, names=[options.name]
+            inputs.config.trust,
+            inputs.ctx,
+            token_from(options.oidc_token, env),
+            repo_flag=options.repo,
+            env=env,
+            names=[options.name],
         )
         if not claims.signing_allowed:
             signing_block = claims.signing_reason
@@ -214,12 +225,11 @@ def own_secrets(config: Config, env: Mapping[str, str]) -> tuple[list[Path], lis
     variables += [t.github_api_token_env for t in config.trust if t.github_api_token_env]
     for signer in config.sign_config.signers:
         if signer.type == "cosign":
-            cosign = signer.cosign()
-            files.append(Path(cosign.private_key))
-            if cosign.password_env:
-                variables.append(cosign.password_env)
+            files.append(Path(signer.config.private_key))
+            if signer.config.password_env:
+                variables.append(signer.config.password_env)
         else:
-            files.append(Path(signer.notary().secret.path))
+            files.append(Path(signer.config.secret.path))
     return files, variables
 
 
@@ -247,65 +257,26 @@ def read_dockerfile(path: Path, label: str) -> str:
         raise InputError(f"cannot read {label}: {exc.strerror}; make it readable") from None
 
 
-def verify_caller(
-    config: Config,
-    ctx: CIContext,
-    flag: str | None,
-    repo_flag: str | None,
-    env: Mapping[str, str],
-    *,
-    names: Sequence[str] = (),
-) -> VerifiedClaims:
-    """With a trust policy configured, nothing happens before the caller's token is verified,
-    agrees with the CI context and the flags, and covers every image name in ``names``. A
-    pull-request build's head commit is checked with GitHub when the policy names its API."""
-    from image_builder.commands.inputs import token_from
-    from image_builder.github_api import check_pull_request
-    from image_builder.trust import TrustError, check_context, check_image_name, make_verifier
-
-    token = token_from(flag, env)
-    if token is None:
-        raise TrustError(
-            "this config has a trust policy: pass the caller's OIDC token in the AUTHORIZATION "
-            "variable"
-        )
-    claims = make_verifier(config.trust).verify(token)
-    check_context(claims, ctx, repo_flag)
-    for name in names:
-        check_image_name(claims, name)
-    check_pull_request(config.trust, claims, ctx, env)
-    return claims
-
-
-def consume_token(
-    config: Config, claims: VerifiedClaims, uses: Sequence[str], env: Mapping[str, str], euid: int
-) -> None:
-    """Spend the token: it builds once and signs once."""
-    from image_builder.replay import SeenTokens, default_path
-
-    path = Path(config.seen_tokens) if config.seen_tokens else default_path(env, euid)
-    SeenTokens(path).consume(claims, uses)
-
-
 def run_build(
     options: BuildOptions,
     *,
+    config: Config,
     env: Mapping[str, str],
     reporter: Reporter,
     now: datetime,
     host_platform: str,
     euid: int,
 ) -> int:
-    from image_builder.commands.inputs import token_from
-
+    """Build here (``--backend local``) with ``config``, loaded from ``options.config``."""
     reporter.mask(token_from(options.oidc_token, env) or "")
     check_stages(options)
-    plan, config, claims = prepare(
+    plan, _, claims = prepare(
         options,
         env=env,
         now=now,
         host_platform=host_platform,
         verify=options.layout_out is None,
+        config=config,
     )
     for secret in plan.secrets:
         reporter.mask(secret.value.decode("utf-8", errors="replace"))  # and each of its lines
@@ -387,7 +358,7 @@ def run_build(
         publish_timeout=config.publish_timeout.total_seconds(),
         provenance=recorder,
     )
-    publish(report, options=options, env=env, reporter=reporter)
+    publish_report(report, report_path=options.build_report_path, env=env, reporter=reporter)
     if report.status != "Succeeded":
         reporter.error(report.error or "the build failed")
         return 1
@@ -488,125 +459,6 @@ def build_stage(plan: BuildPlan, engine: Engine, target: Path, reporter: Reporte
         )
     )
     return 0
-
-
-def publish(
-    report: BuildReport | None,
-    *,
-    options: BuildOptions,
-    env: Mapping[str, str],
-    reporter: Reporter,
-    extra_outputs: Mapping[str, str] | None = None,
-    link: str | None = None,
-) -> None:
-    """The report on stdout between its markers, in the report file, and as CI outputs; with
-    ``--build-report-path -`` (``--json``) its JSON alone on stdout, and no file.
-    ``extra_outputs`` (e.g. ``adoResult``) go to GitHub outputs even when there is no report."""
-    from image_builder import ci_output
-    from image_builder.paths import STREAM
-    from image_builder.report import BEGIN, END
-
-    values: dict[str, str] = {}
-    failures = []
-    if report is not None and options.build_report_path == STREAM:
-        # The block's own JSON line: inert in a CI log as well.
-        reporter.result(report.block().removeprefix(f"{BEGIN}\n").removesuffix(f"\n{END}"))
-        values.update(ci_output.github_outputs(report))
-    elif report is not None:
-        reporter.result(report.block())
-        if options.build_report_path is not None:
-            try:
-                report.write(options.build_report_path)
-            except OSError as exc:
-                failures.append(write_error("the build report", options.build_report_path, exc))
-        values.update(ci_output.github_outputs(report))
-    values.update(extra_outputs or {})
-    if env.get("GITHUB_OUTPUT") and values:
-        try:
-            ci_output.append(Path(env["GITHUB_OUTPUT"]), ci_output.format_outputs(values))
-        except OSError as exc:
-            failures.append(write_error("the GitHub outputs", Path(env["GITHUB_OUTPUT"]), exc))
-    if env.get("GITHUB_STEP_SUMMARY") and (report is not None or link):
-        summary = Path(env["GITHUB_STEP_SUMMARY"])
-        try:
-            ci_output.append(summary, ci_output.step_summary(report, link=link))
-        except OSError as exc:
-            failures.append(write_error("the step summary", summary, exc))
-    if failures:
-        # Everything else was written; the build's own outcome is in the report printed above.
-        raise RuntimeFailure("; ".join(failures))
-
-
-def registry_client(
-    config: Config, env: Mapping[str, str], *, anonymous: bool = False
-) -> RegistryClient:
-    """The registry client for every command: plain HTTP only by the one rule in :mod:`oci`;
-    ``anonymous``: without credentials."""
-    from image_builder.oci import plain_http
-    from image_builder.registry import make_client
-
-    insecure = config.insecure_registries
-    return make_client(
-        env,
-        plain_http=lambda host: plain_http(host, insecure),
-        max_entries=config.max_manifest_entries,
-        anonymous=anonymous,
-    )
-
-
-def write_error(what: str, path: Path, exc: OSError) -> str:
-    return f"cannot write {what} to {path}: {why_unwritable(path, exc)}"
-
-
-def why_unwritable(path: Path, exc: OSError) -> str:
-    """Why a write failed, naming the disk when it is full or read-only."""
-    import errno
-
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"the disk mounted at {_mount_of(path)} is full"
-    if exc.errno == errno.EROFS:
-        return f"the disk mounted at {_mount_of(path)} is read-only"
-    return str(exc.strerror or exc)
-
-
-_REPORT_ROOM = 64 * 1024
-
-
-def check_writable(path: Path, flag: str) -> None:
-    """Refuse before any work when ``path`` cannot be written (atomically, through a temporary
-    file next to it), so that the build's report is never lost after a push. ``-`` is stdout."""
-    import tempfile
-
-    from image_builder.paths import STREAM
-
-    if path == STREAM:
-        return
-    folder = path.parent
-    if path.is_dir():
-        raise InputError(f"{flag} {path} is a folder; give a file name, e.g. {path}/report.json")
-    if not folder.is_dir():
-        raise InputError(f"{flag} {path}: the folder {folder} does not exist; create it first")
-    try:
-        with tempfile.NamedTemporaryFile(
-            dir=folder, prefix=f".{path.name}.", suffix=".check"
-        ) as probe:
-            probe.write(bytes(_REPORT_ROOM))  # room for the report, or the disk is full
-            probe.flush()
-    except OSError as exc:
-        raise InputError(
-            f"{flag} {path} cannot be written: {why_unwritable(path, exc)}; choose a writable place"
-        ) from None
-
-
-def _mount_of(path: Path) -> Path:
-    """The mount point of the filesystem that holds ``path``."""
-    import os
-
-    current = path if path.exists() else path.parent
-    current = current.resolve()
-    while not os.path.ismount(current) and current != current.parent:
-        current = current.parent
-    return current
 
 
 def build_accounts(

@@ -12,7 +12,7 @@ from image_builder.config import Config, load_config
 from image_builder.context import CIContext, detect_ci_context
 from image_builder.envfile import read_env_file
 from image_builder.paths import checkout_root, context_root, inside
-from image_builder.tags import TagSet, event_specs, template_values
+from image_builder.tags import TagSet, TagSpec, event_specs, template_values
 from image_builder.tags import resolve_tags as resolve_tag_set
 
 
@@ -27,14 +27,13 @@ class Inputs:
 
 def load_inputs(
     *,
-    config: Path | None,
+    config: Config,
     context: str,
     dockerfile: str,
     env_file: str | None,
     env: Mapping[str, str],
     checkout: str | None = None,
 ) -> Inputs:
-    loaded = load_config(config)
     top = checkout_root(checkout, Path.cwd())
     root = context_root(context, top)
     dockerfile_path = inside(root, root, dockerfile, "--dockerfile")
@@ -45,7 +44,7 @@ def load_inputs(
         from image_builder.git import unclean
 
         ctx = replace(ctx, dirty=unclean(top, root, env))
-    return Inputs(config=loaded, root=root, dockerfile=dockerfile_path, env_file=entries, ctx=ctx)
+    return Inputs(config=config, root=root, dockerfile=dockerfile_path, env_file=entries, ctx=ctx)
 
 
 class SourceOptions(Protocol):
@@ -63,9 +62,12 @@ class SourceOptions(Protocol):
     def checkout(self) -> str | None: ...
 
 
-def load_inputs_for(options: SourceOptions, env: Mapping[str, str]) -> Inputs:
+def load_inputs_for(
+    options: SourceOptions, env: Mapping[str, str], *, config: Config | None = None
+) -> Inputs:
+    """The inputs ``options`` name; ``config`` when the caller has loaded it already."""
     return load_inputs(
-        config=options.config,
+        config=load_config(options.config) if config is None else config,
         context=options.context,
         dockerfile=options.dockerfile,
         env_file=options.env_file,
@@ -84,6 +86,18 @@ def resolve_tags(
 ) -> TagSet:
     """The event's tags (see :func:`image_builder.tags.event_specs` for the order), with the
     release-only ones this build may not move dropped."""
+    return specs_and_tags(inputs, tags=tags, tag_base64=tag_base64, env=env, now=now)[1]
+
+
+def specs_and_tags(
+    inputs: Inputs,
+    *,
+    tags: Sequence[str],
+    tag_base64: str | None,
+    env: Mapping[str, str],
+    now: datetime,
+) -> tuple[list[TagSpec], TagSet]:
+    """As :func:`resolve_tags`, and the specs before rendering, each with its source."""
     values = template_values(
         inputs.ctx,
         now=now,
@@ -94,7 +108,7 @@ def resolve_tags(
     specs = event_specs(
         inputs.config, inputs.ctx, tags=tags, tag_base64=tag_base64, version=values.version
     )
-    return resolve_tag_set(inputs.config, inputs.ctx, specs, values)
+    return specs, resolve_tag_set(inputs.config, inputs.ctx, specs, values)
 
 
 def token_from(flag: str | None, env: Mapping[str, str]) -> str | None:

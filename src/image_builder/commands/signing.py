@@ -1,4 +1,5 @@
-"""``sign`` (sign-only), ``verify``, ``keygen`` and ``signify cert-status|rotate``."""
+"""``sign`` (sign-only), ``verify``, ``keygen``, ``signify cert-status|rotate`` and
+``verify-token``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from image_builder.config import Config, SignerConfig, load_config
+from image_builder.commands.inputs import token_from
+from image_builder.config import Config, NotarySignerConfig, load_config
 from image_builder.errors import InputError, RuntimeFailure
 from image_builder.oci import Reference, parse_reference
 from image_builder.report import BuildReport
@@ -35,22 +37,36 @@ class SignOptions:
     oidc_token: str | None = None
     from_report: Path | None = None  # sign what a publishing job's build report lists
     build_report_path: Path | None = None
+    ado_state_output: bool = False  # the Go tool's signing_success output variable
 
 
 def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter, euid: int) -> int:
     """Resolve each reference to its digest once, then sign that digest with every signer that
     runs for this repository and job type."""
+    if not options.ado_state_output:
+        return _sign(options, env=env, reporter=reporter, euid=euid)
+    from image_builder.ci_output import signing_success
+
+    code = 1
+    try:
+        code = _sign(options, env=env, reporter=reporter, euid=euid)
+    finally:
+        reporter.result(signing_success(code == 0))
+    return code
+
+
+def _sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter, euid: int) -> int:
+    from image_builder.commands.shared import consume_token, registry_client
     from image_builder.context import detect_ci_context
     from image_builder.signing import select_signers, sign_targets
     from image_builder.signing.factory import make_signers, provenance
+    from image_builder.trust import verify_caller
 
     if bool(options.images) == (options.from_report is not None):
         raise InputError(
             "name what to sign: --images-to-sign with at least one reference, or --from-report "
             "with a build report (not both)"
         )
-    from image_builder.commands.inputs import token_from
-
     reporter.mask(token_from(options.oidc_token, env) or "")
     config = load_config(options.config)
     ctx = detect_ci_context(env, Path("."))
@@ -59,10 +75,15 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
     refs = [parse_reference(text) for text in texts]
     claims = None
     if config.trust:
-        from image_builder.commands.build import consume_token, verify_caller
-
         names = [_image_name(ref, config) for ref in refs]
-        claims = verify_caller(config, ctx, options.oidc_token, options.repo, env, names=names)
+        claims = verify_caller(
+            config.trust,
+            ctx,
+            token_from(options.oidc_token, env),
+            repo_flag=options.repo,
+            env=env,
+            names=names,
+        )
         if not claims.signing_allowed:
             raise InputError(f"signing refused by the trust policy: {claims.signing_reason}")
         consume_token(config, claims, ("sign",), env, euid)
@@ -74,8 +95,6 @@ def run_sign(options: SignOptions, *, env: Mapping[str, str], reporter: Reporter
         raise InputError(
             f"no signer runs for {repository or 'this repository'} ({ctx.job_type}): {reasons}"
         )
-    from image_builder.commands.build import registry_client
-
     registry = registry_client(config, env)
     signers = make_signers(
         config,
@@ -260,27 +279,27 @@ class _Checked:
         return "; ".join(p for p in said if p)
 
 
-def run_verify(
-    image: str,
-    key: Path,
-    *,
-    config_path: Path | None,
-    env: Mapping[str, str],
-    reporter: Reporter,
-    expect: ProvenanceExpectations | None = None,
-    as_json: bool = False,
-) -> int:
+@dataclass(frozen=True, kw_only=True)
+class VerifyOptions:
+    image: str
+    key: Path  # the PEM public key
+    config: Path | None = None  # for insecure-registries
+    expect: ProvenanceExpectations | None = None  # --provenance, with its pins
+    as_json: bool = False
+
+
+def run_verify(options: VerifyOptions, *, env: Mapping[str, str], reporter: Reporter) -> int:
     """Check the signature of the image and of each platform manifest; with ``expect`` (from
     ``--provenance``) also a provenance statement at each, signed by the same key, whose subjects
     include the image and that meets ``expect``."""
+    from image_builder.commands.shared import registry_client
     from image_builder.signing.cosign import verify_digest
     from image_builder.signing.keys import load_public_key
 
+    key, expect, as_json = options.key, options.expect, options.as_json
     public = load_public_key(key)
-    ref = parse_reference(image)
-    from image_builder.commands.build import registry_client
-
-    registry = registry_client(load_config(config_path), env)
+    ref = parse_reference(options.image)
+    registry = registry_client(load_config(options.config), env)
     digest = ref.digest or registry.manifest_digest(ref)
     if digest is None:
         raise RuntimeFailure(f"{ref} does not exist")
@@ -426,11 +445,16 @@ def _human(name: str, digest: str, checked: list[_Checked], key: Path) -> list[s
 # --- keygen -------------------------------------------------------------------------------------
 
 
-def run_keygen(
-    prefix: Path, password_env: str, *, env: Mapping[str, str], reporter: Reporter
-) -> int:
+@dataclass(frozen=True, kw_only=True)
+class KeygenOptions:
+    prefix: Path  # writes <prefix>.key and <prefix>.pub
+    password_env: str  # the variable that holds the new key's password
+
+
+def run_keygen(options: KeygenOptions, *, env: Mapping[str, str], reporter: Reporter) -> int:
     from image_builder.signing.keys import generate_key_pair
 
+    prefix, password_env = options.prefix, options.password_env
     if password_env not in env:
         raise InputError(
             f"{password_env} is not set; export the new key's password in it (an empty value "
@@ -444,8 +468,8 @@ def run_keygen(
 # --- signify certificate lifecycle ---------------------------------------------------------------
 
 
-def notary_signer(config: Config, name: str | None) -> SignerConfig:
-    notaries = [s for s in config.sign_config.signers if s.type == "notary"]
+def notary_signer(config: Config, name: str | None) -> NotarySignerConfig:
+    notaries = [s for s in config.sign_config.signers if isinstance(s, NotarySignerConfig)]
     if name is not None:
         chosen = [s for s in notaries if s.name == name]
         if not chosen:
@@ -460,18 +484,19 @@ def notary_signer(config: Config, name: str | None) -> SignerConfig:
     return notaries[0]
 
 
-def run_cert_status(
-    config_path: Path | None,
-    signer: str | None,
-    warn: timedelta,
-    *,
-    now: datetime,
-    reporter: Reporter,
-) -> int:
+@dataclass(frozen=True, kw_only=True)
+class CertStatusOptions:
+    config: Path | None = None
+    signer: str | None = None  # which notary signer, when the config has several
+    warn: timedelta = timedelta(days=2)  # fail this close to expiry
+
+
+def run_cert_status(options: CertStatusOptions, *, now: datetime, reporter: Reporter) -> int:
     from image_builder.signing.notary import cert_status, read_secret
 
-    chosen = notary_signer(load_config(config_path), signer)
-    status = cert_status(read_secret(Path(chosen.notary().secret.path)), now)
+    warn = options.warn
+    chosen = notary_signer(load_config(options.config), options.signer)
+    status = cert_status(read_secret(Path(chosen.config.secret.path)), now)
     reporter.result(
         json.dumps(
             {
@@ -496,13 +521,17 @@ def run_cert_status(
     return 0
 
 
-def run_rotate(
-    config_path: Path | None, signer: str | None, *, now: datetime, reporter: Reporter
-) -> int:
+@dataclass(frozen=True, kw_only=True)
+class RotateOptions:
+    config: Path | None = None
+    signer: str | None = None  # which notary signer, when the config has several
+
+
+def run_rotate(options: RotateOptions, *, now: datetime, reporter: Reporter) -> int:
     from image_builder.signing.notary import rotate
 
-    chosen = notary_signer(load_config(config_path), signer)
-    status, backup = rotate(chosen.notary(), now)
+    chosen = notary_signer(load_config(options.config), options.signer)
+    status, backup = rotate(chosen.config, now)
     reporter.result(
         json.dumps(
             {
@@ -519,32 +548,34 @@ def run_rotate(
 # --- verify-token -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, kw_only=True)
+class VerifyTokenOptions:
+    config: Path | None
+    token: str | None = None  # else AUTHORIZATION
+    name: str | None = None  # also check that the token may build and sign this image name
+    ado_outputs: bool = False  # the trusted pipeline's verified job variables
+
+
 def run_verify_token(
-    token_flag: str | None,
-    config_path: Path | None,
-    *,
-    env: Mapping[str, str],
-    reporter: Reporter,
-    ado_outputs: bool = False,
-    name: str | None = None,
+    options: VerifyTokenOptions, *, env: Mapping[str, str], reporter: Reporter
 ) -> int:
     """Check a token against the config's trust policy and print the claims that matter. The
     token is not spent: the stages that build and sign spend it."""
-    from image_builder.commands.inputs import token_from
-    from image_builder.trust import TrustError, check_image_name, make_verifier
+    from image_builder.errors import TrustError
+    from image_builder.trust import check_image_name, make_verifier
 
-    token = token_from(token_flag, env)
+    token = token_from(options.token, env)
     reporter.mask(token or "")
     if token is None:
         raise TrustError("no token: pass it with --token or the AUTHORIZATION variable")
-    config = load_config(config_path)
+    config = load_config(options.config)
     if not config.trust:
         raise InputError("the config has no trust section; add the trusted issuers to config.yaml")
     claims = make_verifier(config.trust).verify(token)
-    if name is not None:
-        check_image_name(claims, name)
+    if options.name is not None:
+        check_image_name(claims, options.name)
     reporter.result(claims.to_json())
-    if ado_outputs:
+    if options.ado_outputs:
         for line in verified_job_variables(claims, env, config):
             reporter.result(line)
     return 0
@@ -560,10 +591,9 @@ def verified_job_variables(
     and whether it may be signed, taken from the verified token wherever the token says it. Only a
     pull request's number and head commit come from the caller (a token does not carry them);
     such builds go to the dev registry, unsigned."""
-    from image_builder.backends.ado import vso_variables
+    from image_builder.ci_output import vso_variables
     from image_builder.context import azure
-    from image_builder.github_api import check_pull_request
-    from image_builder.trust import check_context
+    from image_builder.trust import check_context, check_pull_request
 
     ctx = azure.load(env)
     check_context(claims, ctx, None)
@@ -589,4 +619,4 @@ def verified_job_variables(
                 if name == "BASE_REF"
                 else f"{name} {value!r} holds characters it never may; check the run's parameters"
             )
-    return list(vso_variables(values))
+    return vso_variables(values)

@@ -69,7 +69,7 @@ def run_tags(
 
 def write_tags_file(path: Path, tags: list[Tag]) -> None:
     """The tags as the Go tool wrote them to ``--tags-output-file``; ``-`` is stdout."""
-    from image_builder.commands.build import why_unwritable
+    from image_builder.commands.outputs import why_unwritable
 
     if path == STREAM:
         # The bytes the file would get, also for the callers that have no reporter at hand.

@@ -9,10 +9,10 @@ from typing import TypedDict
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from image_builder.config import describe_validation_error
 from image_builder.context.model import CIContext, PipelineSource, check_sha
 from image_builder.errors import InputError, UnsupportedEventError
 from image_builder.events import EVENTS, MERGE_GROUP, rule
+from image_builder.validation import describe_validation_error
 
 SUPPORTED_EVENTS = tuple(EVENTS)
 

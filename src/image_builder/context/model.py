@@ -127,3 +127,16 @@ def repo_from_url(url: str) -> tuple[str | None, str | None, str | None]:
         return None, None, None
     browse = f"https://{host}/{'/'.join(segments[:-1])}/{name}"
     return owner, name, browse
+
+
+@dataclass(frozen=True, kw_only=True)
+class Identity:
+    """Where the build's source comes from and who asked for it. On the trusted side every field
+    the token carries comes from the verified token, never from the caller's parameters."""
+
+    source_url: str | None  # https://github.com/owner/name
+    commit: str | None
+    ref: str | None
+    event: str
+    workflow: str | None = None  # the calling workflow, owner/repo/path@ref
+    verified: bool = False  # taken from a verified OIDC token

@@ -95,7 +95,7 @@ class BuildahEngine:
             tools += ["unshare", "setpriv"]
         for tool in tools:
             proc.which(tool)
-        self._check_emulation(plan)
+        check_emulation(plan, host_platform=self._host_platform, binfmt_dir=self._binfmt_dir)
         self._deadline = Deadline(self._build_timeout)
         with sandbox.claim(
             self._accounts,
@@ -158,21 +158,32 @@ class BuildahEngine:
         """Import the verified image into image-builder's own local storage under ``references``."""
         if not references:
             return
-        source = image.layout.source
+        # buildah names what it pulls after the layout's path and refuses a name with "_" or
+        # capitals, which TMPDIR may hold: the path is given from the work folder's parent, so
+        # the name is the work folder's own (image-builder-work-<hex>/image).
+        path = image.layout.path
+        source = f"oci:{path.parent.name}/{path.name}:{layout.REF_NAME}"
+        here = path.parent.parent
         if image.layout.is_list:
             first = references[0]
             self._buildah("manifest", "create", first, what="buildah manifest create")
             for platform in image.platforms:
                 pulled = (
                     self._buildah(
-                        "pull", "--quiet", "--platform", platform, source, what="buildah pull"
+                        "pull",
+                        "--quiet",
+                        "--platform",
+                        platform,
+                        source,
+                        what="buildah pull",
+                        cwd=here,
                     )
                     .output.strip()
                     .splitlines()[-1]
                 )
                 self._buildah("manifest", "add", first, pulled, what="buildah manifest add")
         else:
-            pulled = self._buildah("pull", "--quiet", source, what="buildah pull").output
+            pulled = self._buildah("pull", "--quiet", source, what="buildah pull", cwd=here).output
             first = pulled.strip().splitlines()[-1]
         self._buildah("tag", first, *references, what="buildah tag")
 
@@ -284,7 +295,7 @@ class BuildahEngine:
         argv = sandbox.wrap(argv, self._account, binds=binds or [])
         return self._run(argv, env=self._box_env(box), what=what)
 
-    def _buildah(self, *args: str, what: str) -> proc.Result:
+    def _buildah(self, *args: str, what: str, cwd: Path | None = None) -> proc.Result:
         """buildah as image-builder itself, on verified data only (never a build), in the
         machine's storage, which another process may hold locked."""
         workdirs.wait_for_lock(
@@ -294,9 +305,13 @@ class BuildahEngine:
             what="buildah's storage lock",
             stopping=lambda: proc.CHILDREN.stopping,
         )
-        return self._run(["buildah", *self._global_args(), *args], env=self._env, what=what)
+        return self._run(
+            ["buildah", *self._global_args(), *args], env=self._env, what=what, cwd=cwd
+        )
 
-    def _run(self, argv: list[str], *, env: Mapping[str, str], what: str) -> proc.Result:
+    def _run(
+        self, argv: list[str], *, env: Mapping[str, str], what: str, cwd: Path | None = None
+    ) -> proc.Result:
         on_line = None
         if self._on_line is not None:
             emit = self._on_line
@@ -316,6 +331,7 @@ class BuildahEngine:
             on_line=on_line,
             what=what,
             timeout=deadline.remaining(),
+            cwd=cwd,
         )
 
     def _global_args(self) -> list[str]:
@@ -351,7 +367,7 @@ class BuildahEngine:
         conf.chmod(0o644)
         hosts = sorted(set(plan.plain_http_hosts) | _loopback_hosts(plan))
         if hosts:
-            base = _effective_registries_conf(self._env)
+            base = effective_registries_conf(self._env)
             entries = "".join(
                 f'\n[[registry]]\nlocation = "{host}"\ninsecure = true\n'
                 for host in hosts
@@ -394,32 +410,35 @@ class BuildahEngine:
                 f"cannot write the build secrets into {folder}: {exc.strerror}"
             ) from None
 
-    def _check_emulation(self, plan: BuildPlan) -> None:
-        host_arch = arch_of(self._host_platform)
-        foreign = [p for p in plan.platforms if arch_of(p) != host_arch]
-        if not foreign:
-            return
-        try:
-            text = plan.dockerfile.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return
-        if not _RUN_INSTRUCTION.search(text):
-            return  # COPY-only builds never execute foreign code
-        for platform in foreign:
-            arch = arch_of(platform)
-            if shutil.which(QEMU_BINARY[arch]) is None:
-                raise ToolMissingError(
-                    f"building {platform} on a {self._host_platform} host runs RUN steps under "
-                    f"emulation, but {QEMU_BINARY[arch]} is missing; install it with "
-                    "`apt-get install qemu-user-static binfmt-support`"
-                )
-            handler = self._binfmt_dir / BINFMT_NAME[arch]
-            if not handler.exists():
-                raise ToolMissingError(
-                    f"building {platform} needs the binfmt_misc handler {BINFMT_NAME[arch]}; run "
-                    "`mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && "
-                    f"update-binfmts --enable {BINFMT_NAME[arch]}` (package binfmt-support)"
-                )
+
+def check_emulation(plan: BuildPlan, *, host_platform: str, binfmt_dir: Path) -> None:
+    """Before a build for a foreign platform with RUN steps: its qemu binary is installed and
+    its binfmt_misc handler (in ``binfmt_dir``) registered; a ToolMissingError says how."""
+    host_arch = arch_of(host_platform)
+    foreign = [p for p in plan.platforms if arch_of(p) != host_arch]
+    if not foreign:
+        return
+    try:
+        text = plan.dockerfile.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return
+    if not _RUN_INSTRUCTION.search(text):
+        return  # COPY-only builds never execute foreign code
+    for platform in foreign:
+        arch = arch_of(platform)
+        if shutil.which(QEMU_BINARY[arch]) is None:
+            raise ToolMissingError(
+                f"building {platform} on a {host_platform} host runs RUN steps under "
+                f"emulation, but {QEMU_BINARY[arch]} is missing; install it with "
+                "`apt-get install qemu-user-static binfmt-support`"
+            )
+        handler = binfmt_dir / BINFMT_NAME[arch]
+        if not handler.exists():
+            raise ToolMissingError(
+                f"building {platform} needs the binfmt_misc handler {BINFMT_NAME[arch]}; run "
+                "`mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && "
+                f"update-binfmts --enable {BINFMT_NAME[arch]}` (package binfmt-support)"
+            )
 
 
 # buildah's words for a Dockerfile it cannot read (as opposed to a build that failed).
@@ -572,7 +591,7 @@ def _system_policy(path: Path = _SYSTEM_POLICY) -> dict[str, object] | None:
     return data
 
 
-def _effective_registries_conf(env: Mapping[str, str]) -> str:
+def effective_registries_conf(env: Mapping[str, str]) -> str:
     """The main registries.conf buildah would read, so a private copy keeps its settings."""
     candidates = []
     if env.get("CONTAINERS_REGISTRIES_CONF"):

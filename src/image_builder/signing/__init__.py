@@ -177,13 +177,11 @@ def sign_targets(
         manifest = registry.get_manifest(at_digest)
         platforms = tuple(
             PlatformManifest(
-                digest=child_digest,
-                size=size,
-                platform="/".join(
-                    str(platform[k]) for k in ("os", "architecture", "variant") if platform.get(k)
-                ),
+                digest=entry.digest,
+                size=entry.size,
+                platform=str(entry.platform) if entry.platform else "",
             )
-            for child_digest, size, platform in manifest.children(registry.max_entries)
+            for entry in manifest.entries(registry.max_entries, where=str(at_digest))
         )
         targets.append(
             SignTarget(

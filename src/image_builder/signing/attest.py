@@ -19,7 +19,6 @@ from image_builder.errors import RuntimeFailure
 from image_builder.oci import Reference
 from image_builder.registry import RegistryClient, RegistryError
 from image_builder.signing import SignTarget
-from image_builder.signing.cosign import SIGNATURE_ANNOTATION, append_layer, existing_layers
 from image_builder.signing.dsse import (
     IN_TOTO,
     MAX_ENVELOPE_BYTES,
@@ -28,6 +27,8 @@ from image_builder.signing.dsse import (
     open_envelope,
     seal,
 )
+from image_builder.signing.layers import append_layer, read_layers
+from image_builder.wire import SIGNATURE_ANNOTATION
 
 PREDICATE_ANNOTATION = "predicateType"
 
@@ -128,14 +129,14 @@ def read_attestations(
 ) -> Found:
     """Every provenance statement at ``digest`` whose envelope ``key`` signed and whose subjects
     include ``digest``; the registry's answers are read within its caps (entries, sizes)."""
-    every = existing_layers(registry, repo.with_tag(attestation_tag(digest)))
-    layers = [layer for layer in every if layer.get("mediaType") == MEDIA_TYPE]
-    unsigned = sum(1 for layer in every if layer.get("mediaType") == IN_TOTO)
+    every = read_layers(registry, repo.with_tag(attestation_tag(digest)))
+    layers = [layer for layer in every if layer.media_type == MEDIA_TYPE]
+    unsigned = sum(1 for layer in every if layer.media_type == IN_TOTO)
     verified: list[provenance.Provenance] = []
     problems: list[str] = []
     for layer in layers:
         try:
-            body = registry.get_blob(repo, str(layer["digest"]), limit=MAX_ENVELOPE_BYTES)
+            body = registry.get_blob(repo, layer.digest, limit=MAX_ENVELOPE_BYTES)
         except RegistryError as exc:
             problems.append(f"unreadable attestation ({exc})")
             continue

@@ -28,14 +28,14 @@ def make_signers(
         if signer.type == "notary":
             from image_builder.signing.notary import NotarySigner, read_secret
 
-            notary = signer.notary()
+            notary = signer.config
             read_secret(Path(notary.secret.path))  # refuse a missing or malformed secret early
             signers[name] = NotarySigner(name=name, config=notary, on_retry=on_retry)
         else:
             from image_builder.signing.cosign import CosignSigner
             from image_builder.signing.keys import load_private_key
 
-            cosign = signer.cosign()
+            cosign = signer.config
             try:
                 key = load_private_key(
                     Path(cosign.private_key), password_env=cosign.password_env, env=env

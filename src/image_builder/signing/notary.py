@@ -24,12 +24,19 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import BaseModel, ConfigDict, Field
 
 from image_builder.atomic import write_atomic
 from image_builder.config import NotaryConfig
 from image_builder.duration import format_go_duration
 from image_builder.errors import InputError, RuntimeFailure
-from image_builder.http import RetryableError, RetryPolicy, retry_after_seconds, tls_context
+from image_builder.http import (
+    RetriesExhausted,
+    RetryableError,
+    RetryPolicy,
+    send_with_retries,
+    tls_context,
+)
 from image_builder.signing import SignTarget
 
 log = logging.getLogger(__name__)
@@ -102,7 +109,28 @@ def mtls(secret: SignifySecret, ca_file: str | None) -> Iterator[ssl.SSLContext]
     yield context
 
 
-def notary_payload(targets: Sequence[SignTarget]) -> dict[str, Any]:
+class _Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True, defer_build=True)
+
+
+class SignifyTarget(_Wire):
+    name: str
+    byte_size: int = Field(alias="byteSize")
+    digest: str  # hex, without the algorithm
+
+
+class TrustedCollection(_Wire):
+    gun: str  # the repository
+    targets: list[SignifyTarget]
+
+
+class SignifyRequest(_Wire):
+    """The body of ``POST /sign``."""
+
+    trusted_collections: list[TrustedCollection] = Field(alias="trustedCollections")
+
+
+def signify_request(targets: Sequence[SignTarget]) -> SignifyRequest:
     """One trusted collection per repository: a target per tag (the pushed digest) and, for an
     index, a target per platform manifest named after its digest (``sha256-<hex>``), since those
     have no tags of their own."""
@@ -110,19 +138,26 @@ def notary_payload(targets: Sequence[SignTarget]) -> dict[str, Any]:
     for target in targets:
         names = target.tags or (target.digest.replace(":", "-"),)  # a digest-only reference
         entries = [
-            {"name": tag, "byteSize": target.size, "digest": target.digest.removeprefix("sha256:")}
+            SignifyTarget(
+                name=tag, byte_size=target.size, digest=target.digest.removeprefix("sha256:")
+            )
             for tag in names
         ]
         entries += [
-            {
-                "name": p.digest.replace(":", "-"),
-                "byteSize": p.size,
-                "digest": p.digest.removeprefix("sha256:"),
-            }
+            SignifyTarget(
+                name=p.digest.replace(":", "-"),
+                byte_size=p.size,
+                digest=p.digest.removeprefix("sha256:"),
+            )
             for p in target.platforms
         ]
-        collections.append({"gun": target.repository, "targets": entries})
-    return {"trustedCollections": collections}
+        collections.append(TrustedCollection(gun=target.repository, targets=entries))
+    return SignifyRequest(trusted_collections=collections)
+
+
+def notary_payload(targets: Sequence[SignTarget]) -> dict[str, Any]:
+    """The body of ``POST /sign`` as JSON data, in the service's spelling."""
+    return signify_request(targets).model_dump(by_alias=True)
 
 
 class NotarySigner:
@@ -139,7 +174,7 @@ class NotarySigner:
         self.requests = 0
 
     def sign(self, targets: Sequence[SignTarget]) -> None:
-        body = json.dumps(notary_payload(targets)).encode()
+        body = signify_request(targets).model_dump_json(by_alias=True).encode()
         secret = read_secret(Path(self._config.secret.path))
         check_not_expired(secret, datetime.now(UTC))
         deadline = self._config.timeout.total_seconds()
@@ -156,40 +191,41 @@ class NotarySigner:
             ) as client,
         ):
 
-            def attempt() -> None:
+            def exchange() -> httpx.Response:
                 self.requests += 1
-                try:
-                    response = client.post(
-                        self._config.endpoint,
-                        content=body,
-                        headers={"Content-Type": "application/json"},
-                    )
-                except httpx.TransportError as exc:
-                    raise RetryableError(f"{exc.__class__.__name__}: {exc}") from exc
-                if response.status_code == 202:
-                    return
-                if response.status_code >= 500 or response.status_code == 429:
-                    raise RetryableError(
-                        f"HTTP {response.status_code}", retry_after=retry_after_seconds(response)
-                    )
-                raise RuntimeFailure(
-                    f"signer {self.name}: the Signify service refused the request with HTTP "
-                    f"{response.status_code}: {response.text[:200].strip()}"
+                return client.post(
+                    self._config.endpoint,
+                    content=body,
+                    headers={"Content-Type": "application/json"},
                 )
 
             def report(number: int, error: RetryableError, wait: float) -> None:
                 if self._on_retry is not None:
                     self._on_retry(
-                        f"signer {self.name}: attempt {number} failed ({error}); retrying in {wait:.1f}s"
+                        f"signer {self.name}: attempt {number} failed ({error.reason}); retrying "
+                        f"in {wait:.1f}s"
                     )
 
             try:
-                policy.run(attempt, on_retry=report)
-            except RetryableError as exc:
+                # Signing the same digests twice is harmless, so the POST counts as idempotent
+                # and is retried on the same answers as every other client's requests.
+                response = send_with_retries(
+                    exchange,
+                    what=f"POST {self._config.endpoint}",
+                    policy=policy,
+                    on_retry=report,
+                )
+            except RetriesExhausted as exc:
                 raise RuntimeFailure(
                     f"signer {self.name}: the Signify service did not accept the request within "
-                    f"{format_go_duration(self._config.timeout)} ({self.requests} attempts, last: {exc})"
+                    f"{format_go_duration(self._config.timeout)} ({exc.attempts} attempts, last: "
+                    f"{exc.last.reason})"
                 ) from None
+        if response.status_code != 202:
+            raise RuntimeFailure(
+                f"signer {self.name}: the Signify service refused the request with HTTP "
+                f"{response.status_code}: {response.text[:200].strip()}"
+            )
 
 
 # --- certificate lifecycle ------------------------------------------------------------------------
