@@ -514,6 +514,21 @@ def test_rotation_refuses_an_expired_certificate_and_a_mismatched_answer(
     assert "returned a certificate for another key; the secret is unchanged" in mismatched.stderr
     assert json.loads(secret.read_text())["certData"] == base64.b64encode(fresh_cert).decode()
 
+    for reply, message in [
+        (
+            Reply(200, body=b'{"cert": "x"}'),
+            "the rotation endpoint's answer has no base64 certData",
+        ),
+        (Reply(200, body=b'{"certData": "not base64!"}'), "has no base64 certData"),
+        (Reply(200, body=b"[]"), "has no base64 certData"),
+        (Reply(403, body=b"denied"), "the rotation endpoint answered HTTP 403: denied"),
+    ]:
+        signify.rotate_reply = reply
+        refused = cli("signify", "rotate", "--config", cfg)
+        assert refused.returncode == 1, refused.stderr
+        assert message in refused.stderr
+        assert json.loads(secret.read_text())["certData"] == base64.b64encode(fresh_cert).decode()
+
 
 def test_no_secret_ever_appears_in_output(
     cli: Cli,

@@ -31,9 +31,11 @@ from image_builder.config import NotaryConfig
 from image_builder.duration import format_go_duration
 from image_builder.errors import InputError, RuntimeFailure
 from image_builder.http import (
+    RequestUncertain,
     RetriesExhausted,
     RetryableError,
     RetryPolicy,
+    describe,
     send_with_retries,
     tls_context,
 )
@@ -128,6 +130,12 @@ class SignifyRequest(_Wire):
     """The body of ``POST /sign``."""
 
     trusted_collections: list[TrustedCollection] = Field(alias="trustedCollections")
+
+
+class RotatedCertificate(_Wire):
+    """The rotation endpoint's answer; other members are ignored."""
+
+    cert_data: str = Field(alias="certData")
 
 
 def signify_request(targets: Sequence[SignTarget]) -> SignifyRequest:
@@ -305,17 +313,31 @@ def exchange_csr(config: NotaryConfig, current: SignifySecret, csr_pem: bytes) -
         mtls(current, config.ca_file) as context,
         httpx.Client(verify=context, timeout=httpx.Timeout(60.0), trust_env=False) as client,
     ):
+        endpoint = config.rotate_endpoint
+        body = {"csr": base64.b64encode(csr_pem).decode()}
         try:
-            response = client.post(
-                config.rotate_endpoint, json={"csr": base64.b64encode(csr_pem).decode()}
+            # Not repeated once it may have arrived: the service may have issued a certificate.
+            response = send_with_retries(
+                lambda: client.post(endpoint, json=body),
+                what=f"POST {endpoint}",
+                policy=RetryPolicy(attempts=3, budget=30.0),
+                idempotent=False,
             )
-        except httpx.TransportError as exc:
-            raise RuntimeFailure(f"the rotation endpoint cannot be reached: {exc}") from None
+        except RetriesExhausted as exc:
+            raise RuntimeFailure(
+                f"the rotation endpoint cannot be reached: {exc.last.reason}"
+            ) from None
+        except RequestUncertain as exc:
+            raise RuntimeFailure(
+                f"the rotation endpoint did not answer: {describe(exc.cause)}; the secret is "
+                "unchanged"
+            ) from None
     if response.status_code != 200:
         raise RuntimeFailure(
             f"the rotation endpoint answered HTTP {response.status_code}: {response.text[:200].strip()}"
         )
     try:
-        return base64.b64decode(response.json()["certData"], validate=True)
-    except (ValueError, KeyError, TypeError):
+        answer = RotatedCertificate.model_validate_json(response.content)
+        return base64.b64decode(answer.cert_data, validate=True)
+    except ValueError:  # pydantic's ValidationError and binascii.Error are ValueErrors
         raise RuntimeFailure("the rotation endpoint's answer has no base64 certData") from None
