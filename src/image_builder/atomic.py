@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from image_builder.errors import InputError
@@ -11,6 +10,8 @@ from image_builder.errors import InputError
 
 def write_atomic(path: Path, text: str, *, mode: int | None = None) -> None:
     """``mode``: the file's permissions (default: mkstemp's 0600, only this account reads)."""
+    import tempfile  # not at import: `image-builder tags` mostly prints, and start-up counts (P5)
+
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"cannot write {path}: folder {folder} does not exist; create it first")
