@@ -550,10 +550,8 @@ def profile_p1(bench: Bench) -> str:
         finally:
             waited.append(time.perf_counter() - start)
 
-    saved, saved_cwd = dict(os.environ), Path.cwd()
+    saved_cwd = Path.cwd()
     os.chdir(bench.work)
-    os.environ.clear()
-    os.environ.update(env)
     proc.run = timed_run
     profiler = cProfile.Profile()
     start = time.perf_counter()
@@ -573,14 +571,13 @@ def profile_p1(bench: Bench) -> str:
                     "t",
                     "--platform",
                     "linux/amd64",
-                ]
+                ],
+                env,
             )
             profiler.disable()
     finally:
         os.chdir(saved_cwd)
         proc.run = original
-        os.environ.clear()
-        os.environ.update(saved)
     total = time.perf_counter() - start
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
