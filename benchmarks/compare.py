@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.run import BIN, REPO, Bench
+from benchmarks.run import REPO, Bench
 
 
 def main() -> int:
@@ -79,8 +79,11 @@ def scenarios(bench: Bench, trees: dict[str, Path]) -> list[dict[str, object]]:
         def run(tree: str) -> float:
             env = bench.fresh_storage()
             env["PYTHONPATH"] = str(trees[tree])
-            argv = [str(BIN), "build", "--name", bench.name("cmp"), "--context", str(context),
-                    "--config", str(config), "--platform", platforms, *extra]  # fmt: skip
+            # python -m: each tree starts through its own entry point (the console script's
+            # target may not exist in the other tree).
+            argv = [sys.executable, "-m", "image_builder", "build", "--name", bench.name("cmp"),
+                    "--context", str(context), "--config", str(config), "--platform", platforms,
+                    *extra]  # fmt: skip
             return bench.run(argv, env)
 
         return run
