@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
+from image_builder import wire
 from image_builder.dockerfile import BadReference, image_uses, normalise, parse, platform_args
 from image_builder.errors import ImageBuilderError
 from image_builder.oci import parse_reference
@@ -74,23 +75,25 @@ def _for_platform(
     if not manifest.is_index:
         return BaseImage(name=name, platform=platform, digest=manifest.digest)
     try:
-        children = manifest.children(registry.max_entries)
+        entries = manifest.entries(registry.max_entries)
     except ImageBuilderError as exc:
         return BaseImage(name=name, platform=platform, problem=str(exc))
-    for digest, _, entry in children:
-        if _matches(entry, platform):
-            return BaseImage(name=name, platform=platform, digest=digest, index=manifest.digest)
+    for entry in entries:
+        if entry.platform is not None and _matches(entry.platform, platform):
+            return BaseImage(
+                name=name, platform=platform, digest=entry.digest, index=manifest.digest
+            )
     return BaseImage(
         name=name, platform=platform, problem=f"its index {manifest.digest} has no {platform}"
     )
 
 
-def _matches(entry: Mapping[str, object], platform: str) -> bool:
+def _matches(entry: wire.Platform, platform: str) -> bool:
     os_name, _, rest = platform.partition("/")
     arch, _, variant = rest.partition("/")
-    if entry.get("os") != os_name or entry.get("architecture") != arch:
+    if entry.os != os_name or entry.architecture != arch:
         return False
-    return not variant or entry.get("variant") in (variant, None)
+    return not variant or entry.variant in (variant, None)
 
 
 def check_final(

@@ -1,7 +1,8 @@
 """The entry point: parse the arguments (:mod:`cli_parser`, after :mod:`go_flags` translated the
 Go tool's spellings), build the command's typed options, call one function, turn errors into exit
 codes. The only module that reads ``os.environ``: ``main`` when given no environment, and the
-console entry, the only one that changes it."""
+console entry, the only one that changes it. (Below it, httpx reads Azure DevOps' proxy and
+``tempfile`` reads ``TMPDIR`` from the process.)"""
 
 from __future__ import annotations
 

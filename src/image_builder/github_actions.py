@@ -26,21 +26,39 @@ def request_oidc_token(
     if not url or not bearer:
         missing = "ACTIONS_ID_TOKEN_REQUEST_URL" if not url else "ACTIONS_ID_TOKEN_REQUEST_TOKEN"
         raise InputError(f"{missing} is not set: {PERMISSION_HINT}")
-    client = http or httpx.Client(timeout=httpx.Timeout(15.0), trust_env=False)
+    from pydantic import BaseModel, StrictStr, ValidationError
+
+    from image_builder.http import Deadline, RetriesExhausted, RetryPolicy, send_with_retries
+
+    class Answer(BaseModel):
+        value: StrictStr
+
+    client = http or httpx.Client(trust_env=False)
     request_url = httpx.URL(url).copy_merge_params({"audience": audience})
+    ends = Deadline(15.0)  # for every try together
     try:
-        response = client.get(request_url, headers={"Authorization": f"Bearer {bearer}"})
-    except httpx.TransportError as exc:
-        raise RuntimeFailure(
-            f"the runner's token service cannot be reached: {exc.__class__.__name__}"
-        ) from None
+        response = send_with_retries(
+            lambda: client.get(
+                request_url,
+                headers={"Authorization": f"Bearer {bearer}"},
+                timeout=max(ends.remaining(), 0.001),
+            ),
+            what="GET the runner's token service",
+            policy=RetryPolicy(attempts=3, budget=15.0),
+            deadline=ends,
+        )
+    except RetriesExhausted as exc:
+        if exc.last.response is None:
+            why = exc.last.cause.__class__.__name__ if exc.last.cause else exc.last.reason
+            raise RuntimeFailure(f"the runner's token service cannot be reached: {why}") from None
+        response = exc.last.response
     if response.status_code != 200:
         raise RuntimeFailure(
             f"the runner's token service answered HTTP {response.status_code}; {PERMISSION_HINT}"
         )
     try:
-        token = str(response.json()["value"])
-    except (ValueError, KeyError, TypeError):
+        token = Answer.model_validate_json(response.content).value
+    except ValidationError:
         raise RuntimeFailure("the runner's token service answered without a token value") from None
     if token.count(".") != 2:
         raise RuntimeFailure("the runner's token service returned something that is not a JWT")

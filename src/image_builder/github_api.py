@@ -39,14 +39,22 @@ def check_head(
     if token:
         headers["Authorization"] = f"Bearer {token}"
     url = f"{api}/repos/{repository}/pulls/{number}"
-    from image_builder.http import RetriesExhausted, RetryPolicy, send_with_retries, tls_context
+    from image_builder.http import (
+        Deadline,
+        RetriesExhausted,
+        RetryPolicy,
+        send_with_retries,
+        tls_context,
+    )
 
+    ends = Deadline(10.0)  # for every try together
     try:
-        with httpx.Client(verify=tls_context(), timeout=httpx.Timeout(10.0)) as client:
+        with httpx.Client(verify=tls_context(), trust_env=False) as client:
             response = send_with_retries(
-                lambda: client.get(url, headers=headers),
+                lambda: client.get(url, headers=headers, timeout=max(ends.remaining(), 0.001)),
                 what=f"GET {url}",
                 policy=RetryPolicy(attempts=3, budget=10.0),
+                deadline=ends,
             )
     except RetriesExhausted as exc:
         raise RuntimeFailure(

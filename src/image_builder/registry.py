@@ -103,17 +103,6 @@ class Manifest:
                 raise RegistryError(f"{where} has no list of manifests") from None
             raise RegistryError(f"{where} has a malformed entry: {exc}") from None
 
-    def children(self, limit: int) -> list[tuple[str, int, dict[str, Any]]]:
-        """``(digest, size, platform)`` for each manifest an index lists (at most ``limit``)."""
-        return [
-            (
-                entry.digest,
-                entry.size,
-                entry.platform.model_dump(exclude_unset=True) if entry.platform else {},
-            )
-            for entry in self.entries(limit)
-        ]
-
 
 # --- credentials --------------------------------------------------------------------------------
 

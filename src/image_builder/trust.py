@@ -91,7 +91,20 @@ class _Jwk(_Wire):
 
 
 class _Jwks(_Wire):
-    keys: list[_Jwk]
+    """A JWK set. Its keys are read one by one: a key that is not one (no ``kty``, a ``kid``
+    that is no string, not an object) is skipped, as a key of a type we do not use is, so one
+    odd entry never refuses every token of the issuer."""
+
+    keys: list[object]
+
+    def usable(self) -> list[_Jwk]:
+        found = []
+        for entry in self.keys:
+            try:
+                found.append(_Jwk.model_validate(entry))
+            except ValidationError:
+                continue
+        return found
 
 
 _W = TypeVar("_W", bound=_Wire)
@@ -220,7 +233,7 @@ class JwksCache:
                 raise _Unfetchable(f"discovery names issuer {discovery.issuer!r}")
             uri = discovery.jwks_uri
         keys: dict[str, jwt.PyJWK] = {}
-        for entry in _read(_Jwks, self._get(uri, deadline), "the key set").keys:
+        for entry in _read(_Jwks, self._get(uri, deadline), "the key set").usable():
             if entry.kid is None:
                 continue  # no token can name it
             try:
@@ -232,7 +245,8 @@ class JwksCache:
     def _get(self, url: str, deadline: Deadline) -> httpx.Response:
         try:
             response = send_with_retries(
-                lambda: self._http.get(url),
+                # Each try gets what is left of the deadline, so the last one ends by it too.
+                lambda: self._http.get(url, timeout=max(deadline.remaining(), 0.001)),
                 what=f"GET {url}",
                 policy=self._retry,
                 deadline=deadline,
@@ -550,11 +564,25 @@ def verify_caller(
             "variable"
         )
     claims = make_verifier(trust).verify(token)
+    check_caller(trust, claims, ctx, repo_flag=repo_flag, env=env, names=names)
+    return claims
+
+
+def check_caller(
+    trust: Sequence[TrustedIssuer],
+    claims: VerifiedClaims,
+    ctx: CIContext,
+    *,
+    repo_flag: str | None,
+    env: Mapping[str, str],
+    names: Sequence[str] = (),
+) -> None:
+    """The gate's checks of a verified token: it agrees with the CI context and the flags, covers
+    every image name in ``names``, and a pull request's head is the commit being built."""
     check_context(claims, ctx, repo_flag)
     for name in names:
         check_image_name(claims, name)
     check_pull_request(trust, claims, ctx, env)
-    return claims
 
 
 def check_pull_request(

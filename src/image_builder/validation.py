@@ -51,13 +51,6 @@ def describe_validation_error(
     return found[0].text + more
 
 
-def describe_validation_errors(
-    exc: ValidationError, model: type[BaseModel], *, patterns: PatternWords | None = None
-) -> list[str]:
-    """Every problem, one line each, naming the key and what is expected in plain words."""
-    return [p.text for p in problems(exc.errors(include_url=False), model, patterns=patterns)]
-
-
 class _NoExample:
     pass
 

@@ -21,7 +21,7 @@ from pydantic import (
     StrictStr,
     ValidationError,
     ValidationInfo,
-    field_validator,
+    model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
@@ -57,14 +57,14 @@ Digest = Annotated[StrictStr, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 Annotations = Annotated[dict[StrictStr, StrictStr], BeforeValidator(_none_is_empty)]
 
 
-def _capped(value: object, info: ValidationInfo) -> object:
+def _capped(value: object, info: ValidationInfo, name: str | None = None) -> object:
     """A list longer than the context's ``max_entries`` is refused before any entry is read."""
     limit = (info.context or {}).get("max_entries")
     if isinstance(value, list) and isinstance(limit, int) and len(value) > limit:
         raise PydanticCustomError(
             "too_many",
             "lists {count} {name}, more than max-manifest-entries ({limit})",
-            {"count": len(value), "name": info.field_name, "limit": limit},
+            {"count": len(value), "name": name or info.field_name, "limit": limit},
         )
     return value
 
@@ -106,29 +106,49 @@ class ImageIndex(_Wire):
     manifests: Entries
 
 
+class Layer(_Wire):
+    """Any layer of a signature manifest that names a blob: what a write keeps, as it came,
+    whether or not this tool can read it (another tool's layer may lack what ours have)."""
+
+    digest: Digest
+
+    def document(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
 class SignatureManifest(_Wire):
     """cosign's ``sha256-<hex>.sig`` (or ``.att``) manifest, as read before a layer is added or a
-    signature is checked: the layers that are descriptors. Any other entry is dropped, not
-    refused: anyone who can push can plant one, and it must neither stop signing nor be written
-    back."""
+    signature is checked. ``layers``: those that are descriptors, the only ones read. ``kept``:
+    every layer that names a blob by a valid digest, in order, written back unchanged when a
+    layer is added. Any other entry is dropped, not refused: anyone who can push can plant one,
+    and it must neither stop signing nor be written back (it names nothing, and a registry would
+    refuse it)."""
 
     layers: tuple[Descriptor, ...] = ()
+    kept: tuple[Layer, ...] = ()
 
-    @field_validator("layers", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _descriptors_only(cls, value: object, info: ValidationInfo) -> object:
+    def _sort_layers(cls, data: object, info: ValidationInfo) -> object:
+        if not isinstance(data, dict):
+            return data
+        value = data.get("layers")
         if value is None:
-            return ()
+            return {**data, "layers": (), "kept": ()}
         if not isinstance(value, list):
-            return value  # refused as not a list
-        _capped(value, info)
-        kept = []
+            return data  # refused as not a list
+        _capped(value, info, name="layers")
+        layers, kept = [], []
         for entry in value:
             try:
-                kept.append(Descriptor.model_validate(entry))
+                kept.append(Layer.model_validate(entry))
             except ValidationError:
                 continue
-        return kept
+            try:
+                layers.append(Descriptor.model_validate(entry))
+            except ValidationError:
+                continue
+        return {**data, "layers": layers, "kept": kept}
 
 
 class SignatureAnnotations(_Wire):

@@ -528,6 +528,27 @@ def test_rotation_refuses_an_expired_certificate_and_a_mismatched_answer(
         assert refused.returncode == 1, refused.stderr
         assert message in refused.stderr
         assert json.loads(secret.read_text())["certData"] == base64.b64encode(fresh_cert).decode()
+    signify.rotate_reply = None
+
+    # The exchange may issue a certificate: once it may have arrived it is not sent again.
+    for reply, message in [
+        (Reply(0, drop=True), "the rotation endpoint did not answer: "),
+        (Reply(503, body=b"busy"), "the rotation endpoint answered HTTP 503: busy"),
+    ]:
+        signify.rotate_script = [reply]
+        sent = len(signify.requests)
+        refused = cli("signify", "rotate", "--config", cfg)
+        assert refused.returncode == 1, refused.stderr
+        assert message in refused.stderr
+        assert [r.path for r in signify.requests[sent:]] == ["/rotate"]
+        assert json.loads(secret.read_text())["certData"] == base64.b64encode(fresh_cert).decode()
+    # A 429 says it was not taken: sent again, and the rotation completes.
+    signify.rotate_script = [Reply(429, {"Retry-After": "0"})]
+    sent = len(signify.requests)
+    rotated = cli("signify", "rotate", "--config", cfg)
+    assert rotated.returncode == 0, rotated.stderr
+    assert [r.path for r in signify.requests[sent:]] == ["/rotate", "/rotate"]
+    assert json.loads(secret.read_text())["certData"] != base64.b64encode(fresh_cert).decode()
 
 
 def test_no_secret_ever_appears_in_output(

@@ -45,7 +45,8 @@ class FakeSignify(FakeServer):
         self.ca = ca
         self.requests: list[Recorded] = []
         self.script: list[Reply] = []  # consumed first, then 202
-        self.rotate_reply: Reply | None = None
+        self.rotate_reply: Reply | None = None  # every /rotate answer, instead of a certificate
+        self.rotate_script: list[Reply] = []  # consumed first
         self.rotate_lifetime = timedelta(days=7)
         cert, key = ca.pair("127.0.0.1", server=True)
         (folder / "server.pem").write_bytes(cert)
@@ -82,15 +83,20 @@ class FakeSignify(FakeServer):
                 self._send(reply)
 
             def _rotate(self, body: bytes) -> None:
-                if fake.rotate_reply is not None:
-                    self._send(fake.rotate_reply)
+                answer = fake.rotate_script.pop(0) if fake.rotate_script else fake.rotate_reply
+                if answer is not None and answer.drop:
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if answer is not None:
+                    self._send(answer)
                     return
                 csr = x509.load_pem_x509_csr(base64.b64decode(json.loads(body)["csr"]))
                 cert = fake.ca.issue(csr.public_key(), csr.subject, lifetime=fake.rotate_lifetime)  # type: ignore[arg-type]
-                answer = json.dumps(
+                issued = json.dumps(
                     {"certData": base64.b64encode(cert_pem(cert)).decode()}
                 ).encode()
-                self._send(Reply(200, {"Content-Type": "application/json"}, answer))
+                self._send(Reply(200, {"Content-Type": "application/json"}, issued))
 
             def _send(self, answer: Reply) -> None:
                 reply(self, answer.status, answer.body, answer.headers)

@@ -252,12 +252,12 @@ def test_an_index_with_too_many_entries_is_refused() -> None:
     )
     manifest = client(fake, max_entries=64).get_manifest(parse_reference("registry.example/a:x"))
     with pytest.raises(RegistryError) as caught:
-        manifest.children(64)
+        manifest.entries(64)
     assert str(caught.value) == (
         f"index {manifest.digest} lists 65 manifests, more than max-manifest-entries (64); "
         "refusing to read it"
     )
-    assert len(manifest.children(65)) == 65
+    assert len(manifest.entries(65)) == 65
 
 
 @pytest.mark.parametrize(
@@ -318,7 +318,7 @@ def test_hostile_index_entries_are_registry_errors(body: object, problem: str) -
     )
     manifest = client(fake).get_manifest(parse_reference("registry.example/a:x"))
     with pytest.raises(RegistryError, match=problem) as caught:
-        manifest.children(64)
+        manifest.entries(64)
     assert caught.value.exit_code == 1
 
 

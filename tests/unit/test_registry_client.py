@@ -4,9 +4,7 @@ the upload flow, Bearer and Basic auth, retries, refusals, limits and the stop c
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import uuid
 from collections.abc import Callable
 
 import httpx
@@ -22,6 +20,7 @@ from image_builder.registry import (
     RegistryError,
     TokenRefused,
 )
+from tests.support.mock_registry import DistributionApi, digest_of
 
 HOST = "registry.example"
 REF = Reference(host=HOST, repository="team/app", tag="v1")
@@ -32,125 +31,6 @@ DNS = {
     "storage.example": ["151.101.1.11"],
     "metadata.example": ["169.254.169.254"],
 }
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-class MemoryRegistry:
-    """A small distribution API: manifests by tag or digest, blobs, uploads by POST then PUT
-    with ``?digest=``. ``auth`` is ``None``, ``"basic"`` or ``"bearer"`` (tokens from
-    ``/token``, scoped as asked). ``faults`` answer the next requests first."""
-
-    def __init__(self, auth: str | None = None) -> None:
-        self.auth = auth
-        self.manifests: dict[str, tuple[bytes, str]] = {}
-        self.blobs: dict[str, bytes] = {}
-        self.uploads: set[str] = set()
-        self.faults: list[httpx.Response | Exception] = []
-        self.seen: list[httpx.Request] = []
-        self.tokens: dict[str, str] = {}  # token -> scope
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.seen.append(request)
-        if self.faults:
-            fault = self.faults.pop(0)
-            if isinstance(fault, Exception):
-                raise fault
-            return fault
-        path = request.url.path
-        if path == "/token":
-            return self.token(request)
-        if not self.allowed(request):
-            return self.challenge(request)
-        repo, _, rest = path.removeprefix("/v2/").partition("/manifests/")
-        if rest:
-            return self.manifest(request, rest)
-        repo, _, rest = path.removeprefix("/v2/").partition("/blobs/")
-        if rest.startswith("uploads/"):
-            return self.upload(request, repo, rest.removeprefix("uploads/"))
-        if rest:
-            return self.blob(request, rest)
-        return httpx.Response(404, json={"errors": [{"code": "NOT_FOUND", "message": path}]})
-
-    # --- auth ---
-
-    def allowed(self, request: httpx.Request) -> bool:
-        given = str(request.headers.get("authorization", ""))
-        if self.auth is None:
-            return True
-        if self.auth == "basic":
-            return given == BASIC_AUTH
-        scope = self.tokens.get(given.removeprefix("Bearer "), "")
-        needs = "push" if request.method in ("PUT", "POST", "PATCH") else "pull"
-        return scope.startswith("repository:team/app:") and needs in scope
-
-    def challenge(self, request: httpx.Request) -> httpx.Response:
-        if self.auth == "basic":
-            header = 'Basic realm="registry"'
-        else:
-            action = "pull,push" if request.method in ("PUT", "POST") else "pull"
-            header = (
-                f'Bearer realm="https://{HOST}/token",service="{HOST}",'
-                f'scope="repository:team/app:{action}"'
-            )
-        return httpx.Response(
-            401,
-            headers={"WWW-Authenticate": header},
-            json={"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
-        )
-
-    def token(self, request: httpx.Request) -> httpx.Response:
-        if request.headers.get("authorization") != BASIC_AUTH:
-            return httpx.Response(401, json={"details": "bad credentials"})
-        token = uuid.uuid4().hex
-        self.tokens[token] = request.url.params.get("scope", "")
-        return httpx.Response(200, json={"token": token})
-
-    # --- content ---
-
-    def manifest(self, request: httpx.Request, target: str) -> httpx.Response:
-        if request.method == "PUT":
-            data = request.read()
-            digest = digest_of(data)
-            entry = (data, request.headers["content-type"])
-            self.manifests[target] = self.manifests[digest] = entry
-            return httpx.Response(201, headers={"Docker-Content-Digest": digest})
-        if target not in self.manifests:
-            return httpx.Response(
-                404, json={"errors": [{"code": "MANIFEST_UNKNOWN", "message": "unknown"}]}
-            )
-        data, media_type = self.manifests[target]
-        headers = {"Content-Type": media_type, "Docker-Content-Digest": digest_of(data)}
-        return httpx.Response(
-            200, headers=headers, content=b"" if request.method == "HEAD" else data
-        )
-
-    def blob(self, request: httpx.Request, digest: str) -> httpx.Response:
-        if digest not in self.blobs:
-            return httpx.Response(404, json={"errors": [{"code": "BLOB_UNKNOWN"}]})
-        data = self.blobs[digest]
-        return httpx.Response(200, content=b"" if request.method == "HEAD" else data)
-
-    def upload(self, request: httpx.Request, repo: str, session: str) -> httpx.Response:
-        if request.method == "POST":
-            session = uuid.uuid4().hex
-            self.uploads.add(session)
-            location = f"/v2/{repo}/blobs/uploads/{session}?_state=opaque"
-            return httpx.Response(202, headers={"Location": location})
-        if request.method == "PUT" and session in self.uploads:
-            assert request.url.params["_state"] == "opaque"  # the Location's query is kept
-            data = request.read()
-            if digest_of(data) != request.url.params["digest"]:
-                return httpx.Response(400, json={"errors": [{"code": "DIGEST_INVALID"}]})
-            self.uploads.discard(session)
-            self.blobs[digest_of(data)] = data
-            return httpx.Response(201)
-        return httpx.Response(404, json={"errors": [{"code": "BLOB_UPLOAD_UNKNOWN"}]})
-
-    def methods(self) -> list[str]:
-        return [f"{r.method} {r.url.path}" for r in self.seen]
 
 
 def client(
@@ -180,7 +60,7 @@ MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": 
 
 
 def test_a_manifest_put_by_tag_is_read_back_by_tag_and_by_digest() -> None:
-    fake = MemoryRegistry()
+    fake = DistributionApi()
     registry = client(fake)
     digest = registry.put_manifest(REF, MANIFEST, OCI_MANIFEST)
     assert digest == digest_of(MANIFEST)
@@ -194,7 +74,7 @@ def test_a_manifest_put_by_tag_is_read_back_by_tag_and_by_digest() -> None:
 
 def test_an_index_without_a_content_type_takes_its_media_type_from_the_body() -> None:
     index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}).encode()
-    fake = MemoryRegistry()
+    fake = DistributionApi()
     fake.manifests["v1"] = (index, "application/json")
     manifest = client(fake).get_manifest(REF)
     assert manifest.media_type == OCI_INDEX
@@ -202,7 +82,7 @@ def test_an_index_without_a_content_type_takes_its_media_type_from_the_body() ->
 
 
 def test_a_manifest_whose_bytes_do_not_match_the_digest_asked_for_is_refused() -> None:
-    fake = MemoryRegistry()
+    fake = DistributionApi()
     wrong = "sha256:" + "0" * 64
     fake.manifests[wrong] = (MANIFEST, OCI_MANIFEST)
     with pytest.raises(RegistryError) as caught:
@@ -213,7 +93,7 @@ def test_a_manifest_whose_bytes_do_not_match_the_digest_asked_for_is_refused() -
 
 
 def test_a_blob_is_uploaded_by_post_then_put_with_its_digest_and_read_back() -> None:
-    fake = MemoryRegistry()
+    fake = DistributionApi()
     registry = client(fake)
     data = b'{"architecture": "amd64"}'
     digest = digest_of(data)
@@ -230,7 +110,7 @@ def test_a_blob_is_uploaded_by_post_then_put_with_its_digest_and_read_back() -> 
 
 
 def test_a_blob_the_repository_has_is_not_uploaded_again() -> None:
-    fake = MemoryRegistry()
+    fake = DistributionApi()
     data = b"layer"
     fake.blobs[digest_of(data)] = data
     client(fake).put_blob(REF, data)
@@ -238,7 +118,7 @@ def test_a_blob_the_repository_has_is_not_uploaded_again() -> None:
 
 
 def test_a_blob_that_does_not_match_its_digest_is_refused() -> None:
-    fake = MemoryRegistry()
+    fake = DistributionApi()
     digest = digest_of(b"what was asked for")
     fake.blobs[digest] = b"something else"
     with pytest.raises(RegistryError) as caught:
@@ -250,7 +130,7 @@ def test_a_blob_that_does_not_match_its_digest_is_refused() -> None:
 
 
 def test_a_bearer_challenge_is_answered_with_a_token_scoped_to_the_repository() -> None:
-    fake = MemoryRegistry(auth="bearer")
+    fake = DistributionApi(auth="bearer")
     registry = client(fake, credentials=ROBOT)
     fake.manifests["v1"] = (MANIFEST, OCI_MANIFEST)
     assert registry.get_manifest(REF).data == MANIFEST
@@ -264,7 +144,7 @@ def test_a_bearer_challenge_is_answered_with_a_token_scoped_to_the_repository() 
 
 
 def test_a_push_asks_for_a_push_scoped_token() -> None:
-    fake = MemoryRegistry(auth="bearer")
+    fake = DistributionApi(auth="bearer")
     registry = client(fake, credentials=ROBOT)
     registry.put_manifest(REF, MANIFEST, OCI_MANIFEST)
     (token_request,) = [r for r in fake.seen if r.url.path == "/token"]
@@ -273,7 +153,7 @@ def test_a_push_asks_for_a_push_scoped_token() -> None:
 
 
 def test_a_basic_challenge_is_answered_with_the_credentials() -> None:
-    fake = MemoryRegistry(auth="basic")
+    fake = DistributionApi(auth="basic")
     fake.manifests["v1"] = (MANIFEST, OCI_MANIFEST)
     registry = client(fake, credentials=ROBOT)
     assert registry.get_manifest(REF).data == MANIFEST
@@ -283,7 +163,7 @@ def test_a_basic_challenge_is_answered_with_the_credentials() -> None:
 
 
 def test_a_401_without_credentials_is_refused_with_the_registrys_words() -> None:
-    fake = MemoryRegistry(auth="basic")
+    fake = DistributionApi(auth="basic")
     with pytest.raises(RegistryError) as caught:
         client(fake).get_manifest(REF)
     assert caught.value.exit_code == 1
@@ -294,7 +174,7 @@ def test_a_401_without_credentials_is_refused_with_the_registrys_words() -> None
 
 
 def test_a_token_service_that_refuses_the_credentials() -> None:
-    fake = MemoryRegistry(auth="bearer")
+    fake = DistributionApi(auth="bearer")
     with pytest.raises(TokenRefused) as caught:
         client(fake, credentials=Credentials("robot", "wrong")).get_manifest(REF)
     assert caught.value.status == 401
@@ -305,7 +185,7 @@ def test_a_token_service_that_refuses_the_credentials() -> None:
 
 
 def test_a_404_names_what_does_not_exist() -> None:
-    registry = client(MemoryRegistry())
+    registry = client(DistributionApi())
     with pytest.raises(RegistryError) as caught:
         registry.get_manifest(REF)
     assert str(caught.value) == f"{REF} does not exist"
@@ -324,7 +204,7 @@ def test_a_404_names_what_does_not_exist() -> None:
     ids=["503", "429", "read-timeout"],
 )
 def test_a_transient_failure_is_retried(fault: httpx.Response | Exception) -> None:
-    fake = MemoryRegistry()
+    fake = DistributionApi()
     fake.manifests["v1"] = (MANIFEST, OCI_MANIFEST)
     fake.faults = [fault]
     assert client(fake).get_manifest(REF).data == MANIFEST
@@ -333,7 +213,7 @@ def test_a_transient_failure_is_retried(fault: httpx.Response | Exception) -> No
 
 def test_a_post_that_timed_out_is_sent_again() -> None:
     """Starting an upload only opens a session; repeating it is harmless."""
-    fake = MemoryRegistry()
+    fake = DistributionApi()
     fake.faults = [httpx.Response(404), httpx.ReadTimeout("timed out")]  # HEAD, then POST
     client(fake).put_blob(REF, b"data")
     assert [r.method for r in fake.seen] == ["HEAD", "POST", "POST", "PUT"]
@@ -341,7 +221,7 @@ def test_a_post_that_timed_out_is_sent_again() -> None:
 
 
 def test_retries_give_up_with_the_last_answer() -> None:
-    fake = MemoryRegistry()
+    fake = DistributionApi()
     fake.faults = [httpx.Response(503)] * 5
     with pytest.raises(RegistryError) as caught:
         client(fake, attempts=3).get_manifest(REF)
@@ -353,7 +233,7 @@ def test_retries_give_up_with_the_last_answer() -> None:
 
 
 def test_an_expired_deadline_stops_retries() -> None:
-    fake = MemoryRegistry()
+    fake = DistributionApi()
     fake.faults = [httpx.Response(503)] * 5
     registry = client(fake, attempts=5)
     with registry.bounded(Deadline(0.0)), pytest.raises(RegistryError, match="gave up"):
@@ -365,7 +245,7 @@ def test_an_expired_deadline_stops_retries() -> None:
 
 
 def test_a_redirect_to_an_internal_address_is_not_followed() -> None:
-    fake = MemoryRegistry()
+    fake = DistributionApi()
     digest = digest_of(b"x")
     fake.faults = [
         httpx.Response(307, headers={"Location": "http://metadata.example/latest/meta-data/"})
@@ -392,7 +272,7 @@ def test_a_redirect_to_public_storage_is_followed() -> None:
 
 
 def test_an_upload_location_on_an_internal_address_is_refused() -> None:
-    fake = MemoryRegistry()
+    fake = DistributionApi()
     fake.faults = [
         httpx.Response(404),  # HEAD: not there yet
         httpx.Response(202, headers={"Location": "http://metadata.example/upload"}),
@@ -404,7 +284,7 @@ def test_an_upload_location_on_an_internal_address_is_refused() -> None:
 
 def test_a_blob_over_its_limit_is_refused() -> None:
     data = b"x" * 2048
-    fake = MemoryRegistry()
+    fake = DistributionApi()
     fake.blobs[digest_of(data)] = data
     with pytest.raises(RegistryError) as caught:
         client(fake).get_blob(REF, digest_of(data), limit=1024)
@@ -412,7 +292,7 @@ def test_a_blob_over_its_limit_is_refused() -> None:
 
 
 def test_a_token_answer_over_its_limit_is_refused() -> None:
-    fake = MemoryRegistry(auth="bearer")
+    fake = DistributionApi(auth="bearer")
     huge = httpx.Response(200, content=b" " * (1024 * 1024 + 1))
     fake.faults = [fake.challenge(httpx.Request("GET", f"https://{HOST}/v2/")), huge]
     with pytest.raises(RegistryError) as caught:
@@ -421,7 +301,7 @@ def test_a_token_answer_over_its_limit_is_refused() -> None:
 
 
 def test_nothing_is_sent_once_image_builder_is_stopping() -> None:
-    fake = MemoryRegistry()
+    fake = DistributionApi()
     with pytest.raises(RegistryError) as caught:
         client(fake, stopping=lambda: True).get_manifest(REF)
     assert str(caught.value) == (
@@ -431,7 +311,7 @@ def test_nothing_is_sent_once_image_builder_is_stopping() -> None:
 
 
 def test_a_retry_is_not_sent_once_image_builder_is_stopping() -> None:
-    fake = MemoryRegistry()
+    fake = DistributionApi()
     fake.faults = [httpx.Response(503)]
     with pytest.raises(RegistryError, match="not sent: image-builder is stopping"):
         client(fake, stopping=lambda: bool(fake.seen)).get_manifest(REF)

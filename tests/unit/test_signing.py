@@ -32,7 +32,7 @@ from image_builder.signing.keys import (
     load_private_key,
     load_public_key,
 )
-from image_builder.signing.notary import notary_payload
+from image_builder.signing.notary import signify_request
 
 DIGEST = "sha256:" + "ab" * 32
 OTHER = "sha256:" + "cd" * 32
@@ -119,7 +119,7 @@ def test_signer_config_is_validated_by_type(signer: str, message: str) -> None:
     assert message in str(caught.value)
 
 
-def test_notary_payload() -> None:
+def test_the_signify_body_as_sent() -> None:
     target = SignTarget(
         reference=parse_reference(f"r.example/team/app@{DIGEST}"),
         tags=("v1", "latest"),
@@ -127,7 +127,7 @@ def test_notary_payload() -> None:
         media_type="application/vnd.oci.image.index.v1+json",
         platforms=(PlatformManifest(digest=OTHER, size=700, platform="linux/arm64"),),
     )
-    assert notary_payload([target]) == {
+    assert json.loads(signify_request([target]).model_dump_json(by_alias=True)) == {
         "trustedCollections": [
             {
                 "gun": "r.example/team/app",

@@ -26,8 +26,8 @@ from image_builder.signing.cosign import (
     signature_tag,
     verify_digest,
 )
-from image_builder.signing.layers import read_layers
-from tests.support.mock_registry import mock_registry
+from image_builder.signing.layers import append_layer, read_layers
+from tests.support.mock_registry import DistributionApi, mock_registry
 
 ONE, TWO = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 HOSTILE = "\x1b[31mEVIL"  # a value a registry could send to paint the log
@@ -97,7 +97,7 @@ def test_a_malformed_descriptor_names_the_field(document: object, message: str) 
     assert problem(wire.Descriptor, document) == message
 
 
-def test_null_annotations_are_none() -> None:
+def test_null_annotations_read_as_none_given() -> None:
     assert wire.parse(wire.Descriptor, descriptor(annotations=None), what="x").annotations == {}
     found = wire.parse(wire.Descriptor, {**descriptor(), "annotations": None}, what="x")
     assert found.annotations == {}
@@ -391,3 +391,34 @@ def test_the_wire_models_are_off_the_path_of_image_builder_tags() -> None:
     assert "image_builder.config" in reached  # the walk follows the path
     for heavy in ("image_builder.wire", "image_builder.registry", "httpx", "cryptography", "jwt"):
         assert heavy not in reached
+
+
+def test_a_layer_this_tool_cannot_read_is_written_back_unchanged() -> None:
+    """Another tool's layer may lack what ours have (a size, string annotations, a platform's
+    os): it is not read, but adding our signature must not erase it. A planted entry that names
+    no blob is dropped."""
+    api = DistributionApi(host="r.example")
+    registry = mock_registry(api)
+    tag = Reference(host="r.example", repository="team/app", tag=signature_tag(ONE))
+    foreign = [
+        {"mediaType": "application/x.other", "digest": "sha256:" + "c" * 64},  # no size
+        {**descriptor(), "annotations": {"count": 3}},  # an annotation that is no string
+        {**descriptor(digest="sha256:" + "d" * 64), "platform": {"architecture": "arm64"}},
+    ]
+    planted = [{"mediaType": SIMPLE_SIGNING, "size": 1}, "junk"]
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": descriptor()}
+    registry.put_manifest(
+        tag, json.dumps({**manifest, "layers": [*foreign, *planted]}).encode(), OCI_MANIFEST
+    )
+    append_layer(
+        registry,
+        tag,
+        b"our payload",
+        media_type=SIMPLE_SIGNING,
+        annotations={wire.SIGNATURE_ANNOTATION: "c2ln"},
+        sleep=lambda seconds: None,
+    )
+    layers = json.loads(registry.get_manifest(tag).data)["layers"]
+    assert layers[:3] == foreign
+    assert [layer["digest"] for layer in layers[3:]] == [sha256_digest(b"our payload")]
+    assert [layer.digest for layer in read_layers(registry, tag)] == [sha256_digest(b"our payload")]

@@ -367,10 +367,11 @@ _A = TypeVar("_A", bound=_Answer)
 
 class AdoClient:
     """The Azure DevOps REST API 7.1, as the image-builder pipeline needs it. Requests are retried
-    as :func:`~image_builder.http.send_with_retries` rules: the run-creating POST is not
-    idempotent, so it is sent again only when it provably did not reach Azure DevOps (the
-    connection was refused) or was turned away with 429, and one request never starts two builds. ``Retry-After`` is honoured on every answer, a 200 too (Azure DevOps'
-    delayed mode), and a 401 renews the credentials once."""
+    by the one rule of :func:`~image_builder.http.send_with_retries`. The run-creating POST is
+    not idempotent: it is sent again only when it provably did not reach Azure DevOps (the
+    connection was refused) or was turned away with 429, so one request never starts two
+    builds. ``Retry-After`` is honoured on every answer, a 200 too (Azure DevOps' delayed mode),
+    and a 401 renews the credentials once."""
 
     def __init__(
         self,

@@ -304,7 +304,7 @@ def run_verify(options: VerifyOptions, *, env: Mapping[str, str], reporter: Repo
     if digest is None:
         raise RuntimeFailure(f"{ref} does not exist")
     manifest = registry.get_manifest(ref.with_digest(digest))
-    digests = [digest, *(child for child, _, _ in manifest.children(registry.max_entries))]
+    digests = [digest, *(entry.digest for entry in manifest.entries(registry.max_entries))]
     checked = []
     for each in digests:
         signature = verify_digest(registry, ref, each, public)
@@ -593,11 +593,10 @@ def verified_job_variables(
     such builds go to the dev registry, unsigned."""
     from image_builder.ci_output import vso_variables
     from image_builder.context import azure
-    from image_builder.trust import check_context, check_pull_request
+    from image_builder.trust import check_caller
 
     ctx = azure.load(env)
-    check_context(claims, ctx, None)
-    check_pull_request(config.trust, claims, ctx, env)
+    check_caller(config.trust, claims, ctx, repo_flag=None, env=env)
     owner, _, name = claims.repository.partition("/")
     release = ctx.is_release
     commit = claims.sha if release and claims.sha else ctx.commit_sha

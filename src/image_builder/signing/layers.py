@@ -58,10 +58,10 @@ def _append(
         media_type=media_type, size=len(body), digest=payload_digest, annotations=annotations
     )
     for attempt in range(_APPEND_ATTEMPTS):
-        layers = read_layers(registry, tag_ref)
-        if not any(_same_layer(layer, ours) for layer in layers):
+        found = _read(registry, tag_ref)
+        if not any(_same_layer(layer, ours) for layer in found.layers):
             try:
-                _write(registry, repo, tag_ref, [*layers, ours])
+                _write(registry, repo, tag_ref, [*found.kept, ours])
             except RegistryError as exc:
                 # The Distribution registry can answer "blob unknown" for a blob that another
                 # signer is uploading at this very moment (the same config, say): a collision
@@ -127,16 +127,20 @@ def _same_layer(layer: wire.Descriptor, ours: wire.Descriptor) -> bool:
 
 def read_layers(registry: RegistryClient, tag_ref: Reference) -> tuple[wire.Descriptor, ...]:
     """The layers of the manifest at ``tag_ref`` (none when there is none), within
-    ``max-manifest-entries``. A layer that is no descriptor is dropped (see
+    ``max-manifest-entries``. A layer that is no descriptor is left out (see
     :class:`wire.SignatureManifest`)."""
+    return _read(registry, tag_ref).layers
+
+
+def _read(registry: RegistryClient, tag_ref: Reference) -> wire.SignatureManifest:
     try:
         manifest = registry.get_manifest(tag_ref)
     except RegistryError as exc:
         if "does not exist" in str(exc):
-            return ()
+            return wire.SignatureManifest()
         raise
     try:
-        found = wire.parse(
+        return wire.parse(
             wire.SignatureManifest,
             manifest.json(),
             what="the manifest",
@@ -148,14 +152,13 @@ def read_layers(registry: RegistryClient, tag_ref: Reference) -> tuple[wire.Desc
         raise RegistryError(
             f"{tag_ref} is not a signature or attestation manifest: its layers are not a list"
         ) from None
-    return found.layers
 
 
 def _write(
     registry: RegistryClient,
     repo: Reference,
     tag_ref: Reference,
-    layers: Sequence[wire.Descriptor],
+    layers: Sequence[wire.Layer | wire.Descriptor],
 ) -> None:
     config = json.dumps(
         {

@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 from cryptography import x509
@@ -31,6 +30,7 @@ from image_builder.config import NotaryConfig
 from image_builder.duration import format_go_duration
 from image_builder.errors import InputError, RuntimeFailure
 from image_builder.http import (
+    Deadline,
     RequestUncertain,
     RetriesExhausted,
     RetryableError,
@@ -163,11 +163,6 @@ def signify_request(targets: Sequence[SignTarget]) -> SignifyRequest:
     return SignifyRequest(trusted_collections=collections)
 
 
-def notary_payload(targets: Sequence[SignTarget]) -> dict[str, Any]:
-    """The body of ``POST /sign`` as JSON data, in the service's spelling."""
-    return signify_request(targets).model_dump(by_alias=True)
-
-
 class NotarySigner:
     def __init__(
         self,
@@ -198,13 +193,16 @@ class NotarySigner:
                 verify=context, timeout=httpx.Timeout(min(deadline, 60.0)), trust_env=False
             ) as client,
         ):
+            ends = Deadline(deadline)
 
             def exchange() -> httpx.Response:
                 self.requests += 1
+                # Each try gets at most what is left of `timeout`: the last one ends by it too.
                 return client.post(
                     self._config.endpoint,
                     content=body,
                     headers={"Content-Type": "application/json"},
+                    timeout=max(min(ends.remaining(), 60.0), 0.001),
                 )
 
             def report(number: int, error: RetryableError, wait: float) -> None:
@@ -221,6 +219,7 @@ class NotarySigner:
                     exchange,
                     what=f"POST {self._config.endpoint}",
                     policy=policy,
+                    deadline=ends,
                     on_retry=report,
                 )
             except RetriesExhausted as exc:
