@@ -1,20 +1,28 @@
-"""GitHub Actions' OIDC token service on the runner: request a token, write it to a step output,
-summarize its claims. The only module that talks to the runner's token service."""
+"""GitHub Actions' OIDC token service on the runner: request a token, summarize its claims. The
+only module that talks to the runner's token service."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from pathlib import Path
 
 import httpx
+from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
 from image_builder.errors import InputError, RuntimeFailure
+from image_builder.http import Deadline, RetriesExhausted, RetryPolicy, send_with_retries
 
 PERMISSION_HINT = (
     "the calling workflow needs `permissions: id-token: write` (on the job or the workflow) for "
     "GitHub to issue OIDC tokens"
 )
+
+
+class _TokenAnswer(BaseModel):
+    """The token service's answer; other members are ignored."""
+
+    model_config = ConfigDict(defer_build=True)
+    value: StrictStr
 
 
 def request_oidc_token(
@@ -26,13 +34,6 @@ def request_oidc_token(
     if not url or not bearer:
         missing = "ACTIONS_ID_TOKEN_REQUEST_URL" if not url else "ACTIONS_ID_TOKEN_REQUEST_TOKEN"
         raise InputError(f"{missing} is not set: {PERMISSION_HINT}")
-    from pydantic import BaseModel, StrictStr, ValidationError
-
-    from image_builder.http import Deadline, RetriesExhausted, RetryPolicy, send_with_retries
-
-    class Answer(BaseModel):
-        value: StrictStr
-
     client = http or httpx.Client(trust_env=False)
     request_url = httpx.URL(url).copy_merge_params({"audience": audience})
     ends = Deadline(15.0)  # for every try together
@@ -57,18 +58,12 @@ def request_oidc_token(
             f"the runner's token service answered HTTP {response.status_code}; {PERMISSION_HINT}"
         )
     try:
-        token = Answer.model_validate_json(response.content).value
+        token = _TokenAnswer.model_validate_json(response.content).value
     except ValidationError:
         raise RuntimeFailure("the runner's token service answered without a token value") from None
     if token.count(".") != 2:
         raise RuntimeFailure("the runner's token service returned something that is not a JWT")
     return token
-
-
-def write_output(path: Path, name: str, value: str) -> None:
-    from image_builder.ci_output import append, format_outputs
-
-    append(path, format_outputs({name: value}))
 
 
 def claims_summary(token: str) -> str:

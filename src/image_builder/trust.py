@@ -20,6 +20,7 @@ import httpx
 import jwt
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from image_builder import wire
 from image_builder.config import TrustedIssuer
 from image_builder.context import CIContext
 from image_builder.errors import TrustError
@@ -113,19 +114,9 @@ _W = TypeVar("_W", bound=_Wire)
 def _read(model: type[_W], response: httpx.Response, what: str) -> _W:
     """``response``'s JSON as ``model``; what is missing or mistyped, in one line."""
     try:
-        data = response.json()
-    except ValueError:
-        raise _Unfetchable(f"{what} is not JSON") from None
-    if not isinstance(data, dict):
-        raise _Unfetchable(f"{what} is not a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        if first["type"] == "missing":
-            raise _Unfetchable(f"{what} has no {where}") from None
-        raise _Unfetchable(f"{what} is malformed at {where}: {first['msg']}") from None
+        return wire.parse(model, response.content, what=what)
+    except wire.WireError as exc:
+        raise _Unfetchable(str(exc)) from None
 
 
 def _answered(response: httpx.Response) -> str:

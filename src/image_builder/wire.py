@@ -1,5 +1,6 @@
 """Registry JSON as small models: OCI descriptors, image manifests and indexes, and cosign's
-signature manifests, layer annotations and simple-signing payload.
+signature manifests, layer annotations and simple-signing payload; and :func:`parse`, which reads
+any such model (the OIDC documents in :mod:`trust` too) with a one-line message.
 
 Whoever can push to a repository writes these documents, so they are read as untrusted input.
 The keys the code reads are checked for presence and type; other keys are kept (registries and
@@ -30,7 +31,7 @@ from image_builder.validation import dotted
 
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 
-M = TypeVar("M", bound="_Wire")
+M = TypeVar("M", bound=BaseModel)
 
 
 class WireError(RuntimeFailure):
@@ -79,18 +80,25 @@ class Platform(_Wire):
         return "/".join(part for part in (self.os, self.architecture, self.variant) if part)
 
 
-class Descriptor(_Wire):
-    """What a manifest or index says of another blob or manifest."""
+class Layer(_Wire):
+    """Anything that names a blob by its digest. A signature manifest's layer of this shape only
+    is kept as it came, whether or not this tool can read it (another tool's layer may lack what
+    ours have)."""
 
-    media_type: StrictStr = Field(alias="mediaType")
     digest: Digest
-    size: Annotated[StrictInt, Field(ge=0)]
-    annotations: Annotations = Field(default_factory=dict)
-    platform: Platform | None = None
 
     def document(self) -> dict[str, Any]:
         """As JSON again, with only the keys it came with (a layer written back is unchanged)."""
         return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+class Descriptor(Layer):
+    """What a manifest or index says of another blob or manifest."""
+
+    media_type: StrictStr = Field(alias="mediaType")
+    size: Annotated[StrictInt, Field(ge=0)]
+    annotations: Annotations = Field(default_factory=dict)
+    platform: Platform | None = None
 
 
 Entries = Annotated[tuple[Descriptor, ...], BeforeValidator(_capped)]
@@ -104,16 +112,6 @@ class ImageManifest(_Wire):
 
 class ImageIndex(_Wire):
     manifests: Entries
-
-
-class Layer(_Wire):
-    """Any layer of a signature manifest that names a blob: what a write keeps, as it came,
-    whether or not this tool can read it (another tool's layer may lack what ours have)."""
-
-    digest: Digest
-
-    def document(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 class SignatureManifest(_Wire):
@@ -138,16 +136,17 @@ class SignatureManifest(_Wire):
         if not isinstance(value, list):
             return data  # refused as not a list
         _capped(value, info, name="layers")
-        layers, kept = [], []
+        layers: list[Descriptor] = []
+        kept: list[Layer] = []
         for entry in value:
             try:
-                kept.append(Layer.model_validate(entry))
-            except ValidationError:
-                continue
-            try:
                 layers.append(Descriptor.model_validate(entry))
+                kept.append(layers[-1])
             except ValidationError:
-                continue
+                try:
+                    kept.append(Layer.model_validate(entry))
+                except ValidationError:
+                    continue
         return {**data, "layers": layers, "kept": kept}
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from image_builder.cli import main
 from image_builder.commands.build import BuildOptions, prepare, withheld_notice
-from image_builder.config import parse_config
+from image_builder.config import load_config, parse_config
 from image_builder.errors import InputError
 from image_builder.events import JobType
 from image_builder.plan import gives_secrets
@@ -318,7 +318,9 @@ def test_a_pull_request_build_gets_no_secret_and_says_so(workspace: Path) -> Non
         context="ctx",
         secrets=("id=tok,env=TOKEN", "id=file,src=not-there-on-a-fork"),
     )
-    plan, _, _ = prepare(options, env=PR_ENV, now=NOW, host_platform="linux/amd64")
+    plan, _ = prepare(
+        options, config=load_config(None), env=PR_ENV, now=NOW, host_platform="linux/amd64"
+    )
     assert plan.secrets == ()
     assert plan.withheld_secrets == ("tok", "file")
     assert plan.to_json()["withheld_secrets"] == ["tok", "file"]
@@ -330,6 +332,7 @@ def test_a_pull_request_build_gets_no_secret_and_says_so(workspace: Path) -> Non
     with pytest.raises(InputError, match="the file not-there-on-a-fork does not exist"):
         prepare(
             replace(options, config=workspace / "config.yaml"),
+            config=load_config(workspace / "config.yaml"),
             env=PR_ENV,
             now=NOW,
             host_platform="linux/amd64",
@@ -354,7 +357,9 @@ def test_the_publish_stage_reads_no_secret_and_checks_no_base_image(workspace: P
         use_restricted_registry=True,
         from_layout=workspace / "layout",
     )
-    plan, _, _ = prepare(options, env=env, now=NOW, host_platform="linux/amd64")
+    plan, _ = prepare(
+        options, config=load_config(options.config), env=env, now=NOW, host_platform="linux/amd64"
+    )
     assert (plan.secrets, plan.withheld_secrets, plan.restricted_registries) == ((), (), ())
 
 
@@ -364,7 +369,9 @@ def test_the_plan_names_secrets_and_never_shows_a_value(workspace: Path) -> None
     options = BuildOptions(
         name="team/app", context="ctx", secrets=("id=tok,env=TOKEN", "id=f,src=secret.txt")
     )
-    plan, _, _ = prepare(options, env=env, now=NOW, host_platform="linux/amd64")
+    plan, _ = prepare(
+        options, config=load_config(options.config), env=env, now=NOW, host_platform="linux/amd64"
+    )
     assert plan.secrets == (
         BuildSecret(id="tok", value=VALUE.encode()),
         BuildSecret(id="f", value=VALUE.encode() + b"\n"),

@@ -46,6 +46,9 @@ def test_a_busy_service_is_asked_again() -> None:
     )
     assert request_oidc_token("aud", ENV, http=client) == JWT
     assert len(seen) == 3
+    # Every try gets what is left of one 15 s deadline: the last one ends by it too.
+    timeouts = [request.extensions["timeout"]["read"] for request in seen]
+    assert 15.0 >= timeouts[0] > timeouts[1] > timeouts[2] > 0, timeouts
 
 
 @pytest.mark.parametrize(

@@ -63,14 +63,14 @@ class BuildOptions:
 def prepare(
     options: BuildOptions,
     *,
+    config: Config,
     env: Mapping[str, str],
     now: datetime,
     host_platform: str,
     verify: bool = True,
-    config: Config | None = None,
-) -> tuple[BuildPlan, Config, VerifiedClaims | None]:
-    """The plan, the config it came from (``config``, when the caller loaded it already) and the
-    caller's verified claims. Builds, pushes and signs nothing. It reads files and the build
+) -> tuple[BuildPlan, VerifiedClaims | None]:
+    """The plan made with ``config`` (loaded from ``options.config``), and the caller's verified
+    claims. Builds, pushes and signs nothing. It reads files and the build
     secrets; runs git (the commit time of reproducible builds; whether a local tree is clean);
     and, with a trust policy, verifies the caller's token, which fetches the issuer's keys and
     may ask GitHub for a pull request's head commit. Without ``verify`` the token is not
@@ -165,7 +165,7 @@ def prepare(
 
     from image_builder.provenance import identity
 
-    return replace(plan, who=identity(inputs.ctx, claims)), inputs.config, claims
+    return replace(plan, who=identity(inputs.ctx, claims)), claims
 
 
 def withheld_notice(plan: BuildPlan) -> str:
@@ -270,7 +270,7 @@ def run_build(
     """Build here (``--backend local``) with ``config``, loaded from ``options.config``."""
     reporter.mask(token_from(options.oidc_token, env) or "")
     check_stages(options)
-    plan, _, claims = prepare(
+    plan, claims = prepare(
         options,
         env=env,
         now=now,

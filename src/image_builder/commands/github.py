@@ -20,13 +20,13 @@ class OidcTokenOptions:
 
 
 def run_oidc_token(options: OidcTokenOptions, *, env: Mapping[str, str], reporter: Reporter) -> int:
-    from image_builder import github_actions
+    from image_builder import ci_output, github_actions
 
     token = github_actions.request_oidc_token(options.audience, env)
     reporter.mask(token)
     if not env.get("GITHUB_OUTPUT"):
         raise UsageError("GITHUB_OUTPUT is not set: run this inside a GitHub Actions step")
-    github_actions.write_output(Path(env["GITHUB_OUTPUT"]), options.output, token)
+    ci_output.append(Path(env["GITHUB_OUTPUT"]), ci_output.format_outputs({options.output: token}))
     reporter.result(
         f"OIDC token written to output '{options.output}': {github_actions.claims_summary(token)}"
     )

@@ -1,5 +1,6 @@
-"""Steps that ``build``, ``sign`` and ``verify`` share: spending the caller's token, and the registry
-client with the config's rules. (The trust gate itself is :func:`image_builder.trust.verify_caller`.)"""
+"""Steps that ``build``, ``sign`` and ``verify`` share: spending the caller's token, and the
+registry client with the config's rules. (The trust gate itself is
+:func:`image_builder.trust.verify_caller`.)"""
 
 from __future__ import annotations
 

@@ -158,7 +158,7 @@ def _write(
     registry: RegistryClient,
     repo: Reference,
     tag_ref: Reference,
-    layers: Sequence[wire.Layer | wire.Descriptor],
+    layers: Sequence[wire.Layer],
 ) -> None:
     config = json.dumps(
         {
